@@ -1,0 +1,67 @@
+# Merge, metrics, plots and the run/cost summaries: shared by every backend.
+
+
+localrules:
+    merge_predictions,
+    compute_metrics,
+    plot_results,
+    summarize_run,
+
+
+rule merge_predictions:
+    input:
+        manifest=f"{R}/partitions/manifest.json",
+        predictions=expand(f"{R}/predictions/{{part}}.parquet", part=PARTS),
+    output:
+        f"{R}/predictions.parquet",
+    log:
+        "logs/merge_predictions.log",
+    params:
+        pred_dir=f"{R}/predictions",
+    shell:
+        "cosmicai merge --manifest {input.manifest} --predictions-dir {params.pred_dir} --output {output} > {log} 2>&1"
+
+
+rule compute_metrics:
+    input:
+        f"{R}/predictions.parquet",
+    output:
+        metrics=f"{R}/metrics/metrics.json",
+        by_zspec=f"{R}/metrics/by_zspec.csv",
+        by_rmag=f"{R}/metrics/by_rmag.csv",
+    log:
+        "logs/compute_metrics.log",
+    shell:
+        "cosmicai metrics {input} --output {output.metrics} --by-zspec {output.by_zspec} --by-rmag {output.by_rmag} > {log} 2>&1"
+
+
+rule plot_results:
+    input:
+        predictions=f"{R}/predictions.parquet",
+        timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
+    output:
+        z=f"{R}/plots/z_pred_vs_z_spec.png",
+        delta=f"{R}/plots/delta_vs_z_spec.png",
+        timings=f"{R}/plots/partition_timings.png",
+    log:
+        "logs/plot_results.log",
+    params:
+        outdir=f"{R}/plots",
+    shell:
+        "cosmicai plots {input.predictions} --sidecars {input.timings} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule summarize_run:
+    input:
+        timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
+        merged=f"{R}/predictions.parquet",
+    output:
+        run=f"{R}/summary/run_summary.json",
+        cost=f"{R}/summary/cost_summary.json",
+    log:
+        "logs/summarize_run.log",
+    params:
+        rates=lambda wc: json.dumps(config["cost"]),
+    shell:
+        "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
+        " --run-output {output.run} --cost-output {output.cost} > {log} 2>&1"

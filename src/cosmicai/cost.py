@@ -1,0 +1,46 @@
+"""Cost summaries: one format for every backend, each backend filling its own usage lines."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+CostFn = Callable[[list[dict], dict], list[dict]]
+
+
+def _line(resource: str, quantity: float, unit: str, rate: float) -> dict:
+    return {"resource": resource, "quantity": quantity, "unit": unit, "rate_usd": rate, "cost_usd": quantity * rate}
+
+
+def local_usage(runs: list[dict], rates: dict) -> list[dict]:
+    """CPU-hours (job seconds x threads) and GPU-hours (job seconds on CUDA) priced at configured rates."""
+    cpu_hours = sum(r["total_s"] * r.get("threads", 1) for r in runs if not str(r["device"]).startswith("cuda")) / 3600
+    gpu_hours = sum(r["total_s"] for r in runs if str(r["device"]).startswith("cuda")) / 3600
+    return [
+        _line("cpu_hours", cpu_hours, "CPU-h", float(rates.get("cpu_hour_usd", 0.0))),
+        _line("gpu_hours", gpu_hours, "GPU-h", float(rates.get("gpu_hour_usd", 0.0))),
+    ]
+
+
+USAGE: dict[str, CostFn] = {"local": local_usage}
+
+
+def detect_backend(runs: list[dict]) -> str:
+    """Where the jobs ran, read from their sidecars: Slurm jobs carry a job id, others ran locally."""
+    if runs and all(r.get("slurm_job_id") for r in runs):
+        return "slurm"
+    return "local"
+
+
+def cost_summary(runs: list[dict], backend: str, rates: dict, summary: dict) -> dict:
+    """Priced usage lines and total for a run, beside its wall time and throughput."""
+    lines = USAGE[backend](runs, rates)
+    return {
+        "backend": backend,
+        "currency": "USD",
+        "rates": rates,
+        "lines": lines,
+        "total_usd": sum(line["cost_usd"] for line in lines),
+        "wall_s": summary["wall_s"],
+        "rows": summary["rows"],
+        "usd_per_million_rows": 1e6 * sum(line["cost_usd"] for line in lines) / summary["rows"] if summary["rows"] else 0.0,
+    }

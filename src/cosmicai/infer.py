@@ -1,0 +1,162 @@
+"""Inference over one partition file: stream batches, predict, write predictions and a timing sidecar."""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from cosmicai.atomic import write_json
+from cosmicai.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
+from cosmicai.engine import Engine
+from cosmicai.errors import CosmicaiError
+from cosmicai.predictions import write_predictions
+from cosmicai.resources import peak_rss_mb
+
+OnInvalid = Literal["fail", "flag"]
+# Bits per sample as the paper counts throughput: the float32 image and magnitude tensors.
+BITS_PER_SAMPLE = 32 * (len(BANDS) * IMAGE_SIZE * IMAGE_SIZE + len(BANDS))
+
+
+def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch, float]]:
+    """Read the next batches in a background thread (HDF5 reads overlap compute); yield (batch, wait_s)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def reader() -> None:
+        try:
+            for b in batches:
+                q.put(b)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    threading.Thread(target=reader, daemon=True).start()
+    while True:
+        t = time.perf_counter()
+        item = q.get()
+        wait = time.perf_counter() - t
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item, wait
+
+
+def infer_partition(
+    partition: str | os.PathLike,
+    engine: Engine,
+    output: str | os.PathLike,
+    sidecar: str | os.PathLike | None = None,
+    batch_size: int = 512,
+    on_invalid: OnInvalid = "fail",
+    model_load_s: float = 0.0,
+    progress: bool | None = None,
+) -> dict:
+    """Predict z for every row of a partition; write Parquet predictions and return (and write) timings."""
+    started = time.time()
+    t0 = time.perf_counter()
+    info = inspect(partition)
+    n = info.n_rows
+    z_pred = np.empty(n, np.float32)
+    ids = np.empty(n, np.int64)
+    mag_r = np.empty(n, np.float32)
+    z_spec = np.empty(n, np.float32) if info.has_redshift else None
+    valid = np.ones(n, bool)
+    read_s = compute_s = 0.0
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress_bar(n, Path(partition).name) if show else None
+    for batch, wait in _prefetch(iter_batches(partition, batch_size)):
+        read_s += wait
+        rows = slice(batch.start, batch.start + len(batch))
+        ok = np.isfinite(batch.images).all(axis=(1, 2, 3)) & np.isfinite(batch.magnitudes).all(axis=1)
+        valid[rows] = ok
+        ids[rows] = batch.object_id
+        mag_r[rows] = batch.magnitudes[:, BANDS.index("r")]
+        if z_spec is not None:
+            z_spec[rows] = batch.redshift
+        if not valid[: rows.stop].all() and on_invalid == "fail":
+            continue  # keep scanning only to report the full count of bad rows
+        images, mags = batch.images, batch.magnitudes
+        if not ok.all():
+            images, mags = np.where(ok[:, None, None, None], images, 0), np.where(ok[:, None], mags, 0)
+        t = time.perf_counter()
+        z_pred[rows] = engine.predict(images, mags)
+        compute_s += time.perf_counter() - t
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    bad = np.flatnonzero(~valid)
+    if len(bad) and on_invalid == "fail":
+        raise CosmicaiError(
+            partition,
+            f"{len(bad)} row(s) with NaN or Inf in images or magnitudes, first at row {bad[0]} "
+            f"(object_id {ids[bad[0]]}); set on_invalid: flag to predict the rest",
+        )
+    z_pred[~valid] = np.nan
+    t = time.perf_counter()
+    write_predictions(output, ids, z_pred, z_spec, mag_r, valid)
+    write_s = time.perf_counter() - t
+    timings = {
+        "partition": Path(partition).name,
+        "rows": n,
+        "invalid_rows": int(len(bad)),
+        "device": str(engine.device),
+        "precision": engine.precision,
+        "batch_size": batch_size,
+        "threads": engine.threads,
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # for pricing from Slurm's accounting
+        "started_at": started - model_load_s,
+        "ended_at": time.time(),
+        "model_load_s": model_load_s,
+        "read_s": read_s,
+        "compute_s": compute_s,
+        "write_s": write_s,
+        "total_s": time.perf_counter() - t0 + model_load_s,
+        "samples_per_s": n / compute_s if compute_s else 0.0,
+        "bits_per_s": n * BITS_PER_SAMPLE / compute_s if compute_s else 0.0,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if sidecar is not None:
+        write_json(sidecar, timings)
+    return timings
+
+
+def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is imported only when shown
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="gal", file=sys.stderr)
+
+
+def run_infer(
+    partition: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    sidecar: str | os.PathLike | None = None,
+    batch_size: int = 512,
+    device: str = "auto",
+    precision: str = "fp32",
+    on_invalid: OnInvalid = "fail",
+    compile: bool = False,
+    threads: int | None = None,
+) -> dict:
+    """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command)."""
+    from cosmicai.checkpoint import load_model
+
+    inspect(partition)  # fail on a bad partition before paying for the model load
+    t = time.perf_counter()
+    try:
+        engine = Engine(load_model(checkpoint), device=device, precision=precision, compile=compile, threads=threads)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CosmicaiError(checkpoint, str(exc)) from None
+    load_s = time.perf_counter() - t
+    return infer_partition(partition, engine, output, sidecar, batch_size, on_invalid, model_load_s=load_s)

@@ -1,0 +1,60 @@
+"""Merging checks that every input row of every partition is accounted for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from cosmicai.errors import CosmicaiError
+from cosmicai.merge import merge_predictions
+from cosmicai.partition import write_partitions
+from cosmicai.predictions import write_predictions
+
+
+def _fake_predictions(parts: Path, preds: Path, plan: dict) -> None:
+    import h5py
+
+    for e in plan["partitions"]:
+        with h5py.File(parts / e["file"]) as f:
+            ids = f["object_id"][:]
+        n = len(ids)
+        write_predictions(preds / f"{e['name']}.parquet", ids, np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n, bool))
+
+
+@pytest.fixture()
+def partitioned(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, Path, dict]:
+    parts, preds = tmp_path / "parts", tmp_path / "preds"
+    plan = write_partitions(tiny_dataset, parts, 2, parts / "manifest.json")
+    _fake_predictions(parts, preds, plan)
+    return parts, preds, plan
+
+
+def test_merge_concatenates_in_order(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    parts, preds, plan = partitioned
+    assert merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet") == 300
+    assert pq.read_table(tmp_path / "all.parquet").num_rows == 300
+
+
+def test_short_partition_named(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    parts, preds, plan = partitioned
+    victim = preds / "part_00001.parquet"
+    table = pq.read_table(victim).slice(0, 10)
+    pq.write_table(table, victim)
+    with pytest.raises(CosmicaiError, match="part_00001 has 10 predictions, expected"):
+        merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet")
+    assert not (tmp_path / "all.parquet").exists()
+
+
+def test_wrong_ids_named(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    parts, preds, plan = partitioned
+    victim = preds / "part_00000.parquet"
+    t = pq.read_table(victim)
+    ids = t.column("object_id").to_numpy().copy()
+    ids[3] = -1
+    n = len(ids)
+    write_predictions(victim, ids, np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n, bool))
+    with pytest.raises(CosmicaiError, match="part_00000: object_ids differ"):
+        merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet")

@@ -1,0 +1,89 @@
+"""The model reproduces the published AstroMAE checkpoint layout and architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from cosmicai.checkpoint import load_model
+from cosmicai.engine import Engine, fold_batchnorm
+from cosmicai.model import build_model
+
+from conftest import run_cli
+from reference_astromae import random_state_dict, reference_forward
+
+REFERENCE_TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "astromae_state_dict.tsv"
+
+
+def _reference_layout() -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in REFERENCE_TSV.read_text().splitlines():
+        if line.startswith("#") or line.startswith("key\t"):
+            continue
+        key, dtype, shape = line.split("\t")
+        rows[key] = (dtype, shape)
+    return rows
+
+
+def test_state_dict_layout_equals_published_checkpoint() -> None:
+    ours = {k: (str(v.dtype).removeprefix("torch."), str(tuple(v.shape))) for k, v in build_model().state_dict().items()}
+    ref = _reference_layout()
+    assert len(ref) == 388
+    assert list(ours) == list(ref)
+    assert ours == ref
+
+
+def test_independent_checkpoint_through_cli_matches_reference(tmp_path: Path, tiny_dataset: Path) -> None:
+    sd = random_state_dict(str(REFERENCE_TSV), seed=1)
+    ckpt = tmp_path / "independent.safetensors"
+    save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(ckpt))
+    out = tmp_path / "pred.parquet"
+    run_cli("infer", tiny_dataset, "--checkpoint", ckpt, "--output", out, "--precision", "fp32", "--device", "cpu", check=True)
+    z_cli = pq.read_table(out).column("z_pred").to_numpy()
+    with h5py.File(tiny_dataset) as f:
+        x = torch.from_numpy(f["images"][:, :, 16:48, 16:48].astype(np.float32))
+        m = torch.from_numpy(f["magnitudes"][:])
+    with torch.no_grad():
+        z_ref = reference_forward(sd, x, m).numpy()
+    assert len(z_cli) == 300
+    assert np.abs(z_cli - z_ref).max() <= 1e-4 * max(1.0, np.abs(z_ref).max())
+
+
+def test_torch_state_dict_file_with_dataparallel_prefix_loads(tmp_path: Path) -> None:
+    model = build_model()
+    path = tmp_path / "model.pt"
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    loaded = load_model(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_batchnorm_folding_keeps_outputs(random_checkpoint: Path) -> None:
+    x, m = torch.randn(8, 5, 32, 32), torch.randn(8, 5) + 20
+    model = load_model(random_checkpoint)
+    with torch.no_grad():
+        before = model(x, m)
+        after = fold_batchnorm(model)(x, m)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_engine_on_cpu_close_to_eager(random_checkpoint: Path, precision: str) -> None:
+    x, m = np.random.default_rng(0).normal(size=(16, 5, 32, 32)).astype(np.float32), np.full((16, 5), 20.0, np.float32)
+    with torch.no_grad():
+        eager = load_model(random_checkpoint)(torch.from_numpy(x), torch.from_numpy(m)).numpy()
+    z = Engine(load_model(random_checkpoint), device="cpu", precision=precision).predict(x, m)  # type: ignore[arg-type]
+    tol = 1e-4 if precision == "fp32" else 5e-2
+    assert np.abs(z - eager).max() <= tol * max(1.0, np.abs(eager).max())
+
+
+def test_gpu_only_precision_refused_on_cpu(random_checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        Engine(load_model(random_checkpoint), device="cpu", precision="tf32")

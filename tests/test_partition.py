@@ -1,0 +1,60 @@
+"""Partition arithmetic, partition files and the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cosmicai.dataset import ROW_BYTES, inspect
+from cosmicai.partition import partition_count, partition_ranges, partitions_for_bytes, write_partitions
+from cosmicai.resources import sha256_file
+
+
+@pytest.mark.parametrize("mb,expected", [(25, 517), (50, 259), (75, 173), (100, 130)])
+def test_paper_partition_counts(mb: int, expected: int) -> None:
+    # The paper's cost table: 12.6 GiB in partitions of 25/50/75/100 MiB gives these request counts.
+    assert partitions_for_bytes(12.6 * 2**30, mb) == expected
+    # Its 659,178 samples at our row size are 12.59 GiB: the same counts, or one fewer.
+    assert expected - 1 <= partition_count(659_178, mb) <= expected
+
+
+def test_row_bytes_is_model_input_size() -> None:
+    assert ROW_BYTES == 5 * 32 * 32 * 4 + 5 * 4 + 4 + 8
+
+
+def test_small_dataset_is_one_partition_and_bad_size_refused() -> None:
+    assert partition_count(10, 100) == 1
+    assert partition_count(0, 100) == 1
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="partition_mb must be > 0"):
+            partition_count(100, bad)
+
+
+def test_ranges_cover_all_rows_evenly() -> None:
+    ranges = partition_ranges(1003, 7)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1003
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    sizes = [b - a for a, b in ranges]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_write_partitions_manifest(tmp_path: Path, tiny_dataset: Path) -> None:
+    plan = write_partitions(tiny_dataset, tmp_path / "parts", 1.5, tmp_path / "parts" / "manifest.json")
+    assert len(plan["partitions"]) == partition_count(300, 1.5) == 4
+    assert json.loads((tmp_path / "parts" / "manifest.json").read_text()) == plan
+    ids = []
+    with h5py.File(tiny_dataset) as f:
+        all_ids, crop = f["object_id"][:], f["images"][:, :, 16:48, 16:48]
+    for entry in plan["partitions"]:
+        path = tmp_path / "parts" / entry["file"]
+        info = inspect(path)
+        assert (info.height, info.width, info.n_rows) == (32, 32, entry["rows"])
+        assert entry["sha256"] == sha256_file(path)
+        with h5py.File(path) as f:
+            ids.extend(f["object_id"][:])
+            np.testing.assert_array_equal(f["images"][:], crop[entry["row_start"] : entry["row_stop"]])
+    np.testing.assert_array_equal(ids, all_ids)
