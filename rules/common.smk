@@ -1,5 +1,6 @@
 # Config validation, the partition plan (computed when the DAG is built), input and resource functions.
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -15,11 +16,16 @@ try:
 except WorkflowError as exc:
     raise WorkflowError(config_error(config, f"{workflow.basedir}/config/schema.yaml")) from None
 
+# Where envs/cosmicai.yaml installs the package from under --sdm conda (pip expands it).
+os.environ.setdefault("COSMICAI_SRC", workflow.basedir)
+
 R = config["results"]
 IS_DEMO = config["dataset"] == "demo"
 DATASET = f"{R}/data/demo.h5" if IS_DEMO else config["dataset"]
 CHECKPOINT = config["checkpoint"] or f"{R}/model/demo.safetensors"
 INF = config["inference"]
+# The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
+ONNX_INPUT = [f"{R}/model/astromae.onnx"] if INF["runtime"] != "torch" and INF["device"] != "cuda" else []
 
 
 def dataset_rows() -> int:
@@ -48,12 +54,40 @@ def final_outputs() -> list[str]:
     ]
 
 
+# Sizing of one inference job (measured with `cosmicai infer` on CPU: ~760 MB for Python, torch and
+# timm; ~0.35 MB of activations per batch row at 32x32 fp32), padded for other machines and precisions.
+RUNTIME_MB = 800
+ACTIVATION_MB_PER_ROW = 0.5
+OUTPUT_BYTES_PER_ROW = 64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
+SAMPLES_PER_S_PER_THREAD = 25  # pessimistic CPU rate (about 300/s measured): a GPU job fits too
+STARTUP_S = 120  # interpreter, imports and checkpoint read from a shared filesystem
+
+
+def model_mb() -> float:
+    """Size of the checkpoint's weights in MB (AstroMAE's 15.8M fp32 parameters until the demo model exists)."""
+    path = Path(CHECKPOINT)
+    return path.stat().st_size / 2**20 if path.exists() else 64.0
+
+
 def infer_mem_mb(wildcards, attempt: int) -> int:
-    """Memory for one inference job: the model and runtime (~700 MB) plus two batches, doubled per retry."""
-    batch_mb = 2 * INF["batch_size"] * ROW_BYTES / 2**20
-    return int((1024 + 4 * batch_mb) * attempt)
+    """Memory for one inference job from the model, the batch and the partition's rows, doubled per retry."""
+    prefetch_mb = 3 * INF["batch_size"] * ROW_BYTES / 2**20  # the batch being computed and two read ahead
+    need = (
+        RUNTIME_MB
+        + 2 * model_mb()  # the weights and the state_dict they are loaded from
+        + INF["batch_size"] * ACTIVATION_MB_PER_ROW
+        + prefetch_mb
+        + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20
+    )
+    return int(1.25 * need * 2 ** (attempt - 1))
 
 
-def infer_runtime_min(wildcards, attempt: int) -> int:
-    """Minutes for one inference job, assuming a pessimistic 50 samples/s per job, longer per retry."""
-    return int((5 + ROWS_PER_PART / 50 / 60) * attempt)
+def infer_runtime_min(wildcards, threads: int, attempt: int) -> int:
+    """Wall-time limit in minutes for one inference job from the partition's rows and the job's threads, doubled per retry."""
+    seconds = STARTUP_S + model_mb() / 20 + ROWS_PER_PART / (SAMPLES_PER_S_PER_THREAD * threads)
+    return max(5, -(-int(seconds) // 60)) * 2 ** (attempt - 1)
+
+
+def infer_cpus(wildcards, threads: int) -> int:
+    """Slurm cores for an inference job: its threads (torch uses as many, via --threads)."""
+    return threads

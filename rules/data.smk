@@ -1,6 +1,14 @@
 # Data: the synthetic demo dataset, the demo model, and partitioning.
 
 
+# Quick, I/O-bound steps stay on the submit host under a cluster profile; training is a job.
+localrules:
+    synth_demo,
+    synth_training_set,
+    partition_dataset,
+    export_onnx,
+
+
 rule synth_demo:
     output:
         f"{R}/data/demo.h5",
@@ -10,6 +18,8 @@ rule synth_demo:
         n=config["demo"]["n"],
         seed=config["demo"]["seed"],
         size=config["demo"]["image_size"],
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
@@ -23,6 +33,8 @@ rule synth_training_set:
         n=config["train"]["n"],
         seed=config["train"]["seed"],
         size=config["demo"]["image_size"],
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
@@ -37,9 +49,22 @@ rule train_demo_model:
     threads: workflow.cores
     params:
         t=config["train"],
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai -v train {input} --output {output} --epochs {params.t[epochs]} --batch-size {params.t[batch_size]}"
         " --lr {params.t[lr]} --seed {params.t[seed]} --max-minutes {params.t[max_minutes]} > {log} 2>&1"
+
+
+rule export_onnx:
+    input:
+        CHECKPOINT,
+    output:
+        f"{R}/model/astromae.onnx",
+    log:
+        "logs/export_onnx.log",
+    shell:
+        "cosmicai export-onnx {input} --output {output} > {log} 2>&1"
 
 
 rule partition_dataset:
@@ -53,5 +78,7 @@ rule partition_dataset:
     params:
         mb=config["partition_mb"],
         outdir=f"{R}/partitions",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai partition {input} --partition-mb {params.mb} --outdir {params.outdir} --manifest {output.manifest} > {log} 2>&1"

@@ -18,6 +18,8 @@ rule merge_predictions:
         "logs/merge_predictions.log",
     params:
         pred_dir=f"{R}/predictions",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai merge --manifest {input.manifest} --predictions-dir {params.pred_dir} --output {output} > {log} 2>&1"
 
@@ -31,6 +33,8 @@ rule compute_metrics:
         by_rmag=f"{R}/metrics/by_rmag.csv",
     log:
         "logs/compute_metrics.log",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai metrics {input} --output {output.metrics} --by-zspec {output.by_zspec} --by-rmag {output.by_rmag} > {log} 2>&1"
 
@@ -47,6 +51,8 @@ rule plot_results:
         "logs/plot_results.log",
     params:
         outdir=f"{R}/plots",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai plots {input.predictions} --sidecars {input.timings} --outdir {params.outdir} > {log} 2>&1"
 
@@ -55,13 +61,18 @@ rule summarize_run:
     input:
         timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
         merged=f"{R}/predictions.parquet",
+        manifest=f"{R}/partitions/manifest.json",
     output:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
     log:
         "logs/summarize_run.log",
     params:
-        rates=lambda wc: json.dumps(config["cost"]),
+        rates=lambda wc: json.dumps({**config["cost"], "lambda": config["lambda"]["prices"]}),
+        pred_dir=f"{R}/predictions",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
-        " --run-output {output.run} --cost-output {output.cost} > {log} 2>&1"
+        " --run-output {output.run} --cost-output {output.cost}"
+        " --manifest {input.manifest} --predictions-dir {params.pred_dir} > {log} 2>&1"

@@ -18,6 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep exported ONNX graphs (cached by checkpoint hash) out of the user's ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """Run the installed `cosmicai` command, capturing output."""
     proc = subprocess.run([str(BIN / "cosmicai"), *map(str, args)], capture_output=True, text=True, cwd=cwd)

@@ -73,7 +73,7 @@ def test_bad_dataset_infer(case: str, tmp_path: Path, random_checkpoint: Path) -
     _assert_clean_failure(proc, path, message, out)
 
 
-@pytest.mark.parametrize("case", ["missing file", "truncated", "missing dataset", "duplicate ids", "image too small"])
+@pytest.mark.parametrize("case", ["missing file", "truncated", "not hdf5", "missing dataset", "duplicate ids", "image too small"])
 def test_bad_dataset_partition(case: str, tmp_path: Path) -> None:
     make, message = BAD_DATASETS[case]
     path = make(tmp_path / "bad.h5")

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from cosmicai.checkpoint import load_model
-from cosmicai.engine import Engine, fold_batchnorm
+from cosmicai.engine import load_engine
+from cosmicai.engine_torch import TorchEngine, fold_batchnorm
 from cosmicai.model import build_model
 
 from conftest import run_cli
@@ -79,11 +80,35 @@ def test_engine_on_cpu_close_to_eager(random_checkpoint: Path, precision: str) -
     x, m = np.random.default_rng(0).normal(size=(16, 5, 32, 32)).astype(np.float32), np.full((16, 5), 20.0, np.float32)
     with torch.no_grad():
         eager = load_model(random_checkpoint)(torch.from_numpy(x), torch.from_numpy(m)).numpy()
-    z = Engine(load_model(random_checkpoint), device="cpu", precision=precision).predict(x, m)  # type: ignore[arg-type]
+    z = TorchEngine(load_model(random_checkpoint), device="cpu", precision=precision).predict(x, m)  # type: ignore[arg-type]
     tol = 1e-4 if precision == "fp32" else 5e-2
     assert np.abs(z - eager).max() <= tol * max(1.0, np.abs(eager).max())
 
 
 def test_gpu_only_precision_refused_on_cpu(random_checkpoint: Path) -> None:
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        Engine(load_model(random_checkpoint), device="cpu", precision="tf32")
+        TorchEngine(load_model(random_checkpoint), device="cpu", precision="tf32")
+
+
+@pytest.mark.parametrize("runtime,precision,tol", [("onnxruntime", "fp32", 1e-4), ("openvino", "fp32", 1e-4), ("openvino", "bf16", 5e-2)])
+def test_cpu_runtimes_match_pytorch(tmp_path: Path, random_checkpoint: Path, runtime: str, precision: str, tol: float) -> None:
+    onnx = tmp_path / "model.onnx"
+    run_cli("export-onnx", random_checkpoint, "--output", onnx, check=True)
+    rng = np.random.default_rng(0)
+    x, m = rng.normal(size=(40, 5, 32, 32)).astype(np.float32), rng.normal(20, 1, (40, 5)).astype(np.float32)
+    with torch.no_grad():
+        eager = load_model(random_checkpoint)(torch.from_numpy(x), torch.from_numpy(m)).numpy()
+    engine = load_engine(random_checkpoint, device="cpu", precision=precision, runtime=runtime, onnx=onnx)
+    assert (engine.runtime, engine.precision) == (runtime, precision)
+    z = engine.predict(x, m)
+    assert z.shape == (40,)
+    assert np.abs(z - eager).max() <= tol * max(1.0, np.abs(eager).max())
+
+
+def test_auto_runtime_on_cpu() -> None:
+    from cosmicai.engine import choose_runtime
+
+    assert choose_runtime("cpu", "fp32", "auto") == ("cpu", "onnxruntime")
+    assert choose_runtime("cpu", "bf16", "auto") == ("cpu", "openvino")
+    with pytest.raises(ValueError, match="runs fp32 only"):
+        choose_runtime("cpu", "bf16", "onnxruntime")

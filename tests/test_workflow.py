@@ -50,6 +50,9 @@ def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_che
     assert metrics["metrics"]["n"] == 300
     run = json.loads((res / "summary" / "run_summary.json").read_text())
     assert run["rows"] == 300 and run["partitions"] == 4 and run["wall_s"] > 0
+    accounting = run["row_accounting"]  # rows in (manifest) = rows out (predictions), per partition
+    assert accounting["rows_in"] == accounting["rows_out"] == 300 and accounting["rows_lost"] == 0
+    assert all(p["rows_in"] == p["rows_out"] for p in accounting["per_partition"])
     cost = json.loads((res / "summary" / "cost_summary.json").read_text())
     assert cost["backend"] == "local" and cost["lines"][0]["resource"] == "cpu_hours"
     for png in ("z_pred_vs_z_spec", "delta_vs_z_spec", "partition_timings"):
@@ -68,6 +71,9 @@ def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_che
         ({"partition_mb": 0}, "invalid config: partition_mb: 0 is less than or equal to the minimum of 0"),
         ({"bogus_key": 1}, "'bogus_key' was unexpected"),
         ({"inference": {"batch_size": "big"}}, "invalid config: inference"),
+        ({"inference": {"bogus": 1}}, "invalid config: inference: Additional properties are not allowed ('bogus' was unexpected)"),
+        ({"inference": {"compile": "yes"}}, "invalid config: inference.compile: 'yes' is not of type 'boolean'"),
+        ({"dataset": 5}, "invalid config: dataset: 5 is not of type 'string'"),
     ],
 )
 def test_bad_config_stops_with_key(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, override: dict, message: str) -> None:

@@ -35,9 +35,29 @@ def _partition(a: argparse.Namespace) -> None:
 
 def _infer(a: argparse.Namespace) -> None:
     from cosmicai.infer import run_infer
+    from cosmicai.integrity import manifest_sha256
 
-    t = run_infer(a.partition, a.checkpoint, a.output, a.sidecar, a.batch_size, a.device, a.precision, a.on_invalid, a.compile, a.threads)
+    sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else a.sha256
+    t = run_infer(a.partition, a.checkpoint, a.output, a.sidecar, a.batch_size, a.device, a.precision, a.on_invalid, a.compile, a.threads,
+                  sha256=sha256, runtime=a.runtime, onnx=a.onnx)
     print(f"{t['partition']}: {t['rows']} rows, {t['samples_per_s']:.0f} samples/s on {t['device']} ({t['precision']}), peak RSS {t['peak_rss_mb']:.0f} MB")
+
+
+def _export_onnx(a: argparse.Namespace) -> None:
+    from cosmicai.engine_onnx import export_onnx
+
+    export_onnx(a.checkpoint, a.output)
+
+
+def _bench(a: argparse.Namespace) -> None:
+    if a.scaling:
+        from cosmicai.bench_scaling import run_scaling
+
+        run_scaling(a.checkpoint, a.output, sizes=a.sizes)
+        return
+    from cosmicai.bench import run_bench
+
+    run_bench(a.n, a.checkpoint, a.batch_size, a.device, a.rounds, a.variants, a.output, memory=not a.no_memory)
 
 
 def _merge(a: argparse.Namespace) -> None:
@@ -66,8 +86,29 @@ def _summarize(a: argparse.Namespace) -> None:
     from cosmicai.summary import write_summaries
 
     rates = json.loads(a.rates) if a.rates else {}
-    summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output)
+    summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir)
     print(f"{summary['rows']} rows in {summary['wall_s']:.1f} s wall ({summary['samples_per_s']:.0f} samples/s), cost ${cost['total_usd']:.4f}")
+
+
+def _import_pt(a: argparse.Namespace) -> None:
+    from cosmicai.import_cai import import_pt
+
+    n = import_pt(a.data, a.output, id_start=a.id_start)
+    print(f"imported {n} rows into {a.output} (object ids {a.id_start}..{a.id_start + n - 1} assigned)")
+
+
+def _convert_checkpoint(a: argparse.Namespace) -> None:
+    from cosmicai.import_cai import convert_checkpoint
+
+    n = convert_checkpoint(a.model, a.output)
+    print(f"wrote {n} tensors to {a.output}")
+
+
+def _deploy_lambda(a: argparse.Namespace) -> None:
+    from cosmicai.aws.deploy import deploy_lambda
+
+    for line in deploy_lambda(a.configfile, a.image_uri, a.role_arn, a.checkpoint, a.print_policy):
+        print(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allotted)")
+    s.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="auto: ONNX Runtime for CPU fp32, OpenVINO for CPU bf16, PyTorch on CUDA")
+    s.add_argument("--onnx", help="exported ONNX graph of the checkpoint, for the CPU runtimes (default: export and cache)")
+    check = s.add_mutually_exclusive_group()
+    check.add_argument("--sha256", help="refuse the partition unless its sha256 is this (hex)")
+    check.add_argument("--manifest", help="refuse the partition unless its sha256 is the one this partition manifest records")
     s.set_defaults(fn=_infer)
+
+    s = sub.add_parser("export-onnx", help="export a checkpoint as an ONNX graph for the CPU runtimes")
+    s.add_argument("checkpoint")
+    s.add_argument("--output", required=True, help=".onnx file to write")
+    s.set_defaults(fn=_export_onnx)
+
+    s = sub.add_parser("bench", help="benchmark the CAI method against this project's engines, side by side")
+    s.add_argument("--n", type=int, default=4096, help="synthetic rows to infer")
+    s.add_argument("--checkpoint", help="default: the demo model if trained, else random weights")
+    s.add_argument("--batch-size", type=int, default=512)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is reported")
+    s.add_argument("--variants", nargs="+", help="subset of variants (default: all for the device)")
+    s.add_argument("--no-memory", action="store_true", help="skip the 100/200 MiB peak-RSS runs")
+    s.add_argument("--scaling", action="store_true", help="instead: the local pipeline on three sizes, time vs size")
+    s.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000], help="rows per scaling run")
+    s.add_argument("--output", help="JSON file for the results")
+    s.set_defaults(fn=_bench)
 
     s = sub.add_parser("merge", help="merge per-partition predictions, checking every row")
     s.add_argument("--manifest", required=True)
@@ -139,7 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rates", help="JSON object of prices, e.g. '{\"cpu_hour_usd\": 0.02}'")
     s.add_argument("--run-output", required=True)
     s.add_argument("--cost-output", required=True)
+    s.add_argument("--manifest", help="partition manifest: record rows in (manifest) and rows out (predictions) per partition")
+    s.add_argument("--predictions-dir", help="per-partition predictions (with --manifest)")
     s.set_defaults(fn=_summarize)
+
+    s = sub.add_parser("import-pt", help="import a CAI TensorDataset .pt file as an HDF5 dataset (no pickled code runs)")
+    s.add_argument("data", help="torch.save'd TensorDataset of (images, magnitudes, redshifts)")
+    s.add_argument("output", help=".h5 dataset to write")
+    s.add_argument("--id-start", type=int, default=0, help="first object id assigned (ids are row index + this)")
+    s.set_defaults(fn=_import_pt)
+
+    s = sub.add_parser("convert-checkpoint", help="convert the original pickled AstroMAE model to .safetensors (no pickled code runs)")
+    s.add_argument("model", help="whole pickled model, e.g. Mixed_Inception_z_VITAE_Base_Img_Full_New_Full.pt")
+    s.add_argument("output", help=".safetensors checkpoint to write")
+    s.set_defaults(fn=_convert_checkpoint)
+
+    s = sub.add_parser("deploy-lambda", help="create or update the AWS Lambda function from its image and stage the model in S3")
+    s.add_argument("--configfile", nargs="+", default=["config/config.yaml", "config/lambda.yaml"],
+                   help="workflow config files whose lambda: block is used, merged in order")
+    s.add_argument("--image-uri", help="container image URI (default: lambda.image_uri)")
+    s.add_argument("--role-arn", help="execution role ARN (needed to create the function)")
+    s.add_argument("--checkpoint", help="checkpoint to stage in S3 (default: the config's checkpoint, if set)")
+    s.add_argument("--print-policy", action="store_true", help="only print the execution role's IAM policy for these settings")
+    s.set_defaults(fn=_deploy_lambda)
     return p
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from cosmicai.aws.cost import lambda_invocations, lambda_usage, paper_reference
+from cosmicai.slurm_accounting import slurm_jobs, slurm_usage
+
 CostFn = Callable[[list[dict], dict], list[dict]]
 
 
@@ -21,11 +24,15 @@ def local_usage(runs: list[dict], rates: dict) -> list[dict]:
     ]
 
 
-USAGE: dict[str, CostFn] = {"local": local_usage}
+USAGE: dict[str, CostFn] = {"local": local_usage, "slurm": slurm_usage, "lambda": lambda_usage}
+# Backends whose scheduler accounts for each job: a per-job table (usage, price, timings) in the summary.
+JOBS: dict[str, CostFn] = {"slurm": slurm_jobs, "lambda": lambda_invocations}
 
 
 def detect_backend(runs: list[dict]) -> str:
-    """Where the jobs ran, read from their sidecars: Slurm jobs carry a job id, others ran locally."""
+    """Where the jobs ran, read from their sidecars: Lambda jobs carry a `lambda` record, Slurm jobs a job id, others ran locally."""
+    if runs and all("lambda" in r for r in runs):
+        return "lambda"
     if runs and all(r.get("slurm_job_id") for r in runs):
         return "slurm"
     return "local"
@@ -34,6 +41,7 @@ def detect_backend(runs: list[dict]) -> str:
 def cost_summary(runs: list[dict], backend: str, rates: dict, summary: dict) -> dict:
     """Priced usage lines and total for a run, beside its wall time and throughput."""
     lines = USAGE[backend](runs, rates)
+    jobs = {"jobs": JOBS[backend](runs, rates)} if backend in JOBS else {}
     return {
         "backend": backend,
         "currency": "USD",
@@ -43,4 +51,6 @@ def cost_summary(runs: list[dict], backend: str, rates: dict, summary: dict) -> 
         "wall_s": summary["wall_s"],
         "rows": summary["rows"],
         "usd_per_million_rows": 1e6 * sum(line["cost_usd"] for line in lines) / summary["rows"] if summary["rows"] else 0.0,
+        **jobs,
+        **({"paper": paper_reference(runs, sum(line["cost_usd"] for line in lines))} if backend == "lambda" else {}),
     }

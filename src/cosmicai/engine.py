@@ -1,93 +1,122 @@
-"""The inference engine: the model prepared for one device and precision, predicting batch by batch."""
+"""Inference engines: one interface, a runtime chosen per device and precision.
+
+On CPU, fp32 runs the exported ONNX graph in ONNX Runtime and bf16 runs it in OpenVINO with a
+bf16 inference-precision hint (AVX-512 BF16/AMX); on CUDA, PyTorch runs the model with pinned,
+non-blocking copies at fp32/tf32/bf16/fp16. The CPU runtimes need no torch import, which keeps
+an inference job's fixed cost (about 0.5 s instead of 3 s) and memory (about 0.6 GB less) down.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
-from cosmicai.model import ConvBlock
+from cosmicai.errors import CosmicaiError
 
 Precision = Literal["fp32", "bf16", "tf32", "fp16"]
-DeviceName = Literal["auto", "cpu", "cuda"]
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "tf32", "fp16")
+RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; 'cuda' without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-    return torch.device(device)
+class InferenceEngine(Protocol):
+    """Predicts redshifts for numpy batches; says where and how it runs."""
 
-
-def configure_threads(threads: int | None = None) -> int:
-    """Use the cores this job was given (Slurm's allocation, or all), one intra-op thread each."""
-    if threads is None:
-        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or len(os.sched_getaffinity(0))
-    torch.set_num_threads(max(1, threads))
-    return torch.get_num_threads()
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold each eval-mode BatchNorm into the convolution before it (same outputs, one op fewer)."""
-    for block in model.modules():
-        if isinstance(block, ConvBlock) and isinstance(block.bn, nn.BatchNorm2d):
-            bn, conv = block.bn, block.conv
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            with torch.no_grad():
-                conv.weight.mul_(scale[:, None, None, None])
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-            block.bn = nn.Identity()
-    return model
-
-
-class Engine:
-    """Runs a loaded AstroMAE model on numpy batches, on one device at one precision."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        device: str = "auto",
-        precision: Precision = "fp32",
-        compile: bool = False,
-        threads: int | None = None,
-    ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
-        self.device = resolve_device(device)
-        if self.device.type == "cpu" and precision in ("tf32", "fp16"):
-            raise ValueError(f"precision '{precision}' needs a CUDA GPU; on CPU use fp32 or bf16")
-        self.precision = precision
-        self.threads = configure_threads(threads) if self.device.type == "cpu" else torch.get_num_threads()
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-            torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        model = fold_batchnorm(model.eval()).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+    runtime: str
+    device: object
+    precision: str
+    threads: int
 
     def predict(self, images: np.ndarray, magnitudes: np.ndarray) -> np.ndarray:
-        """Redshifts (float32, shape (B,)) for images (B, 5, 32, 32) and magnitudes (B, 5)."""
-        non_blocking = self.device.type == "cuda"
-        x = torch.from_numpy(images)
-        m = torch.from_numpy(magnitudes)
-        if non_blocking:
-            x, m = x.pin_memory(), m.pin_memory()
-        x = x.to(self.device, non_blocking=non_blocking).contiguous(memory_format=torch.channels_last)
-        m = m.to(self.device, non_blocking=non_blocking)
-        with torch.inference_mode(), self._autocast():
-            z = self.forward(x, m)
-        return z.float().cpu().numpy()
+        """z (float32, (B,)) for images (B, 5, 32, 32) and magnitudes (B, 5)."""
+        ...
+
+
+def allotted_threads(threads: int | None = None) -> int:
+    """The cores this job was given: explicit, else Slurm's allocation, else the CPU affinity set."""
+    if threads is None:
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or len(os.sched_getaffinity(0))
+    return max(1, threads)
+
+
+def cuda_available() -> bool:
+    """True when a CUDA GPU is usable; avoids importing torch on machines with no NVIDIA driver."""
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def choose_runtime(device: str, precision: str, runtime: str) -> tuple[str, str]:
+    """Resolve ('auto' device, 'auto' runtime) to a concrete (device, runtime), refusing impossible pairs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    elif device == "cuda" and not cuda_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    if device == "cpu" and precision in ("tf32", "fp16"):
+        raise ValueError(f"precision '{precision}' needs a CUDA GPU; on CPU use fp32 or bf16")
+    if runtime == "auto":
+        if device == "cuda":
+            runtime = "torch"
+        elif precision == "bf16" and _importable("openvino"):
+            runtime = "openvino"
+        elif precision == "fp32" and _importable("onnxruntime"):
+            runtime = "onnxruntime"
+        else:
+            runtime = "torch"
+    if device == "cuda" and runtime != "torch":
+        raise ValueError(f"runtime '{runtime}' runs on CPU only; on CUDA use torch")
+    if runtime == "onnxruntime" and precision != "fp32":
+        raise ValueError("runtime 'onnxruntime' runs fp32 only here; for bf16 use openvino or torch")
+    return device, runtime
+
+
+def load_engine(
+    checkpoint: str | os.PathLike,
+    device: str = "auto",
+    precision: str = "fp32",
+    runtime: str = "auto",
+    compile: bool = False,
+    threads: int | None = None,
+    onnx: str | os.PathLike | None = None,
+) -> InferenceEngine:
+    """An engine for the checkpoint (.safetensors/.pt, or an exported .onnx for the CPU runtimes)."""
+    try:
+        device, runtime = choose_runtime(device, precision, runtime)
+    except ValueError as exc:
+        raise CosmicaiError(checkpoint, str(exc)) from None
+    if runtime == "torch":
+        if str(checkpoint).endswith(".onnx"):
+            raise CosmicaiError(checkpoint, "the torch runtime needs the .safetensors/.pt checkpoint, not an ONNX graph")
+        from cosmicai.checkpoint import load_model
+        from cosmicai.engine_torch import TorchEngine
+
+        return TorchEngine(load_model(checkpoint), device, precision, compile=compile, threads=threads)  # type: ignore[arg-type]
+    from cosmicai.engine_onnx import OnnxRuntimeEngine, OpenVinoEngine, onnx_for
+
+    graph = onnx_for(checkpoint, onnx)
+    cls = OnnxRuntimeEngine if runtime == "onnxruntime" else OpenVinoEngine
+    return cls(graph, precision, allotted_threads(threads))
+
+
+def __getattr__(name: str) -> object:
+    """`Engine` is the PyTorch engine, importable from here without importing torch for the other runtimes."""
+    if name == "Engine":
+        from cosmicai.engine_torch import TorchEngine
+
+        return TorchEngine
+    raise AttributeError(name)

@@ -15,7 +15,7 @@ import numpy as np
 
 from cosmicai.atomic import write_json
 from cosmicai.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
-from cosmicai.engine import Engine
+from cosmicai.engine import InferenceEngine, load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.predictions import write_predictions
 from cosmicai.resources import peak_rss_mb
@@ -52,7 +52,7 @@ def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch,
 
 def infer_partition(
     partition: str | os.PathLike,
-    engine: Engine,
+    engine: InferenceEngine,
     output: str | os.PathLike,
     sidecar: str | os.PathLike | None = None,
     batch_size: int = 512,
@@ -111,6 +111,7 @@ def infer_partition(
         "invalid_rows": int(len(bad)),
         "device": str(engine.device),
         "precision": engine.precision,
+        "runtime": engine.runtime,
         "batch_size": batch_size,
         "threads": engine.threads,
         "host": platform.node(),
@@ -148,15 +149,17 @@ def run_infer(
     on_invalid: OnInvalid = "fail",
     compile: bool = False,
     threads: int | None = None,
+    sha256: str | None = None,
+    runtime: str = "auto",
+    onnx: str | os.PathLike | None = None,
 ) -> dict:
     """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command)."""
-    from cosmicai.checkpoint import load_model
+    if sha256:  # integrity: refuse a partition that differs from the one the manifest recorded
+        from cosmicai.integrity import verify_sha256
 
+        verify_sha256(partition, sha256)
     inspect(partition)  # fail on a bad partition before paying for the model load
     t = time.perf_counter()
-    try:
-        engine = Engine(load_model(checkpoint), device=device, precision=precision, compile=compile, threads=threads)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise CosmicaiError(checkpoint, str(exc)) from None
+    engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
     load_s = time.perf_counter() - t
     return infer_partition(partition, engine, output, sidecar, batch_size, on_invalid, model_load_s=load_s)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from cosmicai.errors import CosmicaiError
 
 # Comment goes last: it is free text and may contain the '|' delimiter.
 SACCT_FIELDS: tuple[str, ...] = (
@@ -204,3 +207,95 @@ def cost_from_jobs(
         "jobs": per_job,
         "total": total,
     }
+
+
+# sacct's records of job ids (query_jobs; tests pass a fake).
+Query = Callable[[Sequence[str]], list[dict[str, Any]]]
+
+# States after which sacct's record of a job no longer changes (sacct's State column, first word).
+FINAL_STATES = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+)
+
+
+def _settled(job: Mapping[str, Any]) -> bool:
+    """A job whose record is complete: final state, and for a finished job its steps' MaxRSS."""
+    return job["state"] in FINAL_STATES and (job["state"] != "COMPLETED" or job["max_rss_mb"] is not None)
+
+
+def accounted_jobs(
+    job_ids: Sequence[str], query: Query | None = None, waits: int = 10, delay_s: float = 1.0
+) -> dict[str, dict[str, Any]]:
+    """sacct's record of each job id, waiting a bounded time for slurmdbd to settle them (steps arrive late)."""
+    query = query or query_jobs
+    for attempt in range(waits + 1):
+        try:
+            jobs = {j["job_id"]: j for j in query(job_ids)}
+        except FileNotFoundError:
+            raise CosmicaiError("sacct", "not found: Slurm jobs are priced from Slurm's accounting") from None
+        except subprocess.CalledProcessError as exc:
+            raise CosmicaiError("sacct", f"exit status {exc.returncode}: {(exc.stderr or '').strip()}") from None
+        if all(j in jobs and _settled(jobs[j]) for j in job_ids) or attempt == waits:
+            break
+        time.sleep(delay_s)
+    missing = [j for j in job_ids if j not in jobs]
+    if missing:
+        raise CosmicaiError("sacct", f"no accounting record for job(s) {', '.join(missing)}")
+    return jobs
+
+
+def slurm_jobs(runs: list[dict], rates: dict, query: Query | None = None) -> list[dict[str, Any]]:
+    """One row per Slurm job that produced a partition: sacct's usage, priced, beside the sidecar's timings."""
+    by_job: dict[str, list[dict]] = {}
+    for run in runs:
+        by_job.setdefault(str(run["slurm_job_id"]), []).append(run)
+    accounted = accounted_jobs(list(by_job), query)
+    priced = cost_from_jobs(
+        [accounted[j] for j in by_job], float(rates.get("cpu_hour_usd", 0.0)), float(rates.get("gpu_hour_usd", 0.0))
+    )["jobs"]
+    rows = []
+    for usage, (job_id, job_runs) in zip(priced, by_job.items()):
+        job = accounted[job_id]
+        rows.append(
+            {
+                "job_id": job_id,
+                "partitions": [r["partition"] for r in job_runs],
+                "rows": sum(r["rows"] for r in job_runs),
+                "total_s": sum(r["total_s"] for r in job_runs),
+                "compute_s": sum(r["compute_s"] for r in job_runs),
+                "device": job_runs[0]["device"],
+                "state": job["state"],
+                "slurm_partition": job["partition"],
+                "node": job["node_list"],
+                "elapsed_s": usage["elapsed_s"],
+                "alloc_cpus": usage["alloc_cpus"],
+                "alloc_gpus": usage["alloc_gpus"],
+                "alloc_mem_mb": job["alloc_mem_mb"],
+                "max_rss_mb": usage["max_rss_mb"],
+                "cpu_hours": usage["cpu_hours"],
+                "gpu_hours": usage["gpu_hours"],
+                "cost_usd": usage["cost"],
+            }
+        )
+    return rows
+
+
+def slurm_usage(runs: list[dict], rates: dict, query: Query | None = None) -> list[dict]:
+    """CPU-hours (elapsed x AllocCPUS) and GPU-hours (elapsed x gres/gpu) from sacct, priced at the config rates.
+
+    With `su_per_cpu_hour` / `su_per_gpu_hour` set, a service-unit line follows (unpriced: SUs are
+    the allocation's currency, USD comes from the hour rates).
+    """
+    from cosmicai.cost import _line
+
+    jobs = slurm_jobs(runs, rates, query)
+    cpu_hours = sum(j["cpu_hours"] for j in jobs)
+    gpu_hours = sum(j["gpu_hours"] for j in jobs)
+    lines = [
+        _line("cpu_hours", cpu_hours, "CPU-h", float(rates.get("cpu_hour_usd", 0.0))),
+        _line("gpu_hours", gpu_hours, "GPU-h", float(rates.get("gpu_hour_usd", 0.0))),
+    ]
+    su_cpu, su_gpu = float(rates.get("su_per_cpu_hour", 0.0)), float(rates.get("su_per_gpu_hour", 0.0))
+    if su_cpu or su_gpu:
+        lines.append(_line("service_units", cpu_hours * su_cpu + gpu_hours * su_gpu, "SU", 0.0))
+    return lines

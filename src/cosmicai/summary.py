@@ -43,15 +43,36 @@ def run_summary(runs: list[dict], backend: str) -> dict:
     }
 
 
+def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLike) -> dict:
+    """Rows in (from the partition manifest) and rows out (from each partition's predictions file)."""
+    import pyarrow.parquet as pq
+
+    per = []
+    for entry in json.loads(Path(manifest).read_text())["partitions"]:
+        pred = Path(predictions_dir) / f"{entry['name']}.parquet"
+        per.append({"partition": entry["name"], "rows_in": entry["rows"], "rows_out": pq.read_metadata(pred).num_rows if pred.exists() else 0})
+    rows_in, rows_out = sum(p["rows_in"] for p in per), sum(p["rows_out"] for p in per)
+    return {
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "rows_lost": rows_in - rows_out,
+        "partitions_mismatched": [p["partition"] for p in per if p["rows_in"] != p["rows_out"]],
+        "per_partition": per,
+    }
+
+
 def write_summaries(
-    sidecars: list[str | os.PathLike], backend: str | None, rates: dict, run_output: str | os.PathLike, cost_output: str | os.PathLike
+    sidecars: list[str | os.PathLike], backend: str | None, rates: dict, run_output: str | os.PathLike, cost_output: str | os.PathLike,
+    manifest: str | os.PathLike | None = None, predictions_dir: str | os.PathLike | None = None,
 ) -> tuple[dict, dict]:
-    """Write the run summary and the backend's cost summary (backend None: detected from the sidecars)."""
+    """Write the run summary (with row accounting given a manifest) and the backend's cost summary."""
     from cosmicai.cost import cost_summary, detect_backend
 
     runs = load_sidecars(sidecars)
     backend = backend or detect_backend(runs)
     summary = run_summary(runs, backend)
+    if manifest is not None and predictions_dir is not None:
+        summary["row_accounting"] = row_accounting(manifest, predictions_dir)
     cost = cost_summary(runs, backend, rates, summary)
     write_json(run_output, summary)
     write_json(cost_output, cost)

@@ -1,0 +1,154 @@
+"""Deploy the function: create or update it from a container image (idempotent) and stage the model in S3.
+
+Credentials come only from boto3's standard chain and are never printed or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.storage import client_error_code, ensure_model
+from cosmicai.errors import CosmicaiError
+
+DESCRIPTION = "cosmicai: AstroMAE photometric-redshift inference, one partition per invocation"
+
+
+def load_settings(configfiles: list[str | os.PathLike]) -> tuple[LambdaSettings, dict]:
+    """The `lambda:` block of the workflow config files, merged in order as Snakemake merges them; and the whole config."""
+    config: dict = {}
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    for path in configfiles:
+        try:
+            merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise CosmicaiError(path, f"cannot read config: {exc}") from None
+    if "lambda" not in config:
+        raise CosmicaiError(", ".join(map(str, configfiles)), "no lambda: block")
+    return LambdaSettings.from_config(config["lambda"]), config
+
+
+def _wanted(settings: LambdaSettings) -> dict[str, Any]:
+    return {
+        "MemorySize": settings.memory_mb,
+        "Timeout": settings.timeout_s,
+        "EphemeralStorage": {"Size": settings.ephemeral_storage_mb},
+    }
+
+
+def deploy_function(settings: LambdaSettings, role_arn: str | None = None, client: Any = None) -> tuple[str, list[str]]:
+    """Create the function, or bring its image, architecture, memory, timeout and /tmp to the settings; return (ARN, actions)."""
+    if not settings.image_uri:
+        raise CosmicaiError("lambda.image_uri", "empty: build envs/lambda/Dockerfile, push it to ECR and set lambda.image_uri (or --image-uri)")
+    if client is None:
+        import boto3
+
+        client = boto3.client("lambda", region_name=settings.region or None)
+    name, arch = settings.function_name, settings.architecture
+    where = f"lambda:{name}"
+    try:
+        try:
+            current = client.get_function(FunctionName=name)
+        except ClientError as exc:
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
+                raise
+            if not role_arn:
+                raise CosmicaiError(where, "does not exist yet; creating it needs --role-arn (an execution role carrying envs/lambda/iam-policy.json)") from None
+            created = client.create_function(
+                FunctionName=name, Role=role_arn, PackageType="Image", Code={"ImageUri": settings.image_uri},
+                Architectures=[arch], Description=DESCRIPTION, **_wanted(settings),
+            )
+            client.get_waiter("function_active_v2").wait(FunctionName=name)
+            return created["FunctionArn"], ["created"]
+        config, actions = current["Configuration"], []
+        # A tag may have moved to a new image since the last deploy; a digest cannot.
+        if current.get("Code", {}).get("ImageUri") != settings.image_uri or "@sha256:" not in settings.image_uri \
+                or config.get("Architectures", ["x86_64"]) != [arch]:
+            client.update_function_code(FunctionName=name, ImageUri=settings.image_uri, Architectures=[arch])
+            client.get_waiter("function_updated_v2").wait(FunctionName=name)
+            actions.append("code updated")
+        changed = {k: v for k, v in _wanted(settings).items() if config.get(k) != v}
+        if role_arn and config.get("Role") != role_arn:
+            changed["Role"] = role_arn
+        if changed:
+            client.update_function_configuration(FunctionName=name, **changed)
+            client.get_waiter("function_updated_v2").wait(FunctionName=name)
+            actions.append("configuration updated: " + ", ".join(sorted(changed)))
+        return config["FunctionArn"], actions or ["unchanged"]
+    except ClientError as exc:
+        code, status = client_error_code(exc)
+        raise CosmicaiError(where, f"{code or status}: {exc.response.get('Error', {}).get('Message', '')}") from None
+    except BotoCoreError as exc:
+        raise CosmicaiError(where, str(exc)) from None
+
+
+def upload_model(settings: LambdaSettings, checkpoint: str | os.PathLike, s3: Any = None) -> tuple[str, bool]:
+    """Stage the checkpoint at its content-addressed key (skipped when already there); return (key, uploaded)."""
+    if not Path(checkpoint).is_file():
+        raise CosmicaiError(checkpoint, "checkpoint not found")
+    if s3 is None:
+        import boto3
+
+        s3 = boto3.client("s3", region_name=settings.region or None)
+    key, _, uploaded = ensure_model(s3, checkpoint, settings.bucket, settings.model_key)
+    return key, uploaded
+
+
+def render_policy(template: str, settings: LambdaSettings, account_id: str, region: str) -> dict:
+    """The execution role's policy (envs/lambda/iam-policy.json, with <PLACEHOLDERS>) for these settings."""
+    prefix = settings.prefix.strip("/")
+    values = {
+        "<PREFIX>/": f"{prefix}/" if prefix else "",  # an empty prefix leaves no leading slash
+        "<BUCKET>": settings.bucket, "<REGION>": region, "<ACCOUNT_ID>": account_id, "<FUNCTION_NAME>": settings.function_name,
+    }
+    for placeholder, value in values.items():
+        template = template.replace(placeholder, value)
+    return json.loads(template)
+
+
+def deploy_lambda(
+    configfiles: list[str], image_uri: str | None, role_arn: str | None, checkpoint: str | None, print_policy: bool = False,
+    policy_template: str | os.PathLike = "envs/lambda/iam-policy.json",
+) -> list[str]:
+    """The `cosmicai deploy-lambda` command: stage the model, create or update the function; lines to print."""
+    import dataclasses
+
+    import boto3
+
+    settings, config = load_settings(configfiles)
+    if image_uri:
+        settings = dataclasses.replace(settings, image_uri=image_uri)
+    if not settings.bucket:
+        raise CosmicaiError("lambda.bucket", "empty: set it in config/lambda.yaml (the bucket must exist)")
+    session = boto3.session.Session(region_name=settings.region or None)
+    region = session.region_name
+    if not region:
+        raise CosmicaiError("lambda.region", "empty and boto3 has no default region (set lambda.region or AWS_DEFAULT_REGION)")
+    if print_policy:
+        try:
+            account = session.client("sts").get_caller_identity()["Account"]
+        except (ClientError, BotoCoreError) as exc:
+            raise CosmicaiError("sts", f"cannot read the account id: {exc}") from None
+        return [json.dumps(render_policy(Path(policy_template).read_text(), settings, account, region), indent=2)]
+    lines = []
+    checkpoint = checkpoint or config.get("checkpoint")
+    if checkpoint:
+        key, uploaded = upload_model(settings, checkpoint, session.client("s3"))
+        lines.append(f"model: s3://{settings.bucket}/{key} ({'uploaded' if uploaded else 'already there'})")
+    arn, actions = deploy_function(settings, role_arn, session.client("lambda"))
+    lines.append(f"function: {arn} ({'; '.join(actions)}; {settings.memory_mb} MB, {settings.timeout_s} s, "
+                 f"/tmp {settings.ephemeral_storage_mb} MB, {settings.architecture})")
+    return lines

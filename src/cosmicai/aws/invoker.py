@@ -1,0 +1,368 @@
+"""The Lambda invoker: one partition's inference as one synchronous AWS Lambda invocation.
+
+Per partition: stage the partition (and, once per machine, the model) in S3 unless an object with
+the same sha256 is there; invoke the function (RequestResponse, LogType=Tail); retry throttling,
+5xx and timeouts with bounded exponential backoff and jitter; turn a FunctionError into a failure
+carrying the remote message and stack; download the predictions and timings to the paths the local
+backend writes, the timings gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
+
+The backend only sends a request (`Backend`); retries, timing and stats live here, above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from cosmicai.atomic import write_json
+from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.storage import client_error_code, download, ensure_model, ensure_uploaded, s3_error
+from cosmicai.errors import CosmicaiError
+from cosmicai.integrity import manifest_sha256, verify_sha256
+
+log = logging.getLogger("cosmicai.lambda")
+
+# REPORT line field -> record key (all numbers; Init Duration only on cold starts).
+REPORT_FIELDS = {
+    "Duration": "duration_ms",
+    "Billed Duration": "billed_ms",
+    "Memory Size": "memory_mb",
+    "Max Memory Used": "max_memory_mb",
+    "Init Duration": "init_ms",
+}
+BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
+READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
+
+
+@dataclasses.dataclass
+class Response:
+    """What one invocation returned."""
+
+    payload: bytes
+    function_error: str | None
+    log_tail: str
+
+
+class Backend(Protocol):
+    """Sends one synchronous invocation; counts HTTP attempts and throttles (429) cumulatively."""
+
+    http_attempts: int
+    throttles: int
+
+    def invoke(self, payload: bytes) -> Response:
+        """Invoke once (the client may retry inside); raise on API errors."""
+        ...
+
+
+class LambdaBackend:
+    """AWS Lambda through boto3 (client created on first use, so tests can point it elsewhere)."""
+
+    def __init__(self, function_name: str, region: str = "", read_timeout_s: float = 960.0) -> None:
+        self.function_name = function_name
+        self.region = region
+        self.read_timeout_s = read_timeout_s
+        self.http_attempts = 0
+        self.throttles = 0
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The boto3 Lambda client (endpoint from AWS_ENDPOINT_URL_LAMBDA when set, as boto3 does)."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                read_timeout=self.read_timeout_s,
+                connect_timeout=10,
+                retries={"mode": "standard", "total_max_attempts": BOTOCORE_ATTEMPTS},
+                tcp_keepalive=True,
+            )
+            self._client = boto3.client("lambda", region_name=self.region or None, config=config)
+            # Emitted once per HTTP attempt, including botocore's own retries.
+            self._client.meta.events.register("response-received.lambda.Invoke", self._count)
+        return self._client
+
+    def _count(self, response_dict: dict | None = None, **_: Any) -> None:
+        self.http_attempts += 1
+        if response_dict and response_dict.get("status_code") == 429:
+            self.throttles += 1
+
+    def invoke(self, payload: bytes) -> Response:
+        """One RequestResponse invocation with the log tail."""
+        r = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse", LogType="Tail", Payload=payload)
+        tail = base64.b64decode(r.get("LogResult", "")).decode("utf-8", "replace")
+        return Response(r["Payload"].read(), r.get("FunctionError"), tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for throttling, 5xx and lost responses."""
+
+    max_attempts: int = 8
+    base_s: float = 1.0
+    cap_s: float = 20.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based): uniform in [d/2, d], d = min(cap, base * 2^(attempt-1))."""
+        d = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
+        return rng.uniform(d / 2, d)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why an invocation error is worth retrying (throttled, 5xx, no response), or None if it is not."""
+    if isinstance(exc, ClientError):
+        code, status = client_error_code(exc)
+        if status == 429 or code in ("TooManyRequestsException", "ThrottlingException"):
+            return f"throttled ({code or status})"
+        if status >= 500:
+            return f"server error {status} ({code})"
+        return None
+    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
+        return f"no response ({type(exc).__name__})"
+    return None
+
+
+def call_with_retries(
+    send: Callable[[], Response],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> tuple[Response, int]:
+    """Call `send` until it answers or the error is not retryable or attempts run out; return (response, attempts)."""
+    rng = rng or random.Random()
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            return send(), attempt
+        except (ClientError, BotoCoreError) as exc:
+            reason = retry_reason(exc)
+            if reason is None or attempt == policy.max_attempts:
+                raise
+            wait = policy.delay(attempt, rng)
+            log.warning("attempt %d of %d: %s; retrying in %.1f s", attempt, policy.max_attempts, reason, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts: int | None = None) -> CosmicaiError:
+    """One clear line for a failed Invoke call, naming the function and the likely fix."""
+    where = f"lambda:{settings.function_name}"
+    if isinstance(exc, NoCredentialsError):
+        return CosmicaiError(where, "no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
+    if isinstance(exc, EndpointConnectionError):
+        return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
+    if isinstance(exc, ReadTimeoutError):
+        return CosmicaiError(where, f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)")
+    if isinstance(exc, ClientError):
+        code, status = client_error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code == "ResourceNotFoundException":
+            return CosmicaiError(where, f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region")
+        if status == 429:
+            return CosmicaiError(where, f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency")
+        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
+            return CosmicaiError(where, f"not allowed to invoke ({code}); check the credentials and lambda:InvokeFunction on this function")
+        return CosmicaiError(where, f"{code or status}: {message}")
+    return CosmicaiError(where, str(exc))
+
+
+class RemoteError(CosmicaiError):
+    """The function raised: its error type and message first, the remote stack trace kept apart."""
+
+    def __init__(self, partition: str | os.PathLike, settings: LambdaSettings, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = {"errorMessage": payload.decode("utf-8", "replace")}
+        self.error_type = body.get("errorType", "Unhandled")
+        self.stack = [str(line).rstrip() for line in body.get("stackTrace") or []]
+        message = str(body.get("errorMessage", "")).strip()
+        hint = {"Runtime.OutOfMemory": " (raise lambda.memory_mb)", "Sandbox.Timedout": " (raise lambda.timeout_s)"}.get(self.error_type, "")
+        super().__init__(partition, f"Lambda function {settings.function_name} failed: {self.error_type}: {message}{hint}")
+
+
+def parse_report(log_tail: str) -> dict[str, Any]:
+    """The last REPORT line of a log tail: request id and durations/memory as numbers (init_ms 0 when warm)."""
+    lines = [line for line in log_tail.splitlines() if line.startswith("REPORT RequestId:")]
+    if not lines:
+        raise ValueError("no REPORT line in the function's log tail (is its log format Text?)")
+    fields = {}
+    for part in lines[-1].split("\t"):
+        name, sep, value = part.partition(": ")
+        if sep:
+            fields[name.strip()] = value.strip()
+    record: dict[str, Any] = {"request_id": fields.get("REPORT RequestId", "")}
+    for name, key in REPORT_FIELDS.items():
+        record[key] = float(fields[name].split()[0]) if name in fields else 0.0
+    record["cold_start"] = "Init Duration" in fields
+    return record
+
+
+def _s3_client(region: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", region_name=region or None, config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+
+def invoke_partition(
+    partition: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    sidecar: str | os.PathLike,
+    settings: LambdaSettings,
+    batch_size: int = 512,
+    precision: str = "fp32",
+    on_invalid: str = "fail",
+    backend: Backend | None = None,
+    s3: Any = None,
+    policy: RetryPolicy | None = None,
+    sha256: str | None = None,
+) -> dict:
+    """Infer one partition on Lambda; write predictions and timings (with a `lambda` record) locally.
+
+    Given `sha256` (the manifest's), a partition that differs is refused before anything is sent.
+    """
+    started, t0 = time.time(), time.perf_counter()
+    partition, name = Path(partition), Path(partition).name
+    if sha256:
+        verify_sha256(partition, sha256)
+    elif not partition.is_file():
+        raise CosmicaiError(partition, "no such file")
+    s3 = s3 or _s3_client(settings.region)
+    part_key = settings.partition_key(name)
+    part_sha, part_uploaded = ensure_uploaded(s3, partition, settings.bucket, part_key, sha256)
+    model_key, model_sha, model_uploaded = ensure_model(s3, checkpoint, settings.bucket, settings.model_key)
+    staging_s = time.perf_counter() - t0
+    predictions_key, timings_key = settings.output_keys(partition.stem)
+    event = {
+        "bucket": settings.bucket, "partition_key": part_key, "model_key": model_key,
+        "predictions_key": predictions_key, "timings_key": timings_key, "batch_size": batch_size,
+        "precision": precision, "on_invalid": on_invalid, "partition_sha256": part_sha, "model_sha256": model_sha,
+    }
+    if backend is None:
+        backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
+    policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
+    t = time.perf_counter()
+    attempts = 0
+
+    def send() -> Response:
+        nonlocal attempts
+        attempts += 1
+        return backend.invoke(json.dumps(event).encode())
+
+    try:
+        response, _ = call_with_retries(send, policy)
+    except (ClientError, BotoCoreError) as exc:
+        region = getattr(getattr(getattr(backend, "client", None), "meta", None), "region_name", settings.region)
+        raise lambda_error(exc, settings, region, attempts) from None
+    invoke_s = time.perf_counter() - t
+    log.info("function log tail:\n%s", "\n".join(f"  | {line}" for line in response.log_tail.rstrip("\n").splitlines()))
+    if response.function_error:
+        raise RemoteError(partition, settings, response.payload)
+    try:
+        report = parse_report(response.log_tail)
+    except ValueError as exc:
+        raise CosmicaiError(f"lambda:{settings.function_name}", str(exc)) from None
+    result = json.loads(response.payload)
+    t = time.perf_counter()
+    try:
+        timings = json.loads(s3.get_object(Bucket=settings.bucket, Key=timings_key)["Body"].read())
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, settings.bucket, timings_key, "downloading") from None
+    if timings.get("request_id") != report["request_id"]:
+        raise CosmicaiError(settings.uri(timings_key), f"written by request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
+    # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
+    download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"])
+    fetch_s = time.perf_counter() - t
+    timings.update(
+        started_at=started,  # this job's own span, so the run summary's wall time includes staging and invoking
+        ended_at=time.time(),
+        total_s=time.perf_counter() - t0,
+        remote_started_at=timings.get("started_at"),
+        remote_ended_at=timings.get("ended_at"),
+    )
+    timings["lambda"] = {
+        **report,
+        "function_name": settings.function_name,
+        "architecture": settings.architecture,
+        "ephemeral_storage_mb": settings.ephemeral_storage_mb,
+        "attempts": backend.http_attempts,  # HTTP requests to Invoke, botocore's retries included
+        "invocations": attempts,  # calls made by this invoker's retry loop
+        "throttles": backend.throttles,
+        "staging_s": staging_s,
+        "invoke_s": invoke_s,
+        "fetch_s": fetch_s,
+        "partition_uploaded": part_uploaded,
+        "model_uploaded": model_uploaded,
+    }
+    write_json(sidecar, timings)
+    return timings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the invoker script (one partition per call, as one Snakemake job)."""
+    p = argparse.ArgumentParser(prog="lambda_invoke.py", description="Infer one partition on AWS Lambda (see cosmicai.aws.invoker)")
+    p.add_argument("partition", help="partition .h5 file")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (uploaded once, content-addressed)")
+    p.add_argument("--output", required=True, help="predictions .parquet to write")
+    p.add_argument("--sidecar", required=True, help="timings .json to write")
+    p.add_argument("--manifest", help="refuse the partition unless its sha256 is the one this partition manifest records")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", default="cosmicai")
+    p.add_argument("--function-name", required=True)
+    p.add_argument("--region", default="", help="empty: boto3's default")
+    p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
+    p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
+    p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
+    p.add_argument("--max-attempts", type=int, default=8, help="invocation attempts on throttling/5xx/timeouts")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line on success; on failure one line with the cause, then any remote stack."""
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = LambdaSettings(
+        bucket=a.bucket, prefix=a.prefix, function_name=a.function_name, region=a.region, timeout_s=a.timeout_s,
+        architecture=a.architecture, ephemeral_storage_mb=a.ephemeral_storage_mb, max_attempts=a.max_attempts,
+    )
+    try:
+        sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else None
+        t = invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings, a.batch_size, a.precision, a.on_invalid, sha256=sha256)
+    except CosmicaiError as exc:
+        print(f"lambda_invoke: error: {exc}", file=sys.stderr)
+        if isinstance(exc, RemoteError) and exc.stack:
+            print("remote stack trace (most recent call last):", file=sys.stderr)
+            for line in "\n".join(exc.stack).splitlines():
+                print(f"  {line.rstrip()}", file=sys.stderr)
+        return 1
+    lam = t["lambda"]
+    print(
+        f"{t['partition']}: {t['rows']} rows in {t['total_s']:.2f} s; request {lam['request_id']}: "
+        f"duration {lam['duration_ms']:.0f} ms, billed {lam['billed_ms']:.0f} ms, init {lam['init_ms']:.0f} ms, "
+        f"memory {lam['max_memory_mb']:.0f}/{lam['memory_mb']:.0f} MB, attempts {lam['attempts']}, throttles {lam['throttles']}"
+    )
+    return 0

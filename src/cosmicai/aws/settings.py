@@ -1,0 +1,53 @@
+"""Lambda settings (the workflow config's `lambda:` block) and where each object lives in S3."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Architecture = Literal["x86_64", "arm64"]
+# Lambda's ephemeral storage up to this size is included in the price.
+FREE_EPHEMERAL_MB = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class LambdaSettings:
+    """The function, its bucket and prefix, and the limits the invoker and deployment use."""
+
+    bucket: str
+    function_name: str
+    prefix: str = "cosmicai"
+    region: str = ""  # empty: boto3's default chain (AWS_DEFAULT_REGION, ~/.aws/config)
+    memory_mb: int = 2048
+    timeout_s: int = 300
+    ephemeral_storage_mb: int = FREE_EPHEMERAL_MB
+    architecture: Architecture = "x86_64"
+    image_uri: str = ""
+    max_attempts: int = 8
+
+    @classmethod
+    def from_config(cls, block: dict) -> "LambdaSettings":
+        """Build from the config's `lambda:` block (keys not used here, such as prices, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in block.items() if k in names})
+
+    def key(self, *parts: str) -> str:
+        """An object key under the prefix (no leading slash, whatever the prefix looks like)."""
+        prefix = self.prefix.strip("/")
+        return "/".join([prefix, *parts] if prefix else parts)
+
+    def partition_key(self, name: str) -> str:
+        """Where a partition file is staged: PREFIX/partitions/NAME."""
+        return self.key("partitions", name)
+
+    def model_key(self, name: str, sha256: str) -> str:
+        """Content-addressed model key, PREFIX/models/SHA[:16]/NAME: a new checkpoint never overwrites one in use."""
+        return self.key("models", sha256[:16], name)
+
+    def output_keys(self, stem: str) -> tuple[str, str]:
+        """Predictions (.parquet) and timings (.json) keys for a partition stem."""
+        return self.key("predictions", f"{stem}.parquet"), self.key("predictions", f"{stem}.json")
+
+    def uri(self, key: str) -> str:
+        """s3:// URI of a key in the bucket, for messages."""
+        return f"s3://{self.bucket}/{key}"
