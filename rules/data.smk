@@ -63,6 +63,8 @@ rule export_onnx:
         f"{R}/model/astromae.onnx",
     log:
         "logs/export_onnx.log",
+    conda:
+        "../envs/cosmicai.yaml"
     shell:
         "cosmicai export-onnx {input} --output {output} > {log} 2>&1"
 

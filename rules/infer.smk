@@ -44,6 +44,7 @@ rule infer_partition:
             " --timeout-s {params.lam[timeout_s]} --architecture {params.lam[architecture]}"
             " --ephemeral-storage-mb {params.lam[ephemeral_storage_mb]} --max-attempts {params.lam[max_attempts]}"
             " --batch-size {params.batch_size} --precision {params.precision} --on-invalid {params.on_invalid}"
+            " --runtime {params.runtime} {params.onnx}"
             " > {log} 2>&1"
             if config["backend"] == "lambda"
             else "cosmicai infer {input.part} --manifest {input.manifest} --checkpoint {input.checkpoint} --output {output.predictions}"

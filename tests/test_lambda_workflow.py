@@ -174,6 +174,7 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
     assert after["peak_concurrency"] >= 2  # the profile's jobs invoke concurrently
 
     runs = _sidecars(lambda_dir)
+    assert {r["runtime"] for r in runs} == {r["runtime"] for r in _sidecars(local_dir)}  # the same engine as locally
     reports = stand.reports()
     expected_gb_s = 0.0
     for run in runs:

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="workflow config files whose lambda: block is used, merged in order")
     s.add_argument("--image-uri", help="container image URI (default: lambda.image_uri)")
     s.add_argument("--role-arn", help="execution role ARN (needed to create the function)")
-    s.add_argument("--checkpoint", help="checkpoint to stage in S3 (default: the config's checkpoint, if set)")
+    s.add_argument("--checkpoint", help="checkpoint or .onnx graph to stage in S3 (default: the config's checkpoint, if set)")
     s.add_argument("--print-policy", action="store_true", help="only print the execution role's IAM policy for these settings")
     s.set_defaults(fn=_deploy_lambda)
     return p

@@ -2,18 +2,19 @@
 
 Event (JSON object):
     bucket, partition_key, model_key, predictions_key, timings_key   required strings
-    batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag")
+    batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag"),
+    runtime ("auto" | "torch" | "onnxruntime" | "openvino")
     partition_sha256, model_sha256                                     optional; verified after download
 Returns a short JSON summary: rows, timings (download, model load, compute, upload), peak RSS.
 
-The model is downloaded and loaded once per warm execution environment (cached under /tmp, keyed
-by its key and ETag); the partition and its predictions live under /tmp only during the call.
+The engine is the local CPU path's (`cosmicai.engine.load_engine` on device cpu): an ONNX graph
+(model_key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
+checkpoint runs in PyTorch. The model is downloaded and loaded once per warm execution environment
+(cached under /tmp, keyed by its key, ETag, precision and runtime); the partition and its
+predictions live under /tmp only during the call.
 """
 
 from __future__ import annotations
-
-# Everything heavy (torch, the model code) is imported here, in the init phase, which Lambda runs
-# at full CPU before the first event.
 
 import dataclasses
 import hashlib
@@ -27,14 +28,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.storage import download, s3_error, upload_bytes
-from cosmicai.checkpoint import load_model
-from cosmicai.engine import Engine
+from cosmicai.engine import RUNTIMES, InferenceEngine, load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import infer_partition
 from cosmicai.resources import peak_rss_mb
 
 _s3: Any = None  # created on first use, then reused by warm calls
-_engine: tuple[str, Engine] | None = None  # (cache id, engine) of the model loaded in this environment
+_engine: tuple[str, InferenceEngine] | None = None  # (cache id, engine) of the model loaded in this environment
 _calls = 0
 
 
@@ -50,6 +50,7 @@ class Event:
     batch_size: int = 512
     precision: str = "fp32"
     on_invalid: str = "fail"
+    runtime: str = "auto"
     partition_sha256: str | None = None
     model_sha256: str | None = None
 
@@ -75,6 +76,8 @@ class Event:
             raise CosmicaiError("event", f"'batch_size' must be >= 1, got {parsed.batch_size}")
         if parsed.on_invalid not in ("fail", "flag"):
             raise CosmicaiError("event", f"'on_invalid' must be fail or flag, got {parsed.on_invalid!r}")
+        if parsed.runtime not in RUNTIMES:
+            raise CosmicaiError("event", f"'runtime' must be one of {', '.join(RUNTIMES)}, got {parsed.runtime!r}")
         return parsed
 
 
@@ -87,14 +90,14 @@ def _client() -> Any:
     return _s3
 
 
-def _load_engine(ev: Event, root: Path) -> tuple[Engine, float]:
+def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     """The engine for the event's model and precision: this environment's, or downloaded and loaded now."""
     global _engine
     try:
         etag = _client().head_object(Bucket=ev.bucket, Key=ev.model_key)["ETag"].strip('"')
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(exc, ev.bucket, ev.model_key, "model") from None
-    cache_id = hashlib.sha256(f"{ev.model_key}\0{etag}\0{ev.precision}".encode()).hexdigest()[:16]
+    cache_id = hashlib.sha256(f"{ev.model_key}\0{etag}\0{ev.precision}\0{ev.runtime}".encode()).hexdigest()[:16]
     if _engine is not None and _engine[0] == cache_id:
         return _engine[1], 0.0
     t = time.perf_counter()
@@ -103,10 +106,12 @@ def _load_engine(ev: Event, root: Path) -> tuple[Engine, float]:
     path = models / cache_id / Path(ev.model_key).name
     download(_client(), ev.bucket, ev.model_key, path, ev.model_sha256)
     _engine = None  # free the previous model before loading the next
+    # A checkpoint under runtime auto runs in PyTorch: exporting a graph here would cost every cold start.
+    runtime = "torch" if ev.runtime == "auto" and path.suffix != ".onnx" else ev.runtime
     try:
-        engine = Engine(load_model(path), device="cpu", precision=ev.precision)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise CosmicaiError("event", str(exc)) from None
+        engine = load_engine(path, device="cpu", precision=ev.precision, runtime=runtime)
+    except (CosmicaiError, ValueError) as exc:
+        raise CosmicaiError(f"s3://{ev.bucket}/{ev.model_key}", getattr(exc, "problem", str(exc))) from None
     _engine = (cache_id, engine)
     return engine, time.perf_counter() - t
 

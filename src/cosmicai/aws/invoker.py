@@ -101,6 +101,11 @@ class LambdaBackend:
             self._client.meta.events.register("response-received.lambda.Invoke", self._count)
         return self._client
 
+    @property
+    def region_name(self) -> str:
+        """The region the client resolved (the configured one, or boto3's default)."""
+        return self.client.meta.region_name
+
     def _count(self, response_dict: dict | None = None, **_: Any) -> None:
         self.http_attempts += 1
         if response_dict and response_dict.get("status_code") == 429:
@@ -236,10 +241,13 @@ def invoke_partition(
     s3: Any = None,
     policy: RetryPolicy | None = None,
     sha256: str | None = None,
+    runtime: str = "auto",
+    onnx: str | os.PathLike | None = None,
 ) -> dict:
     """Infer one partition on Lambda; write predictions and timings (with a `lambda` record) locally.
 
     Given `sha256` (the manifest's), a partition that differs is refused before anything is sent.
+    The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
     """
     started, t0 = time.time(), time.perf_counter()
     partition, name = Path(partition), Path(partition).name
@@ -250,13 +258,14 @@ def invoke_partition(
     s3 = s3 or _s3_client(settings.region)
     part_key = settings.partition_key(name)
     part_sha, part_uploaded = ensure_uploaded(s3, partition, settings.bucket, part_key, sha256)
-    model_key, model_sha, model_uploaded = ensure_model(s3, checkpoint, settings.bucket, settings.model_key)
+    model_key, model_sha, model_uploaded = ensure_model(s3, onnx or checkpoint, settings.bucket, settings.model_key)
     staging_s = time.perf_counter() - t0
     predictions_key, timings_key = settings.output_keys(partition.stem)
     event = {
         "bucket": settings.bucket, "partition_key": part_key, "model_key": model_key,
         "predictions_key": predictions_key, "timings_key": timings_key, "batch_size": batch_size,
-        "precision": precision, "on_invalid": on_invalid, "partition_sha256": part_sha, "model_sha256": model_sha,
+        "precision": precision, "on_invalid": on_invalid, "runtime": runtime,
+        "partition_sha256": part_sha, "model_sha256": model_sha,
     }
     if backend is None:
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
@@ -272,8 +281,7 @@ def invoke_partition(
     try:
         response, _ = call_with_retries(send, policy)
     except (ClientError, BotoCoreError) as exc:
-        region = getattr(getattr(getattr(backend, "client", None), "meta", None), "region_name", settings.region)
-        raise lambda_error(exc, settings, region, attempts) from None
+        raise lambda_error(exc, settings, getattr(backend, "region_name", settings.region), attempts) from None
     invoke_s = time.perf_counter() - t
     log.info("function log tail:\n%s", "\n".join(f"  | {line}" for line in response.log_tail.rstrip("\n").splitlines()))
     if response.function_error:
@@ -322,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of the invoker script (one partition per call, as one Snakemake job)."""
     p = argparse.ArgumentParser(prog="lambda_invoke.py", description="Infer one partition on AWS Lambda (see cosmicai.aws.invoker)")
     p.add_argument("partition", help="partition .h5 file")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (uploaded once, content-addressed)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
+    p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)")
     p.add_argument("--output", required=True, help="predictions .parquet to write")
     p.add_argument("--sidecar", required=True, help="timings .json to write")
     p.add_argument("--manifest", help="refuse the partition unless its sha256 is the one this partition manifest records")
@@ -351,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else None
-        t = invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings, a.batch_size, a.precision, a.on_invalid, sha256=sha256)
+        t = invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings, a.batch_size, a.precision, a.on_invalid,
+                             sha256=sha256, runtime=a.runtime, onnx=a.onnx)
     except CosmicaiError as exc:
         print(f"lambda_invoke: error: {exc}", file=sys.stderr)
         if isinstance(exc, RemoteError) and exc.stack:
