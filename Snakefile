@@ -8,10 +8,14 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/infer.smk"
 include: "rules/report.smk"
+include: "rules/plan.smk"
 
 
 rule all:

@@ -51,12 +51,16 @@ def final_outputs() -> list[str]:
         f"{R}/metrics/metrics.json",
         f"{R}/plots/z_pred_vs_z_spec.png",
         f"{R}/summary/run_summary.json",
+        f"{R}/calibration.json",  # this run's speeds, for `cosmicai plan` (rules/plan.smk)
+        f"{R}/plots/plan_scaling.png",
+        f"{R}/report/plan_vs_actual.html",  # and the report's other tables
     ]
 
 
 # Sizing of one inference job (measured with `cosmicai infer` on CPU: ~760 MB for Python, torch and
-# timm; ~0.35 MB of activations per batch row at 32x32 fp32), padded for other machines and precisions.
-RUNTIME_MB = 800
+# timm, ~250 MB for the ONNX Runtime path that never imports torch; ~0.35 MB of activations per batch
+# row at 32x32 fp32), padded for other machines and precisions.
+RUNTIME_MB = 350 if ONNX_INPUT else 800
 ACTIVATION_MB_PER_ROW = 0.5
 OUTPUT_BYTES_PER_ROW = 64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
 SAMPLES_PER_S_PER_THREAD = 25  # pessimistic CPU rate (about 300/s measured): a GPU job fits too

@@ -7,6 +7,7 @@ localrules:
     synth_training_set,
     partition_dataset,
     export_onnx,
+    train_demo_model,  # the demo model trains on the submit host: on clusters users bring the real checkpoint
 
 
 rule synth_demo:

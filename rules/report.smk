@@ -29,8 +29,8 @@ rule compute_metrics:
         f"{R}/predictions.parquet",
     output:
         metrics=f"{R}/metrics/metrics.json",
-        by_zspec=f"{R}/metrics/by_zspec.csv",
-        by_rmag=f"{R}/metrics/by_rmag.csv",
+        by_zspec=report(f"{R}/metrics/by_zspec.csv", caption="../report/by_zspec.rst", category="Metrics"),
+        by_rmag=report(f"{R}/metrics/by_rmag.csv", caption="../report/by_rmag.rst", category="Metrics"),
     log:
         "logs/compute_metrics.log",
     conda:
@@ -44,9 +44,9 @@ rule plot_results:
         predictions=f"{R}/predictions.parquet",
         timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
     output:
-        z=f"{R}/plots/z_pred_vs_z_spec.png",
-        delta=f"{R}/plots/delta_vs_z_spec.png",
-        timings=f"{R}/plots/partition_timings.png",
+        z=report(f"{R}/plots/z_pred_vs_z_spec.png", caption="../report/z_pred_vs_z_spec.rst", category="Predictions"),
+        delta=report(f"{R}/plots/delta_vs_z_spec.png", caption="../report/delta_vs_z_spec.rst", category="Predictions"),
+        timings=report(f"{R}/plots/partition_timings.png", caption="../report/partition_timings.rst", category="Run"),
     log:
         "logs/plot_results.log",
     params:
@@ -74,5 +74,5 @@ rule summarize_run:
         "../envs/cosmicai.yaml"
     shell:
         "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
-        " --run-output {output.run} --cost-output {output.cost}"
+        " --run-output {output.run} --cost-output {output.cost} --plan \"$COSMICAI_PLAN_CONTEXT\""  # rules/plan.smk
         " --manifest {input.manifest} --predictions-dir {params.pred_dir} > {log} 2>&1"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -42,3 +44,28 @@ def hog(event: dict[str, Any], context: Any) -> dict[str, int]:
         block[i] = 1
     time.sleep(float(event.get("hold_s", 0.3)))  # stay over the limit long enough for the watchdog
     return {"mb": len(block) >> 20}
+
+
+def fork_copies(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """Hold event['mb'] MiB, then fork event['forks'] copies that share it, sleep event['hold_s'] and exit without exec."""
+    block = bytearray(int(event["mb"]) * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    pids = []
+    for _ in range(int(event.get("forks", 2))):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(float(event.get("hold_s", 1.5)))
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return {"mb": len(block) >> 20, "forks": len(pids)}
+
+
+def child_hog(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """Run a child process that touches event['mb'] MiB of its own and holds it for event['hold_s']."""
+    code = (f"b = bytearray({int(event['mb'])} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+            f"import time; time.sleep({float(event.get('hold_s', 1.0))})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return {"mb": int(event["mb"])}

@@ -149,6 +149,7 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
     client = _lambda_client()
     config = {"FunctionName": "cosmicai-infer", "FunctionArn": "arn:aws:lambda:us-east-1:1:function:cosmicai-infer",
               "MemorySize": 2048, "Timeout": 300, "EphemeralStorage": {"Size": 512}, "Architectures": ["x86_64"],
+              "Environment": {"Variables": {"COSMICAI_S3_PREFIX": "runs/a"}},
               "Role": "arn:aws:iam::1:role/r", "State": "Active", "LastUpdateStatus": "Successful"}
     with Stubber(client) as stub:
         stub.add_client_error("get_function", "ResourceNotFoundException", http_status_code=404)
@@ -159,7 +160,8 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
         stub.add_response("create_function", config, {
             "FunctionName": "cosmicai-infer", "Role": "arn:aws:iam::1:role/r", "PackageType": "Image",
             "Code": {"ImageUri": SETTINGS.image_uri}, "Architectures": ["x86_64"], "Description": DESCRIPTION,
-            "MemorySize": 2048, "Timeout": 300, "EphemeralStorage": {"Size": 512}})
+            "MemorySize": 2048, "Timeout": 300, "EphemeralStorage": {"Size": 512},
+            "Environment": {"Variables": {"COSMICAI_S3_PREFIX": "runs/a"}}})
         stub.add_response("get_function", {"Configuration": config})  # the function_active_v2 waiter
         assert deploy_function(SETTINGS, "arn:aws:iam::1:role/r", client) == (config["FunctionArn"], ["created"])
 

@@ -25,6 +25,7 @@ Backend = Literal["local", "slurm", "slurm-gpu", "lambda"]
 BACKENDS: tuple[Backend, ...] = ("local", "slurm", "slurm-gpu", "lambda")
 # A run this small measures start-up, not throughput (one batch, warm-up included): its rate is not kept.
 MIN_ROWS_FOR_RATE = 5000
+MIN_MB_FOR_BANDWIDTH = 8  # partitions smaller than this (MiB) measure S3's latency, not its bandwidth
 LAMBDA_MB_PER_VCPU = 1769  # Lambda's CPU share: one vCPU's worth at 1,769 MB, in proportion to memory
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "config" / "calibration.yaml"
 
@@ -61,7 +62,11 @@ class Calibration:
     def label(self) -> str:
         """One line: measured or not, when, from what."""
         kind = "measured" if self.measured else "NOT measured here"
-        return f"{kind} {self.measured_at}: {self.source} [{self.file}]"
+        try:
+            where = Path(self.file).resolve().relative_to(Path.cwd())
+        except ValueError:
+            where = Path(self.file)
+        return f"{kind} {self.measured_at}: {self.source} [{where}]"
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Calibration)}
@@ -105,7 +110,8 @@ def load(path: str | os.PathLike | None = None) -> dict[str, Calibration]:
     return sections
 
 
-def _plan_backend(runs: list[dict], backend: str) -> str:
+def plan_backend(runs: list[dict], backend: str) -> str:
+    """The calibration section a run measures: its backend, slurm-gpu for Slurm jobs on GPUs, local-gpu for local ones."""
     if backend == "slurm" and any(str(r.get("device", "")).startswith("cuda") for r in runs):
         return "slurm-gpu"
     if backend == "local" and any(str(r.get("device", "")).startswith("cuda") for r in runs):
@@ -128,7 +134,7 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
 
     A run under MIN_ROWS_FOR_RATE rows keeps the prior rate (its own is warm-up); its fixed costs are new.
     """
-    name = _plan_backend(runs, backend)
+    name = plan_backend(runs, backend)
     base = prior.get(name) or prior["local"]
     rows = sum(r["rows"] for r in runs)
     compute = sum(r["compute_s"] for r in runs)
@@ -139,28 +145,38 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         lam = [r["lambda"] for r in runs]
         cold = [(r, lam_r) for r, lam_r in zip(runs, lam) if lam_r["cold_start"]]
         mb = [r["rows"] * ROW_BYTES / 2**20 for r in runs]
+        # Small partitions time S3's latency, not its bandwidth: then the prior bandwidths stay and the
+        # measured transfer times count as fixed per-job costs.
+        big = sum(mb) / n >= MIN_MB_FOR_BANDWIDTH
         download = sum(r.get("download_s", 0.0) for r in runs)
+        transfer = sum(mb) / download if big and download > 0 else base.transfer_mb_per_s
         staged = [(m, lam_r["staging_s"]) for m, lam_r in zip(mb, lam) if lam_r.get("partition_uploaded")]
-        inside = [l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r.get("download_s", 0.0) - r["compute_s"] for r, l_ in zip(runs, lam)]
-        outside = [r["total_s"] - l_.get("staging_s", 0.0) - (l_["duration_ms"] + l_["init_ms"]) / 1000 for r, l_ in zip(runs, lam)]
+        staged_s = sum(t for _, t in staged)
+        # per job under this run's concurrency, times that concurrency: the host's aggregate upload rate
+        staging = sum(m for m, _ in staged) / staged_s * concurrency(runs) if big and staged and staged_s > 0 else base.staging_mb_per_s
+        modeled_staging = [m / (staging / concurrency(runs)) if staging and l_.get("partition_uploaded") else 0.0 for m, l_ in zip(mb, lam)]
+        inside = [l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r["compute_s"] - (m / transfer if transfer else 0.0)
+                  for r, l_, m in zip(runs, lam, mb)]
+        outside = [r["total_s"] - (l_["duration_ms"] + l_["init_ms"]) / 1000 - st for r, l_, st in zip(runs, lam, modeled_staging)]
         cal = dataclasses.replace(
-            base, samples_per_s=rate, threads=threads, runtime=runs[0].get("runtime", base.runtime),
+            base, samples_per_s=rate, threads=threads, runtime=f"{runs[0].get('runtime', '')} {runs[0].get('precision', '')}".strip(),
             fixed_s=max(0.0, sum(inside) / n), overhead_s=max(0.0, sum(outside) / n),
             cold_s=(sum(l_["init_ms"] / 1000 + r.get("model_load_s", 0.0) for r, l_ in cold) / len(cold)) if cold else base.cold_s,
-            transfer_mb_per_s=sum(mb) / download if download > 0 else base.transfer_mb_per_s,
-            # per job under this run's concurrency, times that concurrency: the host's aggregate upload rate
-            staging_mb_per_s=(sum(m for m, _ in staged) / sum(s for _, s in staged) * concurrency(runs)) if staged and sum(s for _, s in staged) > 0 else base.staging_mb_per_s,
-            max_memory_mb=max(l_["max_memory_mb"] for l_ in lam),
+            transfer_mb_per_s=transfer, staging_mb_per_s=staging, max_memory_mb=max(l_["max_memory_mb"] for l_ in lam),
         )
     else:
-        threads = max(1, sorted(r.get("threads") or 1 for r in runs)[n // 2])
-        rate = rows / compute if rows >= MIN_ROWS_FOR_RATE and compute > 0 else base.per_thread() * threads
+        gpu = name in ("slurm-gpu", "local-gpu")  # a GPU's rate does not scale with the job's CPU threads
+        threads = 1 if gpu else max(1, sorted(r.get("threads") or 1 for r in runs)[n // 2])
+        if rows >= MIN_ROWS_FOR_RATE and compute > 0:
+            rate = rows / compute
+        else:
+            rate = base.samples_per_s if gpu else base.per_thread() * threads
         in_job = sum(r["total_s"] - r["compute_s"] for r in runs) / n
         # Slot time the sidecars do not cover (process start, imports, scheduling) from the wall time.
         between = max(0.0, (wall_s * concurrency(runs) - sum(r["total_s"] for r in runs)) / n)
         cal = dataclasses.replace(base, samples_per_s=rate, threads=threads, fixed_s=max(0.0, in_job), overhead_s=between,
                                   runtime=f"{runs[0].get('runtime', '')} {runs[0].get('precision', '')}".strip())
-    kept = "" if rows >= MIN_ROWS_FOR_RATE else f"; rate kept from {base.measured_at} ({rows} rows are too few to measure it)"
+    kept = "" if rows >= MIN_ROWS_FOR_RATE else f"; rate kept from {base.measured_at} ({rows:,} rows are too few to measure it)"
     return name, dataclasses.replace(cal, measured=True, measured_at=datetime.date.today().isoformat(), source=f"{source}{kept}",
                                      rows=rows, jobs=n, file="")
 
@@ -199,15 +215,36 @@ def from_bench(result: dict, source: str) -> dict[str, Calibration]:
         return {"slurm-gpu": gpu}
     out = {}
     threads = result["threads"]
-    onnx, torch_ = rates.get("onnxruntime-fp32"), rates.get("torch-fp32")
+    onnx = rates.get("onnxruntime-fp32")
     if onnx:  # the jobs' default CPU engine
         fixed = result["fixed_cost_s"].get("onnxruntime", prior["local"].fixed_s + prior["local"].overhead_s)
         for name in ("local", "slurm"):
             out[name] = dataclasses.replace(prior[name], samples_per_s=onnx["samples_per_s"], threads=threads, measured=True,
                                             measured_at=today, source=source, runtime="onnxruntime fp32", rows=result["rows"],
                                             fixed_s=fixed, overhead_s=prior[name].overhead_s if name == "slurm" else 0.0, file="")
-    if torch_:  # the Lambda function runs the checkpoint in PyTorch; one core here stands for one vCPU
-        out["lambda"] = dataclasses.replace(prior["lambda"], samples_per_s=torch_["samples_per_s"] / threads, threads=1.0,
-                                            measured=True, measured_at=today, rows=result["rows"], runtime="torch fp32", file="",
-                                            source=f"{source} (torch fp32 per core here, taken as per vCPU; Lambda start-up and S3 from the default)")
+        # The function runs the same ONNX graph; one core here stands for one vCPU there.
+        out["lambda"] = dataclasses.replace(prior["lambda"], samples_per_s=onnx["samples_per_s"] / threads, threads=1.0,
+                                            measured=True, measured_at=today, rows=result["rows"], runtime="onnxruntime fp32", file="",
+                                            source=f"{source} (per core here, taken as per vCPU; Lambda start-up and S3 from the default)")
     return out
+
+
+def calibrate_run(sidecars: list[str | os.PathLike], run_summary: str | os.PathLike, output: str | os.PathLike,
+                  persist: bool = True) -> tuple[str, Calibration]:
+    """Write a run's calibration (its backend's section) to `output` and, with `persist`, merge it into the persistent one.
+
+    The run's own plan-vs-actual was estimated before this, with the calibration as it stood.
+    """
+    import json
+
+    runs = [json.loads(Path(p).read_text()) for p in sidecars]
+    summary = json.loads(Path(run_summary).read_text())
+    source = f"workflow run ({summary['backend']}) of {summary['rows']:,} rows in {len(runs)} jobs, {Path(run_summary).resolve().parent.parent}"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA") if summary["backend"] == "lambda" else None
+    if endpoint:  # the invoker reached this endpoint instead of AWS (e.g. the local stand-in)
+        source += f", Lambda at {endpoint}, not AWS"
+    name, cal = from_runs(runs, summary["backend"], summary["wall_s"], load(), source)
+    write(output, {name: cal})
+    if persist:
+        merge_into(persistent_path(), {name: cal})
+    return name, cal

@@ -57,7 +57,11 @@ def _bench(a: argparse.Namespace) -> None:
         return
     from cosmicai.bench import run_bench
 
-    run_bench(a.n, a.checkpoint, a.batch_size, a.device, a.rounds, a.variants, a.output, memory=not a.no_memory)
+    result = run_bench(a.n, a.checkpoint, a.batch_size, a.device, a.rounds, a.variants, a.output, memory=not a.no_memory)
+    if a.calibration:
+        from cosmicai.calibration import from_bench, write
+
+        write(a.calibration, from_bench(result, f"`cosmicai bench` on {result['rows']} rows, {result['threads']} threads, {result['device']}"))
 
 
 def _merge(a: argparse.Namespace) -> None:
@@ -86,8 +90,35 @@ def _summarize(a: argparse.Namespace) -> None:
     from cosmicai.summary import write_summaries
 
     rates = json.loads(a.rates) if a.rates else {}
-    summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir)
+    plan = json.loads(a.plan) if a.plan else None
+    summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir, plan)
     print(f"{summary['rows']} rows in {summary['wall_s']:.1f} s wall ({summary['samples_per_s']:.0f} samples/s), cost ${cost['total_usd']:.4f}")
+    pva = cost.get("plan_vs_actual")
+    if pva and "error" in pva:
+        print(f"plan: no estimate: {pva['error']}", file=sys.stderr)
+    elif pva:
+        print(f"plan: {pva['rows'][0]['estimate']:.1f} s estimated ({pva['backend']}), actual / estimate = {pva['time_ratio']:.2f}")
+
+
+def _plan(a: argparse.Namespace) -> None:
+    from cosmicai.plan import run_plan
+
+    print(run_plan(a))
+
+
+def _calibrate(a: argparse.Namespace) -> None:
+    from cosmicai.calibration import calibrate_run, persistent_path
+
+    name, cal = calibrate_run(a.sidecars, a.run_summary, a.output, persist=not a.no_persist)
+    where = f" and {persistent_path()}" if not a.no_persist else ""
+    print(f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads, {cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}")
+
+
+def _report_tables(a: argparse.Namespace) -> None:
+    from cosmicai.report_tables import write_tables
+
+    for path in write_tables(a.metrics, a.run_summary, a.cost_summary, a.outdir):
+        print(path)
 
 
 def _import_pt(a: argparse.Namespace) -> None:
@@ -177,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scaling", action="store_true", help="instead: the local pipeline on three sizes, time vs size")
     s.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000], help="rows per scaling run")
     s.add_argument("--output", help="JSON file for the results")
+    s.add_argument("--calibration", help="also write a calibration file for `cosmicai plan --calibration` from the results")
     s.set_defaults(fn=_bench)
 
     s = sub.add_parser("merge", help="merge per-partition predictions, checking every row")
@@ -206,7 +238,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cost-output", required=True)
     s.add_argument("--manifest", help="partition manifest: record rows in (manifest) and rows out (predictions) per partition")
     s.add_argument("--predictions-dir", help="per-partition predictions (with --manifest)")
+    s.add_argument("--plan", help="JSON: put the plan's estimate beside the actuals (keys: config, jobs, cores; see cosmicai.plan.run_estimate)")
     s.set_defaults(fn=_summarize)
+
+    s = sub.add_parser("plan", help="partitions, jobs, wall time and cost of a run on each backend, before running it")
+    size = s.add_mutually_exclusive_group()
+    size.add_argument("--data-size", help="dataset size of model-ready rows, binary units: 12.6GB, 1TB, 500MB")
+    size.add_argument("--rows", type=int, help="instead of --data-size: number of galaxies")
+    s.add_argument("--partition-mb", type=float, help="partition size in MiB (default: the config's partition_mb)")
+    s.add_argument("--backend", choices=("local", "slurm", "slurm-gpu", "lambda"))
+    s.add_argument("--compare", action="store_true", help="every backend side by side")
+    s.add_argument("--memory-mb", type=int, help="Lambda memory, 128-10240 MB (default: lambda.memory_mb)")
+    s.add_argument("--concurrency", type=int, help="most jobs at once (Lambda default: the account's 1,000)")
+    s.add_argument("--architecture", choices=("x86_64", "arm64"), help="Lambda architecture (default: lambda.architecture)")
+    s.add_argument("--data-in-s3", action="store_true", help="Lambda: the partitions are already in S3 (no upload from here)")
+    s.add_argument("--nodes", type=int, help="Slurm CPU nodes (default 1)")
+    s.add_argument("--cores-per-node", type=int, help="Slurm cores per node (default 64)")
+    s.add_argument("--gpus", type=int, help="Slurm GPUs, one job each (default 1)")
+    s.add_argument("--queue-wait-s", type=float, help="Slurm queue wait before the first job (default 0)")
+    s.add_argument("--threads", type=int, help="threads (cores) per job (default: inference.threads)")
+    s.add_argument("--cores", type=int, help="local: cores of the machine (default: this one's)")
+    s.add_argument("--cpu-hour-usd", type=float, help="price per CPU-hour (default: cost.cpu_hour_usd)")
+    s.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: cost.gpu_hour_usd)")
+    s.add_argument("--calibration", help="calibration file (default: the persistent one the workflow updates, over config/calibration.yaml)")
+    s.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml)")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--plot", help="PNG of estimated wall time and cost against data size, 1 GB to 1 TB")
+    s.add_argument("--run-summary", help="a run's run_summary.json: its rows (without --data-size/--rows); with --plot and --cost-summary, the run marked")
+    s.add_argument("--cost-summary", help="the run's cost summary (with --run-summary)")
+    s.set_defaults(fn=_plan)
+
+    s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this)")
+    s.add_argument("--sidecars", nargs="+", required=True, help="the run's per-partition timing .json files")
+    s.add_argument("--run-summary", required=True, help="the run's run_summary.json")
+    s.add_argument("--output", required=True, help="calibration .json to write (this run's backend only)")
+    s.add_argument("--no-persist", action="store_true", help="do not merge it into the persistent calibration")
+    s.set_defaults(fn=_calibrate)
+
+    s = sub.add_parser("report-tables", help="HTML tables of the metrics, run and cost summaries and plan-vs-actual, for the report")
+    s.add_argument("--metrics", required=True)
+    s.add_argument("--run-summary", required=True)
+    s.add_argument("--cost-summary", required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(fn=_report_tables)
 
     s = sub.add_parser("import-pt", help="import a CAI TensorDataset .pt file as an HDF5 dataset (no pickled code runs)")
     s.add_argument("data", help="torch.save'd TensorDataset of (images, magnitudes, redshifts)")

@@ -64,8 +64,10 @@ def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLi
 def write_summaries(
     sidecars: list[str | os.PathLike], backend: str | None, rates: dict, run_output: str | os.PathLike, cost_output: str | os.PathLike,
     manifest: str | os.PathLike | None = None, predictions_dir: str | os.PathLike | None = None,
+    plan_context: dict | None = None,
 ) -> tuple[dict, dict]:
-    """Write the run summary (with row accounting given a manifest) and the backend's cost summary."""
+    """Write the run summary (with row accounting given a manifest) and the backend's cost summary
+    (with the plan's estimate beside the actuals given `plan_context`, see cosmicai.plan.run_estimate)."""
     from cosmicai.cost import cost_summary, detect_backend
 
     runs = load_sidecars(sidecars)
@@ -74,6 +76,14 @@ def write_summaries(
     if manifest is not None and predictions_dir is not None:
         summary["row_accounting"] = row_accounting(manifest, predictions_dir)
     cost = cost_summary(runs, backend, rates, summary)
+    if plan_context is not None:
+        from cosmicai.errors import CosmicaiError
+        from cosmicai.plan import run_estimate
+
+        try:
+            cost["plan_vs_actual"] = run_estimate(plan_context, runs, backend, summary, cost)
+        except CosmicaiError as exc:  # the summaries stand without the estimate; the cause is recorded
+            cost["plan_vs_actual"] = {"error": str(exc)}
     write_json(run_output, summary)
     write_json(cost_output, cost)
     return summary, cost

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.settings import PREFIX_ENV, LambdaSettings
 from cosmicai.aws.storage import client_error_code, ensure_model
 from cosmicai.errors import CosmicaiError
 
@@ -46,6 +46,8 @@ def _wanted(settings: LambdaSettings) -> dict[str, Any]:
         "MemorySize": settings.memory_mb,
         "Timeout": settings.timeout_s,
         "EphemeralStorage": {"Size": settings.ephemeral_storage_mb},
+        # The handler refuses keys outside the prefix, as the IAM policy does.
+        "Environment": {"Variables": {PREFIX_ENV: settings.prefix.strip("/")}},
     }
 
 

@@ -5,7 +5,10 @@ Event (JSON object):
     batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag"),
     runtime ("auto" | "torch" | "onnxruntime" | "openvino")
     partition_sha256, model_sha256                                     optional; verified after download
-Returns a short JSON summary: rows, timings (download, model load, compute, upload), peak RSS.
+Every key must lie under the function's prefix (environment COSMICAI_S3_PREFIX, set by deploy-lambda
+as the IAM policy is) and have no empty, '.' or '..' segment; an event naming any other key is refused.
+Returns a short JSON summary: rows, timings (download, model load, compute, upload), peak RSS, and the
+timings record also uploaded next to the predictions.
 
 The engine is the local CPU path's (`cosmicai.engine.load_engine` on device cpu): an ONNX graph
 (model_key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -27,6 +31,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cosmicai.aws.settings import PREFIX_ENV, key_problem
 from cosmicai.aws.storage import download, s3_error, upload_bytes
 from cosmicai.engine import RUNTIMES, InferenceEngine, load_engine
 from cosmicai.errors import CosmicaiError
@@ -78,6 +83,10 @@ class Event:
             raise CosmicaiError("event", f"'on_invalid' must be fail or flag, got {parsed.on_invalid!r}")
         if parsed.runtime not in RUNTIMES:
             raise CosmicaiError("event", f"'runtime' must be one of {', '.join(RUNTIMES)}, got {parsed.runtime!r}")
+        prefix = os.environ.get(PREFIX_ENV, "")
+        for name in ("partition_key", "model_key", "predictions_key", "timings_key"):
+            if problem := key_problem(getattr(parsed, name), prefix):
+                raise CosmicaiError("event", f"'{name}': {problem}: refused ({PREFIX_ENV}={prefix!r})")
         return parsed
 
 
@@ -165,6 +174,7 @@ def handler(event: Any, context: Any) -> dict:
         "predictions_key": ev.predictions_key,
         "predictions_sha256": hashlib.sha256(body).hexdigest(),
         "timings_key": ev.timings_key,
+        "timings_record": timings,  # what the invoker keeps: a late write by an earlier, abandoned call cannot swap it
     }
     print(f"cosmicai: {name}: {summary['rows']} rows, {json.dumps(summary['timings'])}, peak RSS {summary['peak_rss_mb']} MB")
     return summary

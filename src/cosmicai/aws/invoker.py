@@ -2,9 +2,14 @@
 
 Per partition: stage the partition (and, once per machine, the model) in S3 unless an object with
 the same sha256 is there; invoke the function (RequestResponse, LogType=Tail); retry throttling,
-5xx and timeouts with bounded exponential backoff and jitter; turn a FunctionError into a failure
-carrying the remote message and stack; download the predictions and timings to the paths the local
-backend writes, the timings gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
+5xx and lost responses with bounded exponential backoff and jitter, and the function's own
+transient failures (crash, timeout, out of memory, S3 unavailable) up to FUNCTION_ERROR_ATTEMPTS
+times; turn any other FunctionError into a failure carrying the remote message and stack; download
+the predictions to the path the local backend writes and write the timings the function returned,
+gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
+
+A retry never duplicates rows: the function writes one predictions object per partition, overwritten
+by every attempt, and what lands locally is checked against the sha256 the answering attempt computed.
 
 The backend only sends a request (`Backend`); retries, timing and stats live here, above it.
 """
@@ -50,6 +55,12 @@ REPORT_FIELDS = {
 }
 BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
 READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
+# Function errors that a new execution environment may not repeat, and how many attempts they get
+# (as Lambda gives asynchronous invocations). A timeout or out-of-memory that is no accident costs
+# this many full attempts before the job fails, so the bound stays small; other errors (bad data,
+# bad event) are final at once.
+TRANSIENT_FUNCTION_ERRORS = {"Sandbox.Timedout", "Runtime.ExitError", "Runtime.OutOfMemory", "S3Unavailable"}
+FUNCTION_ERROR_ATTEMPTS = 3
 
 
 @dataclasses.dataclass
@@ -132,8 +143,28 @@ class RetryPolicy:
         return rng.uniform(d / 2, d)
 
 
+class TransientFunctionError(Exception):
+    """The function failed in a way another attempt may not (crash, timeout, out of memory, S3 unavailable)."""
+
+    def __init__(self, response: Response, error_type: str) -> None:
+        super().__init__(error_type)
+        self.response = response
+        self.error_type = error_type
+
+
+def function_error_type(response: Response) -> str:
+    """The errorType of a FunctionError payload ('' when unreadable)."""
+    try:
+        body = json.loads(response.payload)
+    except ValueError:
+        return ""
+    return str(body.get("errorType", "")) if isinstance(body, dict) else ""
+
+
 def retry_reason(exc: BaseException) -> str | None:
-    """Why an invocation error is worth retrying (throttled, 5xx, no response), or None if it is not."""
+    """Why an invocation error is worth retrying (throttled, 5xx, no response, transient function error), or None."""
+    if isinstance(exc, TransientFunctionError):
+        return f"function error {exc.error_type}"
     if isinstance(exc, ClientError):
         code, status = client_error_code(exc)
         if status == 429 or code in ("TooManyRequestsException", "ThrottlingException"):
@@ -157,7 +188,7 @@ def call_with_retries(
     for attempt in range(1, policy.max_attempts + 1):
         try:
             return send(), attempt
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, TransientFunctionError) as exc:
             reason = retry_reason(exc)
             if reason is None or attempt == policy.max_attempts:
                 raise
@@ -176,6 +207,9 @@ def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts
         return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
     if isinstance(exc, ReadTimeoutError):
         return CosmicaiError(where, f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)")
+    if isinstance(exc, ConnectionClosedError):
+        return CosmicaiError(where, f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
+                                    "botocore tries); the function may have run: a rerun overwrites its output")
     if isinstance(exc, ClientError):
         code, status = client_error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
@@ -192,7 +226,7 @@ def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts
 class RemoteError(CosmicaiError):
     """The function raised: its error type and message first, the remote stack trace kept apart."""
 
-    def __init__(self, partition: str | os.PathLike, settings: LambdaSettings, payload: bytes) -> None:
+    def __init__(self, partition: str | os.PathLike, settings: LambdaSettings, payload: bytes, attempts: int = 1) -> None:
         try:
             body = json.loads(payload)
         except ValueError:
@@ -200,8 +234,15 @@ class RemoteError(CosmicaiError):
         self.error_type = body.get("errorType", "Unhandled")
         self.stack = [str(line).rstrip() for line in body.get("stackTrace") or []]
         message = str(body.get("errorMessage", "")).strip()
-        hint = {"Runtime.OutOfMemory": " (raise lambda.memory_mb)", "Sandbox.Timedout": " (raise lambda.timeout_s)"}.get(self.error_type, "")
-        super().__init__(partition, f"Lambda function {settings.function_name} failed: {self.error_type}: {message}{hint}")
+        hint = {"Runtime.OutOfMemory": " (raise lambda.memory_mb)", "Sandbox.Timedout": " (raise lambda.timeout_s)",
+                "S3Unavailable": " (S3 is shedding load: rerun later, or lower the profile's jobs)"}.get(self.error_type, "")
+        tries = f" ({attempts} attempts)" if attempts > 1 else ""
+        super().__init__(partition, f"Lambda function {settings.function_name} failed: {self.error_type}: {message}{hint}{tries}")
+
+
+def log_function_tail(response: Response) -> None:
+    """Put the function's log tail (START ... REPORT) in the job's log."""
+    log.info("function log tail:\n%s", "\n".join(f"  | {line}" for line in response.log_tail.rstrip("\n").splitlines()))
 
 
 def parse_report(log_tail: str) -> dict[str, Any]:
@@ -271,31 +312,42 @@ def invoke_partition(
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
     policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
     t = time.perf_counter()
-    attempts = 0
+    attempts = function_errors = 0
 
     def send() -> Response:
-        nonlocal attempts
+        nonlocal attempts, function_errors
         attempts += 1
-        return backend.invoke(json.dumps(event).encode())
+        response = backend.invoke(json.dumps(event).encode())
+        if response.function_error:
+            log_function_tail(response)
+            error_type = function_error_type(response)
+            if error_type in TRANSIENT_FUNCTION_ERRORS and function_errors + 1 < FUNCTION_ERROR_ATTEMPTS:
+                function_errors += 1
+                raise TransientFunctionError(response, error_type)
+        return response
 
     try:
         response, _ = call_with_retries(send, policy)
+    except TransientFunctionError as exc:  # attempts ran out while the function kept failing
+        raise RemoteError(partition, settings, exc.response.payload, attempts) from None
     except (ClientError, BotoCoreError) as exc:
         raise lambda_error(exc, settings, getattr(backend, "region_name", settings.region), attempts) from None
     invoke_s = time.perf_counter() - t
-    log.info("function log tail:\n%s", "\n".join(f"  | {line}" for line in response.log_tail.rstrip("\n").splitlines()))
     if response.function_error:
-        raise RemoteError(partition, settings, response.payload)
+        raise RemoteError(partition, settings, response.payload, attempts)
+    log_function_tail(response)
     try:
         report = parse_report(response.log_tail)
     except ValueError as exc:
         raise CosmicaiError(f"lambda:{settings.function_name}", str(exc)) from None
     result = json.loads(response.payload)
     t = time.perf_counter()
-    try:
-        timings = json.loads(s3.get_object(Bucket=settings.bucket, Key=timings_key)["Body"].read())
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, settings.bucket, timings_key, "downloading") from None
+    timings = result.get("timings_record")
+    if timings is None:  # a function deployed before it returned its timings
+        try:
+            timings = json.loads(s3.get_object(Bucket=settings.bucket, Key=timings_key)["Body"].read())
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, settings.bucket, timings_key, "downloading") from None
     if timings.get("request_id") != report["request_id"]:
         raise CosmicaiError(settings.uri(timings_key), f"written by request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
     # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
@@ -344,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
     p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
     p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
-    p.add_argument("--max-attempts", type=int, default=8, help="invocation attempts on throttling/5xx/timeouts")
+    p.add_argument("--max-attempts", type=int, default=8,
+                   help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
+                        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")

@@ -5,9 +5,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from cosmicai.errors import CosmicaiError
+
 Architecture = Literal["x86_64", "arm64"]
+# The function's environment names the prefix it may touch (set by deploy-lambda, as its IAM policy is).
+PREFIX_ENV = "COSMICAI_S3_PREFIX"
 # Lambda's ephemeral storage up to this size is included in the price.
 FREE_EPHEMERAL_MB = 512
+
+
+def key_problem(key: str, prefix: str) -> str | None:
+    """Why an S3 key is not plainly inside `prefix` (None when it is)."""
+    prefix = prefix.strip("/")
+    if key.startswith("/") or any(segment in ("", ".", "..") for segment in key.split("/")):
+        # S3 keeps such keys literally; S3-compatible stores on a filesystem resolve them elsewhere.
+        return f"key '{key}' has an empty, '.' or '..' segment"
+    if prefix and not key.startswith(prefix + "/"):
+        return f"key '{key}' is outside the prefix '{prefix}/'"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +47,12 @@ class LambdaSettings:
         return cls(**{k: v for k, v in block.items() if k in names})
 
     def key(self, *parts: str) -> str:
-        """An object key under the prefix (no leading slash, whatever the prefix looks like)."""
+        """An object key under the prefix (no leading slash); a key that would leave the prefix is refused."""
         prefix = self.prefix.strip("/")
-        return "/".join([prefix, *parts] if prefix else parts)
+        key = "/".join([prefix, *parts] if prefix else parts)
+        if problem := key_problem(key, prefix):
+            raise CosmicaiError("lambda.prefix", f"{problem}: refused (the function may only read and write under the configured prefix)")
+        return key
 
     def partition_key(self, name: str) -> str:
         """Where a partition file is staged: PREFIX/partitions/NAME."""

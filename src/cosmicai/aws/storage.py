@@ -22,6 +22,12 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 
 SHA256_META = "sha256"
+# Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
+UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+
+
+class S3Unavailable(CosmicaiError):
+    """S3 kept answering 5xx/SlowDown through botocore's retries: transient, worth another attempt later."""
 
 
 def client_error_code(exc: ClientError) -> tuple[str, int]:
@@ -44,6 +50,9 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError
             return CosmicaiError(uri, f"{doing}: access denied ({code}); check the credentials and that the IAM policy covers this bucket and prefix")
         if code in ("NoSuchKey", "404", "NotFound"):
             return CosmicaiError(uri, f"{doing}: no such object")
+        if status >= 500 or code in UNAVAILABLE_CODES:
+            message = exc.response.get("Error", {}).get("Message", "")
+            return S3Unavailable(uri, f"{doing}: {code or status}: {message} (HTTP {status}, still after botocore's retries)")
         return CosmicaiError(uri, f"{doing}: {code or status}: {exc.response.get('Error', {}).get('Message', exc)}")
     return CosmicaiError(uri, f"{doing}: {exc}")
 

@@ -11,7 +11,7 @@ Example (YAML; relative code_dirs are taken from the server's working directory)
         reserved_concurrency: 4
         code_dirs: [src]
         environment: {COSMICAI_LOG_LEVEL: INFO}
-        faults: {throttle: 0.0, crash: 0.0, lost_response: 0.0, seed: 1}
+        faults: {throttle: 0.0, crash: 0.0, timeout: 0.0, oom: 0.0, lost_response: 0.0, seed: 1}
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import json
 import os
 import random
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +36,68 @@ PASSTHROUGH_ENV = (
 )
 
 
+FAULTS = ("throttle", "crash", "timeout", "oom", "lost_response")
+
+
 @dataclasses.dataclass
 class Faults:
-    """Per-invocation fault probabilities (0..1) for chaos tests; all off by default."""
+    """Per-invocation fault probabilities (0..1) for chaos tests; all off by default.
+
+    Set with the function config or at runtime (POST /_standin/functions/NAME {"faults": {...}});
+    GET /_standin/stats counts the faults injected.
+    """
 
     throttle: float = 0.0  # answer 429 although capacity is free
-    crash: float = 0.0  # SIGKILL the worker right after it receives the event
+    throttle_for_s: float = 0.0  # a storm: throttling stops this many seconds after its first 429 (0: until changed)
+    crash: float = 0.0  # SIGKILL the worker right after it receives the event: Runtime.ExitError
+    timeout: float = 0.0  # freeze the worker (SIGSTOP) once it has the event, so it runs into timeout_s: Sandbox.Timedout
+    oom: float = 0.0  # the worker receives the event, then dies as if over memory_mb: Runtime.OutOfMemory
     lost_response: float = 0.0  # run the invocation, then drop the HTTP connection unanswered
+    # For crash, timeout, oom and lost_response (throttling is bounded by throttle_for_s):
+    max_hits: int | None = None  # each fires at most this many times (None: no limit)
+    once_per_event: bool = False  # none fires on a payload already hit (a retry of the same event is spared)
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        for name in FAULTS:
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"fault {name} must be a probability in 0..1, got {getattr(self, name)!r}")
         self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._storm_started: float | None = None
+        self._hits = dict.fromkeys(FAULTS, 0)
+        self._hit_events: set[int] = set()
 
-    def hit(self, name: str) -> bool:
-        """Draw whether fault `name` fires for this invocation."""
+    def hit(self, name: str, payload: bytes | None = None) -> bool:
+        """Draw whether fault `name` fires for this invocation (the payload identifies the event for once_per_event)."""
         p = float(getattr(self, name))
-        return p > 0 and self._rng.random() < p
+        if p <= 0:
+            return False
+        event = hash(payload) if payload is not None and self.once_per_event else None
+        with self._lock:
+            if name == "throttle":
+                now = time.monotonic()
+                if self.throttle_for_s and self._storm_started is not None and now - self._storm_started > self.throttle_for_s:
+                    return False
+                if self._rng.random() >= p:
+                    return False
+                self._storm_started = self._storm_started or now
+                self._hits[name] += 1
+                return True
+            if self.max_hits is not None and self._hits[name] >= self.max_hits:
+                return False
+            if event is not None and event in self._hit_events:
+                return False
+            if self._rng.random() >= p:
+                return False
+            self._hits[name] += 1
+            if event is not None:
+                self._hit_events.add(event)
+            return True
+
+    def settings(self) -> dict[str, Any]:
+        """The configured values (for merging a runtime patch)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass
@@ -88,7 +136,7 @@ class FunctionConfig:
         """Update fields from a JSON patch (admin endpoint); faults are merged."""
         for key, value in patch.items():
             if key == "faults":
-                merged = {**dataclasses.asdict(self.faults), **value}
+                merged = {**self.faults.settings(), **value}
                 self.faults = Faults(**merged)
             elif key in {"memory_mb", "timeout_s", "reserved_concurrency", "environment", "idle_timeout_s"}:
                 setattr(self, key, value)

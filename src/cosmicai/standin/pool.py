@@ -10,8 +10,9 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from .config import FunctionConfig, ServerConfig
+from .config import FAULTS, FunctionConfig, ServerConfig
 from .runtime import Invocation, Worker
 
 log = logging.getLogger("cosmicai.standin")
@@ -47,12 +48,23 @@ class FunctionPool:
         self._idle: list[Worker] = []
         self._busy = 0
         self._workers: set[Worker] = set()  # every live worker, so shutdown can kill busy ones too
-        self.stats = {"invocations": 0, "cold_starts": 0, "throttles": 0, "errors": 0, "peak_concurrency": 0}
+        self.stats: dict[str, Any] = {"invocations": 0, "cold_starts": 0, "throttles": 0, "errors": 0, "peak_concurrency": 0,
+                                      "faults": dict.fromkeys(FAULTS, 0)}
+
+    def _fault(self, name: str, payload: bytes | None = None) -> bool:
+        """Whether fault `name` fires now; counted in stats when it does."""
+        if not self.fn.faults.hit(name, payload):
+            return False
+        log.warning("%s: injecting fault %s", self.fn.name, name)
+        with self._lock:
+            self.stats["faults"][name] += 1
+        return True
 
     def _acquire(self) -> tuple[Worker, bool] | None:
         """Reserve a worker (warm if possible); None means throttle."""
+        throttle = self._fault("throttle")
         with self._lock:
-            if self.fn.faults.hit("throttle") or self._busy >= self.fn.concurrency_limit(self.server.account_concurrency):
+            if throttle or self._busy >= self.fn.concurrency_limit(self.server.account_concurrency):
                 self.stats["throttles"] += 1
                 return None
             self._busy += 1
@@ -112,10 +124,14 @@ class FunctionPool:
             inv.finish("error", body, error_type)
             return
         if not worker.deliver(inv):
-            inv.finish("exit")
+            inv.finish("oom" if worker.oom else "exit")  # died during init, or killed since
             return
-        if self.fn.faults.hit("crash"):
+        if self._fault("crash", inv.payload):
             worker.kill()  # the runtime dies with the event in hand: Runtime.ExitError
+        elif self._fault("timeout", inv.payload):
+            worker.freeze()  # stops making progress, as a hung download would; the deadline below kills it
+        elif self._fault("oom", inv.payload):
+            worker.kill(oom=True)  # reported as the memory watchdog's kill: Runtime.OutOfMemory
         end = time.monotonic() + timeout
         while not inv.done.wait(max(0.0, end - time.monotonic())):
             if inv.started is not None and inv.started + timeout > time.monotonic():
@@ -173,7 +189,8 @@ class FunctionPool:
         log.info("%s %s", self.fn.name, report.strip())
         if tail:
             headers["X-Amz-Log-Result"] = base64.b64encode(text.encode()[-LOG_TAIL:]).decode()
-        if self.fn.faults.hit("lost_response"):
+        # Only a completed invocation has a response to lose: its output is written, the caller never hears.
+        if inv.outcome == "response" and self._fault("lost_response", inv.payload):
             return InvokeResult(0, headers, None)
         return InvokeResult(200, headers, body)
 
@@ -204,4 +221,4 @@ class FunctionPool:
     def snapshot(self) -> dict[str, object]:
         """Counters and pool sizes for the admin endpoint."""
         with self._lock:
-            return {**self.stats, "busy": self._busy, "idle": len(self._idle)}
+            return {**self.stats, "faults": dict(self.stats["faults"]), "busy": self._busy, "idle": len(self._idle)}

