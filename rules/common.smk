@@ -83,7 +83,7 @@ def infer_mem_mb(wildcards, attempt: int) -> int:
         + prefetch_mb
         + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20
     )
-    return int(1.25 * need * 2 ** (attempt - 1))
+    return int(1.25 * need) * 2 ** (attempt - 1)
 
 
 def infer_runtime_min(wildcards, threads: int, attempt: int) -> int:

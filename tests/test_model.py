@@ -108,7 +108,7 @@ def test_cpu_runtimes_match_pytorch(tmp_path: Path, random_checkpoint: Path, run
 def test_auto_runtime_on_cpu() -> None:
     from cosmicai.engine import choose_runtime
 
-    assert choose_runtime("cpu", "fp32", "auto") == ("cpu", "onnxruntime")
+    assert choose_runtime("cpu", "fp32", "auto") == ("cpu", "openvino")
     assert choose_runtime("cpu", "bf16", "auto") == ("cpu", "openvino")
     with pytest.raises(ValueError, match="runs fp32 only"):
         choose_runtime("cpu", "bf16", "onnxruntime")

