@@ -13,7 +13,7 @@ import torch
 
 from cosmicai.checkpoint import save_checkpoint
 from cosmicai.dataset import IMAGE_SIZE, inspect
-from cosmicai.engine import configure_threads
+from cosmicai.engine_torch import configure_threads
 from cosmicai.errors import CosmicaiError
 from cosmicai.model import build_model
 
