@@ -222,7 +222,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
      "(TooManyRequestsException: Rate Exceeded.); lower the profile's jobs or raise the function's concurrency", 0),
     ("lost_response", {"faults": {"lost_response": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: the connection closed without "
      "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output", 6),
-])
+], ids=["crash", "timeout", "oom", "throttle", "lost_response"])
 def test_fault_that_persists_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path, fault: str,
                                                           patch: dict, args: tuple[str, ...], cause: str, invocations: int) -> None:
     stands.patch(patch, FAULTY)
