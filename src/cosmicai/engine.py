@@ -112,11 +112,3 @@ def load_engine(
     cls = OnnxRuntimeEngine if runtime == "onnxruntime" else OpenVinoEngine
     return cls(graph, precision, allotted_threads(threads))
 
-
-def __getattr__(name: str) -> object:
-    """`Engine` is the PyTorch engine, importable from here without importing torch for the other runtimes."""
-    if name == "Engine":
-        from cosmicai.engine_torch import TorchEngine
-
-        return TorchEngine
-    raise AttributeError(name)
