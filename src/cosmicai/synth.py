@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from cosmicai.atomic import atomic_path
-from cosmicai.dataset import BANDS, DatasetWriter
+from cosmicai.dataset import DatasetWriter
 
 BAND_WAVELENGTH_A = np.array([3551.0, 4686.0, 6166.0, 7480.0, 8932.0])
 PSF_SIGMA_PIX = np.array([1.7, 1.6, 1.5, 1.45, 1.5])
@@ -97,4 +97,3 @@ def synthesize(path: str | os.PathLike, n: int, seed: int = 0, size: int = 32, l
                 g = _galaxies(rows, np.random.default_rng([seed, chunk_index]), size)
                 ids = (seed + 1) * 10**10 + np.arange(start, start + rows, dtype=np.int64)
                 out.write(g["images"], g["magnitudes"], ids, g["redshift"] if labelled else None)
-    assert len(BANDS) == len(BAND_WAVELENGTH_A)
