@@ -10,11 +10,11 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml standins/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(TORCH_PINS)
-	$(VENV)/bin/pip install --quiet -e ".[workflow,lambda,test]"
+	$(VENV)/bin/pip install --quiet -e ".[workflow,lambda,test]" -e ./standins
 	touch $@
 
 demo: setup

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start/stop local stand-ins for S3 (rclone serve s3) and Lambda (cosmicai.standin.lambda_server).
+# Start/stop local stand-ins for S3 (rclone serve s3) and Lambda (aws_standins.lambda_server).
 #
 #   scripts/local-aws.sh start    # idempotent; waits until both answer; prints `export ...` lines on stdout
 #   scripts/local-aws.sh env      # print the exports only
@@ -88,7 +88,7 @@ start() {
             "$S3_DATA" >"$DIR/s3.log" 2>&1 </dev/null &
         echo $! >"$DIR/s3.pid"
     fi
-    if running lambda "cosmicai.standin.lambda_server"; then
+    if running lambda "aws_standins.lambda_server"; then
         say "Lambda stand-in already running (pid $(cat "$DIR/lambda.pid"))"
     else
         local args=(--port "$LAMBDA_PORT" --region "$REGION")
@@ -96,11 +96,11 @@ start() {
         # Workers inherit these (like an execution role), so handlers reach the local S3.
         AWS_ENDPOINT_URL_S3="http://127.0.0.1:$S3_PORT" AWS_ACCESS_KEY_ID="$KEY" AWS_SECRET_ACCESS_KEY="$SECRET" \
         AWS_DEFAULT_REGION="$REGION" PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" \
-            setsid "$PY" -m cosmicai.standin.lambda_server "${args[@]}" >"$DIR/lambda.log" 2>&1 </dev/null &
+            setsid "$PY" -m aws_standins.lambda_server "${args[@]}" >"$DIR/lambda.log" 2>&1 </dev/null &
         echo $! >"$DIR/lambda.pid"
     fi
     wait_until_up S3 "http://127.0.0.1:$S3_PORT/" s3 serve
-    wait_until_up Lambda "http://127.0.0.1:$LAMBDA_PORT/_standin/health" lambda cosmicai.standin.lambda_server
+    wait_until_up Lambda "http://127.0.0.1:$LAMBDA_PORT/_standin/health" lambda aws_standins.lambda_server
     say "S3 on :$S3_PORT (data $S3_DATA), Lambda on :$LAMBDA_PORT; logs in $DIR"
     exports
 }
@@ -118,11 +118,11 @@ stop_one() {  # name marker
 
 case "${1:-}" in
     start) start ;;
-    stop) stop_one lambda cosmicai.standin.lambda_server; stop_one s3 serve ;;
+    stop) stop_one lambda aws_standins.lambda_server; stop_one s3 serve ;;
     status)
         rc=0
         if running s3 serve; then say "S3 running (pid $(cat "$DIR/s3.pid"), :$S3_PORT)"; else say "S3 stopped"; rc=1; fi
-        if running lambda cosmicai.standin.lambda_server; then say "Lambda running (pid $(cat "$DIR/lambda.pid"), :$LAMBDA_PORT)"; else say "Lambda stopped"; rc=1; fi
+        if running lambda aws_standins.lambda_server; then say "Lambda running (pid $(cat "$DIR/lambda.pid"), :$LAMBDA_PORT)"; else say "Lambda stopped"; rc=1; fi
         exit $rc ;;
     env) exports ;;
     *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;

@@ -136,7 +136,7 @@ def register_all() -> None:
 
 def write_model(outdir: Path) -> None:
     """model.pt and model_legacy.pt (whole DataParallel; zip and pre-1.6 formats), expected.npz (inputs, z)."""
-    from cosmicai.model import build_model
+    from cosmicai.model.astromae import build_model
 
     register_all()
     torch.manual_seed(0)

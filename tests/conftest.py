@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosmicai.checkpoint import save_checkpoint
-from cosmicai.model import build_model
-from cosmicai.synth import synthesize
+from cosmicai.model.checkpoint import save_checkpoint
+from cosmicai.model.astromae import build_model
+from cosmicai.data.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from cosmicai.partition import write_partitions
-from cosmicai.summary import row_accounting
+from cosmicai.data.partition import write_partitions
+from cosmicai.reporting.summary import row_accounting
 from test_bad_input import _assert_clean_failure
 
 

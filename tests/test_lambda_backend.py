@@ -11,12 +11,12 @@ pytest.importorskip("boto3")
 from botocore.exceptions import ClientError, ReadTimeoutError  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
-from cosmicai.aws.cost import PAPER, lambda_invocations, lambda_usage, paper_reference  # noqa: E402
+from cosmicai.accounting.lambda_cost import PAPER, lambda_invocations, lambda_usage, paper_reference  # noqa: E402
 from cosmicai.aws.deploy import DESCRIPTION, deploy_function, render_policy  # noqa: E402
 from cosmicai.aws.invoker import RemoteError, Response, RetryPolicy, call_with_retries, parse_report  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
-from cosmicai.cost import cost_summary, detect_backend  # noqa: E402
-from cosmicai.dataset import ROW_BYTES  # noqa: E402
+from cosmicai.accounting.cost import cost_summary, detect_backend  # noqa: E402
+from cosmicai.data.dataset import ROW_BYTES  # noqa: E402
 from cosmicai.errors import CosmicaiError  # noqa: E402
 
 from conftest import REPO  # noqa: E402
@@ -181,7 +181,7 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
 
 
 def test_iam_policy_renders_least_privilege() -> None:
-    template = (REPO / "envs" / "lambda" / "iam-policy.json").read_text()
+    template = (REPO / "deploy" / "lambda" / "iam-policy.json").read_text()
     policy = render_policy(template, SETTINGS, "123456789012", "us-east-1")
     actions = sorted(a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
     assert actions == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:PutObject"]

@@ -1,6 +1,6 @@
 """Lambda faults injected through the local stand-ins, a switch per fault, and resume on the lambda profile.
 
-The servers start here: rclone serve s3, the S3 fault proxy in front of it (cosmicai.standin.s3_faults;
+The servers start here: rclone serve s3, the S3 fault proxy in front of it (aws_standins.s3_faults;
 every S3 client, the invoker's and the function's, goes through it), and the Lambda stand-in. Each
 fault is shown twice: once switched on for a bounded number of hits during a workflow run, which
 completes with the same bytes as a clean run; once left on, so the invoker's bounded retries run out
@@ -103,7 +103,7 @@ def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
     s3 = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
                            "--auth-key", f"{KEY},{SECRET}", str(tmp / "s3")], stdout=logs["rclone"].open("wb"), stderr=subprocess.STDOUT)
     pyenv = {**env, "PYTHONPATH": str(REPO / "src")}
-    proxy = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.s3_faults", "--port", str(proxy_port),
+    proxy = subprocess.Popen([sys.executable, "-m", "aws_standins.s3_faults", "--port", str(proxy_port),
                               "--upstream", f"http://127.0.0.1:{s3_port}"], env=pyenv, stdout=logs["proxy"].open("wb"), stderr=subprocess.STDOUT)
     prefix_env = {"COSMICAI_S3_PREFIX": ROOT}
     functions = {"functions": [
@@ -113,7 +113,7 @@ def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
         _function("childhog", "lambda_handlers.child_hog", memory_mb=128, timeout_s=10),
     ]}
     (tmp / "functions.json").write_text(json.dumps(functions))
-    lam = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(lambda_port),
+    lam = subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
                             "--function-config", str(tmp / "functions.json")], env=pyenv, stdout=logs["lambda"].open("wb"), stderr=subprocess.STDOUT)
     try:
         _wait_http(f"http://127.0.0.1:{s3_port}", s3, logs["rclone"])
@@ -197,7 +197,7 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
 
 
 def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: str) -> subprocess.CompletedProcess:
-    """The inference job's command (scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
+    """The inference job's command (workflow/scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
     res = reference / "results"
     cmd = [sys.executable, str(REPO / "scripts" / "lambda_invoke.py"), str(res / "partitions" / "part_00000.h5"),
            "--manifest", str(res / "partitions" / "manifest.json"), "--checkpoint", str(res / "model" / "astromae.onnx"),
@@ -344,7 +344,7 @@ def test_sigkill_mid_run_then_resume_on_lambda(tmp_path: Path, tiny_dataset: Pat
                                               stands: Stands, reference: Path) -> None:
     config = lambda_config(tiny_dataset, random_checkpoint, "resume")
     (tmp_path / "test-config.yaml").write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--jobs", "2",
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--jobs", "2",
            "--configfile", str(tmp_path / "test-config.yaml"), str(REPO / "config" / "lambda.yaml")]
     with open(tmp_path / "killed-run.log", "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=stands.env, start_new_session=True)

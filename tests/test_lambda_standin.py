@@ -80,7 +80,7 @@ def _start_lambda(tmp: Path, functions: list[dict[str, Any]]) -> tuple[subproces
     log = tmp / "lambda.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(port), "--function-config", str(config)],
+        [sys.executable, "-m", "aws_standins.lambda_server", "--port", str(port), "--function-config", str(config)],
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

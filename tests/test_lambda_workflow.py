@@ -114,7 +114,7 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand]:
     }]}
     (tmp / "functions.json").write_text(json.dumps(functions))
     lambda_log = tmp / "lambda.log"
-    lam = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(lambda_port),
+    lam = subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
                             "--function-config", str(tmp / "functions.json")],
                            env={**env, "PYTHONPATH": str(REPO / "src")}, stdout=lambda_log.open("wb"), stderr=subprocess.STDOUT)
     try:
@@ -132,7 +132,7 @@ def snakemake(workdir: Path, profile: str, config: dict, env: dict[str, str], *a
     configfiles = [str(workdir / "test-config.yaml")]
     if profile == "lambda":  # a command-line --configfile replaces the profile's, so name config/lambda.yaml too (last: it wins)
         configfiles.append(str(REPO / "config" / "lambda.yaml"))
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
     start = time.perf_counter()
     proc = subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
     return proc, time.perf_counter() - start

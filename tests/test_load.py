@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import REPO, env_with_venv
-from cosmicai.synth import synthesize
+from cosmicai.data.synth import synthesize
 
 N_ROWS, N_PARTS = 4000, 1000
 PARTITION_MB = 0.0783  # 4 rows of 20,512 bytes: 4,000 rows make exactly 1,000 partitions
@@ -132,7 +132,7 @@ def run(workdir: Path, profile: str, config: dict, env: dict[str, str], *args: s
     configfiles = [str(workdir / "test-config.yaml")]
     if profile == "lambda":
         configfiles.append(str(REPO / "config" / "lambda.yaml"))
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile), *SCHEDULER,
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), *SCHEDULER,
            "--configfile", *configfiles, *args]
     start = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
@@ -176,7 +176,7 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, 
         "reserved_concurrency": CONCURRENCY, "code_dirs": [str(REPO / "src")],
     }]}
     (tmp / "functions.json").write_text(json.dumps(functions))
-    lam = subprocess.Popen([sys.executable, "-m", "cosmicai.standin.lambda_server", "--port", str(lambda_port),
+    lam = subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
                             "--function-config", str(tmp / "functions.json")],
                            env={**env, "PYTHONPATH": str(REPO / "src")}, stdout=lambda_log.open("wb"), stderr=subprocess.STDOUT)
     try:

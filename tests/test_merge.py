@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cosmicai.errors import CosmicaiError
-from cosmicai.merge import merge_predictions
-from cosmicai.partition import write_partitions
-from cosmicai.predictions import write_predictions
+from cosmicai.data.merge import merge_predictions
+from cosmicai.data.partition import write_partitions
+from cosmicai.data.predictions import write_predictions
 
 
 def _fake_predictions(parts: Path, preds: Path, plan: dict) -> None:

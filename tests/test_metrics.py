@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cosmicai.metrics import binned_metrics, point_metrics
+from cosmicai.reporting.metrics import binned_metrics, point_metrics
 
 
 def test_metrics_hand_computed() -> None:

@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cosmicai.checkpoint import load_model
-from cosmicai.engine import load_engine
-from cosmicai.engine_torch import TorchEngine, fold_batchnorm
-from cosmicai.model import build_model
+from cosmicai.model.checkpoint import load_model
+from cosmicai.engines.loader import load_engine
+from cosmicai.engines.torch_engine import TorchEngine, fold_batchnorm
+from cosmicai.model.astromae import build_model
 
 from conftest import run_cli
 from reference_astromae import random_state_dict, reference_forward
 
-REFERENCE_TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "astromae_state_dict.tsv"
+REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "astromae_state_dict.tsv"
 
 
 def _reference_layout() -> dict[str, tuple[str, str]]:
@@ -106,7 +106,7 @@ def test_cpu_runtimes_match_pytorch(tmp_path: Path, random_checkpoint: Path, run
 
 
 def test_auto_runtime_on_cpu() -> None:
-    from cosmicai.engine import choose_runtime
+    from cosmicai.engines.base import choose_runtime
 
     assert choose_runtime("cpu", "fp32", "auto") == ("cpu", "openvino")
     assert choose_runtime("cpu", "bf16", "auto") == ("cpu", "openvino")

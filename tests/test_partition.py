@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmicai.dataset import ROW_BYTES, inspect
-from cosmicai.partition import partition_count, partition_ranges, partitions_for_bytes, write_partitions
+from cosmicai.data.dataset import ROW_BYTES, inspect
+from cosmicai.data.partition import partition_count, partition_ranges, partitions_for_bytes, write_partitions
 from cosmicai.resources import sha256_file
 
 

@@ -14,11 +14,11 @@ import yaml
 
 from conftest import REPO, env_with_venv, run_cli
 
-from cosmicai import calibration
-from cosmicai.calibration import Calibration
-from cosmicai.dataset import ROW_BYTES
+from cosmicai.planning import calibration
+from cosmicai.planning.calibration import Calibration
+from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
-from cosmicai.plan import (
+from cosmicai.planning.plan import (
     LAMBDA_ACCOUNT_CONCURRENCY,
     Settings,
     compare,
@@ -179,7 +179,7 @@ def snakemake(workdir: Path, profile: str, config: dict, *args: str, env: dict[s
     """The workflow in `workdir` with a profile and its own (empty) persistent calibration."""
     (workdir / "cfg.yaml").write_text(yaml.safe_dump(config))
     configfiles = [str(workdir / "cfg.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
     env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache")}
     return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
 

@@ -23,7 +23,7 @@ N_PARTS = 6  # 300 rows at partition_mb 1.0
 def _start_detached(workdir: Path, config: dict) -> subprocess.Popen:
     """Snakemake in a process group of its own (its jobs join it), output to a log file."""
     (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
            "--configfile", str(workdir / "test-config.yaml")]
     log = open(workdir / "killed-run.log", "w")
     return subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env_with_venv(), start_new_session=True)

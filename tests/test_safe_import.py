@@ -18,13 +18,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from conftest import REPO, run_cli
-from cosmicai.checkpoint import load_model
-from cosmicai.dataset import inspect
+from cosmicai.model.checkpoint import load_model
+from cosmicai.data.dataset import inspect
 from cosmicai.errors import CosmicaiError
-from cosmicai.import_cai import import_pt
-from cosmicai.safe_pickle import UnsafePickleError, safe_load
+from cosmicai.data.import_cai import import_pt
+from cosmicai.model.safe_pickle import UnsafePickleError, safe_load
 
-TSV = REPO.parent / "shared" / "reference" / "astromae_state_dict.tsv"
+TSV = REPO / "tests" / "data" / "astromae_state_dict.tsv"
 
 
 class _Call:
@@ -120,7 +120,7 @@ def test_convert_checkpoint_loads_strictly_and_predicts_the_same(lookalike: Path
 
 
 def test_legacy_format_checkpoint_gives_the_same_tensors(lookalike: Path, tmp_path: Path) -> None:
-    from cosmicai.import_cai import convert_checkpoint
+    from cosmicai.data.import_cai import convert_checkpoint
     from safetensors.torch import load_file
 
     legacy = lookalike / "model_legacy.pt"

@@ -1,4 +1,4 @@
-"""Unit tests for cosmicai.slurm_accounting: parsing sacct text, no Slurm needed."""
+"""Unit tests for cosmicai.accounting.slurm: parsing sacct text, no Slurm needed."""
 
 import shutil
 import subprocess
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cosmicai import slurm_accounting as sa
+from cosmicai.accounting import slurm as sa
 
 # Real output of `sacct --parsable2 --noheader --format=<SACCT_FIELDS>` from the
 # local Slurm (scripts/slurm-local.sh): a snakemake GPU job with its .batch and

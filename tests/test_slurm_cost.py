@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from cosmicai import slurm_accounting as sa
-from cosmicai.cost import cost_summary
+from cosmicai.accounting import slurm as sa
+from cosmicai.accounting.cost import cost_summary
 from cosmicai.errors import CosmicaiError
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import REPO, env_with_venv
 
-from cosmicai.slurm_accounting import query_jobs
+from cosmicai.accounting.slurm import query_jobs
 
 INIT_WAIT = "2"  # seconds before the plugin's first sacct poll (its default 40 s would dominate the tests)
 RATES = {"cpu_hour_usd": 0.05, "gpu_hour_usd": 2.5, "su_per_cpu_hour": 1.0, "su_per_gpu_hour": 0.0}
@@ -53,7 +53,7 @@ def slurm() -> None:
 
 def snakemake_cmd(profile: str, config: Path, *args: str) -> list[str]:
     """The snakemake command line for a profile, with the test config and a short first status check."""
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / profile)]
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile)]
     if profile.startswith("slurm"):
         cmd += ["--slurm-init-seconds-before-status-checks", INIT_WAIT]
     else:
@@ -193,7 +193,7 @@ def test_dry_run_plans_partitions_and_jobs(tmp_path: Path, config_file: Path, pr
 
 
 def test_conda_env_matches_the_venv_pins() -> None:
-    env = yaml.safe_load((REPO / "envs" / "cosmicai.yaml").read_text())
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "cosmicai.yaml").read_text())
     pins = re.search(r"^TORCH_PINS \?= (.*)$", (REPO / "Makefile").read_text(), flags=re.M).group(1).split()
     pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
     assert "python=3.11" in env["dependencies"] and pins == pip[:2] and pip[2] == "-e ${COSMICAI_SRC}"

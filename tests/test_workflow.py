@@ -17,7 +17,7 @@ from conftest import REPO, env_with_venv
 
 def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
     """Run the workflow from the repository in `workdir` with the local profile."""
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2"]
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2"]
     if config is not None:
         (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "test-config.yaml")]

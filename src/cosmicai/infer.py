@@ -14,10 +14,11 @@ from typing import Iterator, Literal
 import numpy as np
 
 from cosmicai.atomic import write_json
-from cosmicai.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
-from cosmicai.engine import InferenceEngine, load_engine
+from cosmicai.data.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
+from cosmicai.engines.base import InferenceEngine
+from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
-from cosmicai.predictions import write_predictions
+from cosmicai.data.predictions import write_predictions
 from cosmicai.resources import peak_rss_mb
 
 OnInvalid = Literal["fail", "flag"]
@@ -155,7 +156,7 @@ def run_infer(
 ) -> dict:
     """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command)."""
     if sha256:  # integrity: refuse a partition that differs from the one the manifest recorded
-        from cosmicai.integrity import verify_sha256
+        from cosmicai.data.integrity import verify_sha256
 
         verify_sha256(partition, sha256)
     inspect(partition)  # fail on a bad partition before paying for the model load

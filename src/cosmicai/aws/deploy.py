@@ -54,7 +54,7 @@ def _wanted(settings: LambdaSettings) -> dict[str, Any]:
 def deploy_function(settings: LambdaSettings, role_arn: str | None = None, client: Any = None) -> tuple[str, list[str]]:
     """Create the function, or bring its image, architecture, memory, timeout and /tmp to the settings; return (ARN, actions)."""
     if not settings.image_uri:
-        raise CosmicaiError("lambda.image_uri", "empty: build envs/lambda/Dockerfile, push it to ECR and set lambda.image_uri (or --image-uri)")
+        raise CosmicaiError("lambda.image_uri", "empty: build deploy/lambda/Dockerfile, push it to ECR and set lambda.image_uri (or --image-uri)")
     if client is None:
         import boto3
 
@@ -68,7 +68,7 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
             if client_error_code(exc)[0] != "ResourceNotFoundException":
                 raise
             if not role_arn:
-                raise CosmicaiError(where, "does not exist yet; creating it needs --role-arn (an execution role carrying envs/lambda/iam-policy.json)") from None
+                raise CosmicaiError(where, "does not exist yet; creating it needs --role-arn (an execution role carrying deploy/lambda/iam-policy.json)") from None
             created = client.create_function(
                 FunctionName=name, Role=role_arn, PackageType="Image", Code={"ImageUri": settings.image_uri},
                 Architectures=[arch], Description=DESCRIPTION, **_wanted(settings),
@@ -110,7 +110,7 @@ def upload_model(settings: LambdaSettings, checkpoint: str | os.PathLike, s3: An
 
 
 def render_policy(template: str, settings: LambdaSettings, account_id: str, region: str) -> dict:
-    """The execution role's policy (envs/lambda/iam-policy.json, with <PLACEHOLDERS>) for these settings."""
+    """The execution role's policy (deploy/lambda/iam-policy.json, with <PLACEHOLDERS>) for these settings."""
     prefix = settings.prefix.strip("/")
     values = {
         "<PREFIX>/": f"{prefix}/" if prefix else "",  # an empty prefix leaves no leading slash
@@ -123,7 +123,7 @@ def render_policy(template: str, settings: LambdaSettings, account_id: str, regi
 
 def deploy_lambda(
     configfiles: list[str], image_uri: str | None, role_arn: str | None, checkpoint: str | None, print_policy: bool = False,
-    policy_template: str | os.PathLike = "envs/lambda/iam-policy.json",
+    policy_template: str | os.PathLike = "deploy/lambda/iam-policy.json",
 ) -> list[str]:
     """The `cosmicai deploy-lambda` command: stage the model, create or update the function; lines to print."""
     import dataclasses

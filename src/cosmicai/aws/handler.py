@@ -10,7 +10,7 @@ as the IAM policy is) and have no empty, '.' or '..' segment; an event naming an
 Returns a short JSON summary: rows, timings (download, model load, compute, upload), peak RSS, and the
 timings record also uploaded next to the predictions.
 
-The engine is the local CPU path's (`cosmicai.engine.load_engine` on device cpu): an ONNX graph
+The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu): an ONNX graph
 (model_key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
 checkpoint runs in PyTorch. The model is downloaded and loaded once per warm execution environment
 (cached under /tmp, keyed by its key, ETag, precision and runtime); the partition and its
@@ -33,7 +33,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.settings import PREFIX_ENV, key_problem
 from cosmicai.aws.storage import download, s3_error, upload_bytes
-from cosmicai.engine import RUNTIMES, InferenceEngine, load_engine
+from cosmicai.engines.base import RUNTIMES, InferenceEngine
+from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import infer_partition
 from cosmicai.resources import peak_rss_mb

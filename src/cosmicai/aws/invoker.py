@@ -41,7 +41,7 @@ from cosmicai.atomic import write_json
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code, download, ensure_model, ensure_uploaded, s3_error
 from cosmicai.errors import CosmicaiError
-from cosmicai.integrity import manifest_sha256, verify_sha256
+from cosmicai.data.integrity import manifest_sha256, verify_sha256
 
 log = logging.getLogger("cosmicai.lambda")
 

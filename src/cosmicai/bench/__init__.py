@@ -1,0 +1,1 @@
+"""Benchmarks: the CAI method against this project's engines, and pipeline scaling."""

@@ -1,0 +1,1 @@
+"""Inference runtimes behind one protocol: PyTorch (CPU/CUDA), ONNX Runtime and OpenVINO (CPU)."""

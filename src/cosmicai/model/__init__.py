@@ -1,0 +1,1 @@
+"""AstroMAE: the architecture, checkpoints, safe import of pickles, and demo training."""

@@ -1,0 +1,1 @@
+"""Estimating a run before it happens: calibrated speeds and the plan per backend."""

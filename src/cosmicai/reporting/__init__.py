@@ -1,0 +1,1 @@
+"""What a run reports: photo-z metrics, plots, run summaries and the report's tables."""

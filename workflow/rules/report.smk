@@ -1,0 +1,78 @@
+# Merge, metrics, plots and the run/cost summaries: shared by every backend.
+
+
+localrules:
+    merge_predictions,
+    compute_metrics,
+    plot_results,
+    summarize_run,
+
+
+rule merge_predictions:
+    input:
+        manifest=f"{R}/partitions/manifest.json",
+        predictions=expand(f"{R}/predictions/{{part}}.parquet", part=PARTS),
+    output:
+        f"{R}/predictions.parquet",
+    log:
+        "logs/merge_predictions.log",
+    params:
+        pred_dir=f"{R}/predictions",
+    conda:
+        "../envs/cosmicai.yaml"
+    shell:
+        "cosmicai merge --manifest {input.manifest} --predictions-dir {params.pred_dir} --output {output} > {log} 2>&1"
+
+
+rule compute_metrics:
+    input:
+        f"{R}/predictions.parquet",
+    output:
+        metrics=f"{R}/metrics/metrics.json",
+        by_zspec=report(f"{R}/metrics/by_zspec.csv", caption="../report/by_zspec.rst", category="Metrics"),
+        by_rmag=report(f"{R}/metrics/by_rmag.csv", caption="../report/by_rmag.rst", category="Metrics"),
+    log:
+        "logs/compute_metrics.log",
+    conda:
+        "../envs/cosmicai.yaml"
+    shell:
+        "cosmicai metrics {input} --output {output.metrics} --by-zspec {output.by_zspec} --by-rmag {output.by_rmag} > {log} 2>&1"
+
+
+rule plot_results:
+    input:
+        predictions=f"{R}/predictions.parquet",
+        timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
+    output:
+        z=report(f"{R}/plots/z_pred_vs_z_spec.png", caption="../report/z_pred_vs_z_spec.rst", category="Predictions"),
+        delta=report(f"{R}/plots/delta_vs_z_spec.png", caption="../report/delta_vs_z_spec.rst", category="Predictions"),
+        timings=report(f"{R}/plots/partition_timings.png", caption="../report/partition_timings.rst", category="Run"),
+    log:
+        "logs/plot_results.log",
+    params:
+        outdir=f"{R}/plots",
+    conda:
+        "../envs/cosmicai.yaml"
+    shell:
+        "cosmicai plots {input.predictions} --sidecars {input.timings} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule summarize_run:
+    input:
+        timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
+        merged=f"{R}/predictions.parquet",
+        manifest=f"{R}/partitions/manifest.json",
+    output:
+        run=f"{R}/summary/run_summary.json",
+        cost=f"{R}/summary/cost_summary.json",
+    log:
+        "logs/summarize_run.log",
+    params:
+        rates=lambda wc: json.dumps({**config["cost"], "lambda": config["lambda"]["prices"]}),
+        pred_dir=f"{R}/predictions",
+    conda:
+        "../envs/cosmicai.yaml"
+    shell:
+        "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
+        " --run-output {output.run} --cost-output {output.cost} --plan \"$COSMICAI_PLAN_CONTEXT\""  # workflow/rules/plan.smk
+        " --manifest {input.manifest} --predictions-dir {params.pred_dir} > {log} 2>&1"
