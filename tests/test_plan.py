@@ -18,14 +18,8 @@ from cosmicai.planning import calibration
 from cosmicai.planning.calibration import Calibration
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
-from cosmicai.planning.plan import (
-    LAMBDA_ACCOUNT_CONCURRENCY,
-    Settings,
-    compare,
-    estimate,
-    makespan,
-    parse_size,
-)
+from cosmicai.planning.model import LAMBDA_ACCOUNT_CONCURRENCY, Settings, estimate, makespan
+from cosmicai.planning.units import parse_size
 
 PLOTS = ("z_pred_vs_z_spec", "delta_vs_z_spec", "partition_timings", "plan_scaling")
 BLOCK = "cosmicai plan for this run"
@@ -33,7 +27,7 @@ BLOCK = "cosmicai plan for this run"
 
 def simple_calibrations(**lam: float) -> dict[str, Calibration]:
     """Round numbers, so the expected figures can be worked out by hand."""
-    base = dict(measured_at="2026-01-01", source="test", measured=False)
+    base = dict(measured_at="2026-01-01", source="test", measured=False, runtime="test", precision="fp32")
     return {
         "local": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=0.5, **base),
         "slurm": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=2.0, **base),
@@ -62,7 +56,7 @@ def test_parse_size() -> None:
 def test_lambda_cost_by_hand() -> None:
     # 100 partitions of 20 MiB, 1,769 MB = exactly 1 vCPU = 100 samples/s, all concurrent and cold.
     cals = simple_calibrations()
-    s = Settings("lambda", 100 * 20 * 2**20, 20, memory_mb=1769)
+    s = Settings("lambda", 100 * 20 * 2**20, 20, memory_mb=1769, concurrency=1000)
     plan = estimate(s, cals)
     rows = math.ceil(round(100 * 20 * 2**20 / ROW_BYTES) / 100)
     assert (plan.partitions, plan.rows_per_partition, plan.concurrency, plan.waves, plan.cold_jobs) == (100, rows, 100, 1, 100)
@@ -78,7 +72,7 @@ def test_lambda_cost_by_hand() -> None:
 
 def test_lambda_concurrency_waves_and_scaling() -> None:
     cals = simple_calibrations()
-    s = Settings("lambda", 2500 * 2**20, 1, memory_mb=1769)  # 2,500 partitions of 1 MiB
+    s = Settings("lambda", 2500 * 2**20, 1, memory_mb=1769, concurrency=LAMBDA_ACCOUNT_CONCURRENCY)  # 2,500 partitions of 1 MiB
     plan = estimate(s, cals)
     assert plan.partitions == 2500 and plan.concurrency == LAMBDA_ACCOUNT_CONCURRENCY and plan.waves == 3
     assert plan.cold_jobs == 1000  # environments are reused: the later waves are warm
@@ -135,9 +129,9 @@ def test_compare_prints_every_backend() -> None:
     table = proc.stdout.splitlines()
     assert table[0].startswith("12.6 GiB") and "130 partitions" in table[0]
     for backend in ("local", "slurm", "slurm-gpu", "lambda"):
-        assert any(re.match(rf"{backend}\s+130\s", line) for line in table), backend
+        assert any(re.match(rf"{backend}\s+12.6 GiB\s+100\s.*\s130\s", line) for line in table), backend
         assert f"\n{backend}:\n" in proc.stdout  # its assumptions
-    assert "calibration (slurm-gpu): NOT measured here" in proc.stdout and "H200" in proc.stdout
+    assert "calibration (slurm-gpu, fp32): NOT measured here" in proc.stdout and "H200" in proc.stdout
     rows = run_cli("plan", "--compare", "--data-size", "12.6GB", "--partition-mb", "25", "--format", "csv", check=True).stdout.splitlines()
     assert len(rows) == 5 and rows[0].startswith("backend,") and all(",517," in r for r in rows[1:])
     plans = json.loads(run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--format", "json", check=True).stdout)
@@ -176,11 +170,12 @@ def test_calibration_from_runs_and_persistence(tmp_path: Path) -> None:
 
 
 def snakemake(workdir: Path, profile: str, config: dict, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The workflow in `workdir` with a profile and its own (empty) persistent calibration."""
+    """The workflow in `workdir` with a profile (and the config file it names) and its own (empty) installed calibration."""
     (workdir / "cfg.yaml").write_text(yaml.safe_dump(config))
     configfiles = [str(workdir / "cfg.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
     cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
-    env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache")}
+    configfiles += [str(REPO / "config" / f"{profile}.yaml")] if profile in ("slurm", "slurm-gpu") else []
+    env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache"), "XDG_CONFIG_HOME": str(workdir / "config-home")}
     return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
 
 
@@ -198,7 +193,7 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     assert proc.stdout.count(BLOCK) == 1
     block = proc.stdout[proc.stdout.index(BLOCK):].split("\n  (cosmicai plan")[0]
     assert f"{BLOCK} ({profile})" in block
-    assert "4 partitions of 1.5 MiB (75 rows each)" in block and "infer_partition 4" in block
+    assert "4 partitions of 1.5 MiB (75 rows each)" in block and "4 inference jobs" in block
     assert re.search(r"inference wall time [\d.]+ s \(4 jobs", block) and "cost $" in block and "calibration  " in block
     assert "infer_partition          4" in proc.stdout  # Snakemake's own job list is still there
     assert not (tmp_path / "results").exists()
@@ -215,8 +210,10 @@ def check_report(workdir: Path, profile: str, config: dict, env: dict[str, str] 
     pva = json.loads((res / "summary" / "cost_summary.json").read_text())["plan_vs_actual"]
     assert "ratio = actual / estimate" in (res / "report" / "plan_vs_actual.html").read_text()
     cal = json.loads((res / "calibration.json").read_text())["backends"]
-    persistent = json.loads((workdir / "cache" / "cosmicai" / "calibration.json").read_text())["backends"]
-    assert cal[pva["backend"]]["measured"] and persistent[pva["backend"]] == cal[pva["backend"]]
+    assert cal[pva["backend"]]["measured"] and cal[pva["backend"]]["precision"] == "fp32"
+    # The run's calibration stays with its results: nothing installed, nothing in the cache for later plans.
+    assert not (workdir / "config-home").exists() and not (workdir / "cache" / "cosmicai" / "calibration.json").exists()
+    assert json.loads((res / "plan" / "context.json").read_text())["backend"] == pva["backend"]
     return pva
 
 
@@ -229,5 +226,5 @@ def test_local_run_plan_vs_actual_and_report(tmp_path: Path, tiny_dataset: Path,
     run = json.loads((tmp_path / "results" / "summary" / "run_summary.json").read_text())
     assert pva["backend"] == "local" and rows["wall_s"]["actual"] == run["wall_s"] and rows["partitions"]["estimate"] == 4
     assert rows["cpu_hours"]["estimate"] > 0 and rows["cpu_hours"]["actual"] > 0
-    assert not pva["calibration"]["file"].endswith("cosmicai/calibration.json")  # estimated before this run's calibration
+    assert pva["calibration"]["file"] == str(calibration.DEFAULT_FILE)  # the calibration the run named (none: the shipped one)
     print(f"\nlocal plan vs actual: estimate {rows['wall_s']['estimate']:.1f} s, actual {rows['wall_s']['actual']:.1f} s")

@@ -1,82 +1,89 @@
-# Planning: the dry-run's estimate block, the run's calibration, the plan's scaling plot and the
-# report's tables. The model lives in cosmicai.planning.plan and cosmicai.planning.calibration.
-import logging
-
-from snakemake.logging import logger
-from snakemake.settings.enums import Quietness
-
-from cosmicai.planning import calibration
-from cosmicai.planning.plan import estimate, format_dry_run, workflow_settings
-
-
-def plan_context() -> dict:
-    """What a plan of this invocation needs: the config's plan-relevant blocks, the profile's jobs and cores."""
-    return {
-        "config": {k: config[k] for k in ("partition_mb", "inference", "lambda", "cost")},
-        "jobs": workflow.resource_settings.nodes,
-        "cores": workflow.resource_settings.cores,
-    }
-
-
-def profile_backend() -> str:
-    """The plan backend of this invocation: lambda from the config; otherwise slurm(-gpu) under a cluster executor, or local."""
-    if config["backend"] == "lambda":
-        return "lambda"
-    # Snakemake forces threaded job handling exactly when the intended executor is not local (api.py),
-    # and only that setting survives into a dry-run, whose executor is the dryrun pseudo-executor.
-    if not workflow.execution_settings.use_threads:
-        return "local"
-    asked = {**(workflow.resource_settings.default_resources or {}), **workflow.resource_settings.overwrite_resources.get("infer_partition", {})}
-    return "slurm-gpu" if {"gres", "gpu", "gpus"} & set(asked) else "slurm"
+# Planning: the run's plan context (a declared file), the plan block every invocation prints, the run's
+# calibration, the scaling plot and the report's tables. The model lives in cosmicai.planning.
+#
+# Nothing here reaches another rule except through a declared file: write_plan_context writes what a
+# plan of this run needs (the backend the profile's config file names, the config's plan blocks, the
+# cores given, the calibration named) to results/plan/context.json, an input of summarize_run and
+# plot_plan. The backend comes from the config (`backend:` set by config/slurm.yaml, slurm-gpu.yaml,
+# lambda.yaml, which each profile names), not from guessing the executor out of Snakemake's internals.
+#
+# The plan block is printed while the Snakefile is read (plain Python at the top level of a rule file,
+# a supported part of every Snakefile), in the main Snakemake process only (`workflow.is_main_process`,
+# so not again in every Slurm job's log): in a dry-run it is the plan, in a run the estimate the run
+# summary will compare against. Snakemake's hooks do not fit: `onstart` is skipped in dry-runs and no
+# hook sees the job list, and a handler on Snakemake's logger depends on its log record format.
+from cosmicai.planning import calibration as plan_calibration
+from cosmicai.planning.context import PLAN_KEYS, workflow_settings
+from cosmicai.planning.formatting import format_dry_run
+from cosmicai.planning.model import estimate
+from cosmicai.planning.recommend import workflow_recommendation
+from cosmicai.planning.units import parse_duration, parse_money
 
 
-# summarize_run puts the estimate beside the actuals; it gets this invocation's jobs and cores from
-# the environment, as a param or in its command they would rerun the summaries whenever they change.
-os.environ["COSMICAI_PLAN_CONTEXT"] = json.dumps(plan_context())
+def given_cores():
+    """The cores this invocation was given (--cores or the profile's), or None (workflow.cores raises when unset)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
 
 
-class PlanBlock(logging.Handler):
-    """In a dry-run, after Snakemake's last job-stats table, log the plan's one summary block."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stats_seen = 0
-        self.done = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.done or getattr(record, "event", None) != "run_info" or not workflow.dryrun:
-            return
-        self.stats_seen += 1
-        # A dry-run logs the stats twice (before and after the job list), once when quiet about both.
-        once = workflow.output_settings.quiet == {Quietness.RULES, Quietness.PROGRESS}
-        if self.stats_seen < (1 if once else 2):
-            return
-        self.done = True
-        backend = profile_backend()
-        try:
-            ctx = plan_context()
-            s = workflow_settings(ctx["config"], backend, N_ROWS * ROW_BYTES, ctx["jobs"], ctx["cores"])
-            block = format_dry_run(estimate(s, calibration.load()), record.stats, backend)
-        except CosmicaiError as exc:
-            block = f"cosmicai plan: no estimate: {exc}"
-        logger.info(block)
+PLAN_CONTEXT = {
+    "backend": config["backend"],
+    "config": {k: config[k] for k in PLAN_KEYS},
+    "cores": given_cores(),
+    "calibration": config["plan_calibration"],
+}
 
 
-if workflow.output_settings.dryrun:
-    logging.getLogger("snakemake.logging").addHandler(PlanBlock())
+def plan_block() -> str:
+    """This run's plan (and, with plan_recommend, the recommendation) as the block a dry-run prints."""
+    try:
+        cals = plan_calibration.load(config["plan_calibration"] or None)
+        plan = estimate(workflow_settings(PLAN_CONTEXT, N_ROWS * ROW_BYTES), cals)
+        rec = ""
+        if config["plan_recommend"]:
+            deadline = parse_duration(config["plan_deadline"], "plan_deadline") if config["plan_deadline"] else None
+            budget = parse_money(config["plan_budget"], "plan_budget") if config["plan_budget"] else None
+            rec = workflow_recommendation(plan, cals, deadline, budget)
+        return format_dry_run(plan, config["backend"], rec)
+    except CosmicaiError as exc:
+        return f"cosmicai plan: no estimate: {exc}"
+
+
+if workflow.is_main_process:
+    print(plan_block(), flush=True)
+
+
+onstart:
+    # A run (not a dry-run: Snakemake skips onstart there) under the lambda backend needs a bucket.
+    if config["backend"] == "lambda" and not config["lambda"]["bucket"]:
+        raise WorkflowError("config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'")
 
 
 localrules:
+    write_plan_context,
     calibrate_run,
     plot_plan,
     report_tables,
+
+
+rule write_plan_context:
+    output:
+        f"{R}/plan/context.json",
+    log:
+        "logs/write_plan_context.log",
+    params:
+        context=json.dumps(PLAN_CONTEXT, sort_keys=True),
+    shell:
+        "printf '%s\\n' {params.context:q} > {output} 2> {log}"
 
 
 rule calibrate_run:
     input:
         timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
         run=f"{R}/summary/run_summary.json",
-        cost=f"{R}/summary/cost_summary.json",  # after the estimate, which used the calibration as it was
+        cost=f"{R}/summary/cost_summary.json",  # after the estimate, which used the calibration the run named
     output:
         f"{R}/calibration.json",
     log:
@@ -90,21 +97,18 @@ rule calibrate_run:
 rule plot_plan:
     input:
         calibration=f"{R}/calibration.json",
+        context=f"{R}/plan/context.json",
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
     output:
         report(f"{R}/plots/plan_scaling.png", caption="../report/plan_scaling.rst", category="Plan"),
     log:
         "logs/plot_plan.log",
-    params:
-        mb=config["partition_mb"],
-        lam_mb=config["lambda"]["memory_mb"],
-        configfile=f"{workflow.basedir}/../config/config.yaml",
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai plan --compare --partition-mb {params.mb} --memory-mb {params.lam_mb} --calibration {input.calibration}"
-        " --configfile {params.configfile} --plot {output} --run-summary {input.run} --cost-summary {input.cost} > {log} 2>&1"
+        "cosmicai plan --compare --context {input.context} --calibration {input.calibration}"
+        " --plot {output} --run-summary {input.run} --cost-summary {input.cost} > {log} 2>&1"
 
 
 rule report_tables:

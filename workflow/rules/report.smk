@@ -62,6 +62,7 @@ rule summarize_run:
         timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
         merged=f"{R}/predictions.parquet",
         manifest=f"{R}/partitions/manifest.json",
+        context=f"{R}/plan/context.json",  # the run's plan, put beside the actuals (workflow/rules/plan.smk)
     output:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
@@ -74,5 +75,5 @@ rule summarize_run:
         "../envs/cosmicai.yaml"
     shell:
         "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
-        " --run-output {output.run} --cost-output {output.cost} --plan \"$COSMICAI_PLAN_CONTEXT\""  # workflow/rules/plan.smk
+        " --run-output {output.run} --cost-output {output.cost} --plan {input.context}"
         " --manifest {input.manifest} --predictions-dir {params.pred_dir} > {log} 2>&1"

@@ -1,37 +1,147 @@
-"""Planning commands: estimate a run before it happens, record a run's speeds."""
+"""Planning commands: estimate runs before they happen (one configuration, a sweep, a recommendation), record a run's speeds."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+BACKEND_CHOICES = ("local", "slurm", "slurm-gpu", "lambda")
+
+
+def _print(text: str) -> None:
+    """Print, and stop quietly when the reader went away (`cosmicai plan ... | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _backends(a: argparse.Namespace) -> tuple[str, ...]:
+    from cosmicai.errors import CosmicaiError
+
+    if a.compare:
+        return BACKEND_CHOICES
+    if not a.backend:
+        raise CosmicaiError("plan", "give --backend (local, slurm, slurm-gpu, lambda; a list: lambda,slurm-gpu) or --compare")
+    names = tuple(b.strip() for b in a.backend.split(","))
+    bad = [b for b in names if b not in BACKEND_CHOICES]
+    if bad:
+        raise CosmicaiError("--backend", f"unknown backend(s) {', '.join(bad)} (one of {', '.join(BACKEND_CHOICES)})")
+    return names
+
+
+def run_plan(a: argparse.Namespace) -> str:
+    """`cosmicai plan` from its parsed arguments: the formatted plans (and recommendation); writes tables and the plot if asked."""
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.errors import CosmicaiError
+    from cosmicai.planning import calibration
+    from cosmicai.planning.context import load_config, settings_from_config
+    from cosmicai.planning.formatting import format_plans
+    from cosmicai.planning.recommend import format_recommendation, recommend
+    from cosmicai.planning.sweep import Axes, sweep, write_table
+    from cosmicai.planning.units import parse_duration, parse_money, parse_size, parse_values
+
+    run = json.loads(Path(a.run_summary).read_text()) if a.run_summary else None
+    if a.data_size is None and a.rows is None and run is None:
+        raise CosmicaiError("plan", "give --data-size or --rows (or --run-summary: that run's rows)")
+    backends = _backends(a)
+    if a.data_size is not None:
+        sizes = parse_values(a.data_size, "--data-size", lambda t: parse_size(t, "--data-size"))
+    else:
+        sizes = [float(n * ROW_BYTES) for n in parse_values(a.rows if a.rows is not None else str(run["rows"]), "--rows")]
+    axes = Axes(
+        backends=backends, data_bytes=tuple(sizes),
+        partition_mb=tuple(parse_values(a.partition_mb, "--partition-mb")) if a.partition_mb else (),
+        memory_mb=tuple(int(v) for v in parse_values(a.memory_mb, "--memory-mb")) if a.memory_mb else (),
+        concurrency=tuple(int(v) for v in parse_values(a.concurrency, "--concurrency")) if a.concurrency else (),
+        precision=tuple(p.strip() for p in a.precision.split(",")) if a.precision else (),
+    )
+    context = json.loads(Path(a.context).read_text()) if a.context else None
+    config = context["config"] if context else load_config(a.configfile)
+    cores = a.cores or (context or {}).get("cores")
+    base = settings_from_config(
+        config, backends[0], sizes[0], nodes=a.nodes, cores_per_node=a.cores_per_node, gpus=a.gpus, threads=a.threads, cores=cores,
+        queue_wait_s=a.queue_wait_s, architecture=a.architecture, data_in_s3=a.data_in_s3 or None, cpu_hour_usd=a.cpu_hour_usd,
+        gpu_hour_usd=a.gpu_hour_usd, partitions_per_job=a.partitions_per_job,
+    )
+    cals = calibration.load(a.calibration)
+    plans = sweep(base, axes, cals)
+    for path in a.output or []:
+        write_table(plans, path)
+    if a.plot:
+        _plot(a, base, axes, cals, run)
+    text = format_plans(plans, a.format, detail=not (a.deadline or a.budget))
+    if a.deadline or a.budget:
+        rec = recommend(plans, parse_duration(a.deadline) if a.deadline else None, parse_money(a.budget) if a.budget else None)
+        text = f"{text}\n\n{format_recommendation(rec)}" if a.format == "table" else text
+        if a.format != "table":
+            print(format_recommendation(rec), file=sys.stderr)
+    return text
+
+
+def _plot(a: argparse.Namespace, base, axes, cals, run: dict | None) -> None:
+    """Wall time and cost from 1 GiB (or less) to 1 TiB for the swept backends, partition sizes and memories."""
+    import dataclasses
+
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.planning.plots import plot_sweep, scaling_sizes
+    from cosmicai.planning.sweep import sweep
+
+    actual = None
+    if run and a.cost_summary:
+        cost = json.loads(Path(a.cost_summary).read_text())
+        actual = [{"label": f"this run ({run['backend']})", "data_bytes": run["rows"] * ROW_BYTES, "wall_s": run["wall_s"],
+                   "cost_usd": cost["total_usd"]}]
+    low = min([2**30, *axes.data_bytes] + ([actual[0]["data_bytes"]] if actual else []))
+    curve_axes = dataclasses.replace(axes, data_bytes=tuple(scaling_sizes(low, extra=axes.data_bytes)), concurrency=axes.concurrency[:1])
+    s = base
+    title = (f"cosmicai plan: Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}; "
+             f"Slurm {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s); {s.partitions_per_job} partition(s) per cluster job")
+    plot_sweep(sweep(base, curve_axes, cals), a.plot, title, actual)
 
 
 def _plan(a: argparse.Namespace) -> None:
-    from cosmicai.planning.plan import run_plan
-
-    print(run_plan(a))
+    _print(run_plan(a))
 
 
 def _calibrate(a: argparse.Namespace) -> None:
-    from cosmicai.planning.calibration import calibrate_run, persistent_path
+    from cosmicai.planning.calibration import calibrate_run, install, persistent_path
 
-    name, cal = calibrate_run(a.sidecars, a.run_summary, a.output, persist=not a.no_persist)
-    where = f" and {persistent_path()}" if not a.no_persist else ""
-    print(f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads, {cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}")
+    if a.install and not (a.sidecars or a.run_summary or a.output):
+        names = install(a.install)
+        _print(f"installed {', '.join(names)} from {a.install} into {persistent_path()}")
+        return
+    if not (a.sidecars and a.run_summary and a.output):
+        from cosmicai.errors import CosmicaiError
+
+        raise CosmicaiError("calibrate", "give --sidecars, --run-summary and --output (or --install FILE alone)")
+    name, cal = calibrate_run(a.sidecars, a.run_summary, a.output, install=a.install is not None)
+    where = f" and installed into {persistent_path()}" if a.install is not None else " (plans use it when named: --calibration)"
+    _print(f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads ({cal.runtime} {cal.precision}), "
+           f"{cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
-    s = sub.add_parser("plan", help="partitions, jobs, wall time and cost of a run on each backend, before running it")
+    s = sub.add_parser("plan", help="partitions, jobs, wall time and cost of runs on each backend, before running them; sweeps and a recommendation",
+                       description="Every sweepable option takes a value, a list (25,50,75,100) or a range start:stop:step (2048:10240:2048); "
+                                   "one plan per combination.")
     size = s.add_mutually_exclusive_group()
-    size.add_argument("--data-size", help="dataset size of model-ready rows, binary units: 12.6GB, 1TB, 500MB")
-    size.add_argument("--rows", type=int, help="instead of --data-size: number of galaxies")
-    s.add_argument("--partition-mb", type=float, help="partition size in MiB (default: the config's partition_mb)")
-    s.add_argument("--backend", choices=("local", "slurm", "slurm-gpu", "lambda"))
+    size.add_argument("--data-size", help="dataset size(s) of model-ready rows, binary units: 12.6GB, 1TB, 1GB,12.6GB,1TB")
+    size.add_argument("--rows", help="instead of --data-size: number(s) of galaxies")
+    s.add_argument("--partition-mb", help="partition size(s) in MiB (default: the config's partition_mb)")
+    s.add_argument("--backend", help="backend(s): local, slurm, slurm-gpu, lambda (a list: lambda,slurm-gpu)")
     s.add_argument("--compare", action="store_true", help="every backend side by side")
-    s.add_argument("--memory-mb", type=int, help="Lambda memory, 128-10240 MB (default: lambda.memory_mb)")
-    s.add_argument("--concurrency", type=int, help="most jobs at once (Lambda default: the account's 1,000)")
+    s.add_argument("--memory-mb", help="Lambda memory size(s), 128-10240 MB (default: lambda.memory_mb)")
+    s.add_argument("--concurrency", help="most jobs at once (Lambda default: lambda.max_in_flight, else profiles/lambda's 64)")
+    s.add_argument("--precision", help="precision(s): fp32, bf16, tf32, fp16 (default: inference.precision); each needs a calibration")
+    s.add_argument("--partitions-per-job", type=int, help="cluster backends: partitions per job (default: inference.partitions_per_job, else 1)")
     s.add_argument("--architecture", choices=("x86_64", "arm64"), help="Lambda architecture (default: lambda.architecture)")
-    s.add_argument("--data-in-s3", action="store_true", help="Lambda: the partitions are already in S3 (no upload from here)")
+    s.add_argument("--data-in-s3", action="store_true", help="Lambda: the dataset is already in S3 (no upload from here)")
     s.add_argument("--nodes", type=int, help="Slurm CPU nodes (default 1)")
     s.add_argument("--cores-per-node", type=int, help="Slurm cores per node (default 64)")
     s.add_argument("--gpus", type=int, help="Slurm GPUs, one job each (default 1)")
@@ -40,16 +150,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cores", type=int, help="local: cores of the machine (default: this one's)")
     s.add_argument("--cpu-hour-usd", type=float, help="price per CPU-hour (default: cost.cpu_hour_usd)")
     s.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: cost.gpu_hour_usd)")
-    s.add_argument("--calibration", help="calibration file (default: the persistent one the workflow updates, over the shipped cosmicai/planning/calibration.yaml)")
+    s.add_argument("--deadline", help="recommend the cheapest configuration finishing within this: 10min, 600s, 2h")
+    s.add_argument("--budget", help="recommend the fastest configuration within this: 5USD, $0.40 (with --deadline: both must hold)")
+    s.add_argument("--calibration", help="calibration file (default: the installed one, if any, over the shipped cosmicai/planning/calibration.yaml)")
     s.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml)")
-    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    s.add_argument("--plot", help="PNG of estimated wall time and cost against data size, 1 GB to 1 TB")
+    s.add_argument("--context", help="instead of --configfile: a run's plan context (results/plan/context.json): its config and cores")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table", help="what to print")
+    s.add_argument("--output", action="append", help="write the sweep, one row per combination, to FILE.csv, .json or .parquet (repeatable)")
+    s.add_argument("--plot", help="PNG of planned wall time and cost against data size, 1 GB to 1 TB, per backend and partition size")
     s.add_argument("--run-summary", help="a run's run_summary.json: its rows (without --data-size/--rows); with --plot and --cost-summary, the run marked")
     s.add_argument("--cost-summary", help="the run's cost summary (with --run-summary)")
     s.set_defaults(fn=_plan)
-    s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this)")
-    s.add_argument("--sidecars", nargs="+", required=True, help="the run's per-partition timing .json files")
-    s.add_argument("--run-summary", required=True, help="the run's run_summary.json")
-    s.add_argument("--output", required=True, help="calibration .json to write (this run's backend only)")
-    s.add_argument("--no-persist", action="store_true", help="do not merge it into the persistent calibration")
+    s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this), or install a calibration")
+    s.add_argument("--sidecars", nargs="+", help="the run's per-partition timing .json files")
+    s.add_argument("--run-summary", help="the run's run_summary.json")
+    s.add_argument("--output", help="calibration .json to write (this run's backend and precision only)")
+    s.add_argument("--install", nargs="?", const="", default=None, metavar="FILE",
+                   help="merge into the installed calibration that plans use unnamed: this run's (no FILE), or FILE's sections")
     s.set_defaults(fn=_calibrate)

@@ -1,10 +1,15 @@
 """Calibration for `cosmicai plan`: measured speeds per backend, with when and where they were measured.
 
 A calibration file (YAML or JSON) holds one section per plan backend (local, slurm, slurm-gpu,
-lambda). The shipped default is `cosmicai/planning/calibration.yaml` (package data); every workflow run writes its own
-measurement (`results/calibration.json`, from the per-partition timing sidecars) and merges it into
-the persistent calibration under the user's cache directory, which plans use from then on.
-`cosmicai bench --calibration FILE` writes one from a benchmark.
+lambda) and precision: a section named `slurm-gpu` holds that backend at the precision it names,
+`slurm-gpu:bf16` another precision. Every section names its runtime and precision, and a plan at a
+precision no section measured is refused (not silently planned at another's speed).
+
+The shipped default is `cosmicai/planning/calibration.yaml` (package data). Every workflow run writes
+its own measurement beside its results (`results/calibration.json`); a plan uses it only when named
+(`--calibration FILE`), or after `cosmicai calibrate --install`, which merges it into the installed
+calibration ($XDG_CACHE_HOME or ~/.cache, cosmicai/calibration.json). `cosmicai bench --calibration
+FILE` writes one from a benchmark.
 """
 
 from __future__ import annotations
@@ -34,26 +39,34 @@ DEFAULT_FILE = Path(str(importlib.resources.files("cosmicai.planning") / "calibr
 
 
 def persistent_path() -> Path:
-    """The calibration the workflow keeps up to date: $XDG_CACHE_HOME/cosmicai/calibration.json (~/.cache)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cosmicai" / "calibration.json"
+    """The installed calibration (`cosmicai calibrate --install`): $XDG_CONFIG_HOME/cosmicai/calibration.json (~/.config).
+
+    Not the cache directory where earlier versions merged every run's calibration unasked: such a file is ignored.
+    """
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "cosmicai" / "calibration.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """Speeds of one backend's inference jobs, and where they come from."""
 
-    samples_per_s: float  # one job's inference rate with `threads` threads (Lambda: vCPUs); scales linearly with them
+    samples_per_s: float  # one job's inference rate with `threads` threads (Lambda: vCPUs); scales linearly with them...
     threads: float
+    runtime: str  # the engine measured (onnxruntime, openvino, torch)
+    precision: str  # fp32, bf16, tf32, fp16: a plan uses only a section of its own precision
     fixed_s: float  # per job, billed, outside inference: model load, reads, writes (Lambda: per warm invocation)
     measured_at: str
     source: str
     measured: bool  # False: assumed or taken from elsewhere, not measured on this project's machines
-    runtime: str = ""
+    max_threads: float = 0.0  # ...up to this many threads (vCPUs), flat beyond; 0: no limit measured
     overhead_s: float = 0.0  # per job, not billed: process start and scheduling (Lambda: the invoker's round trip)
     cold_s: float = 0.0  # Lambda: Init Duration plus model download and load in a new environment
     transfer_mb_per_s: float = 0.0  # Lambda: S3 to the function (partition download)
     staging_mb_per_s: float = 0.0  # Lambda: this host to S3, shared by concurrent jobs (partition upload)
-    max_memory_mb: float = 0.0  # Lambda: largest Max Memory Used seen
+    max_memory_mb: float = 0.0  # Lambda: largest Max Memory Used seen (the run's; the plan uses the model below)
+    memory_base_mb: float = 0.0  # peak memory of one job: base + per partition MB x partition size (0: not modelled)
+    memory_mb_per_partition_mb: float = 0.0
+    memory_source: str = ""  # where the memory model comes from
     rows: int = 0  # what the measurement covered
     jobs: int = 0
     file: str = ""  # the file it was read from
@@ -62,6 +75,16 @@ class Calibration:
         """Inference samples/s per thread (per vCPU on Lambda)."""
         return self.samples_per_s / self.threads
 
+    def rate(self, threads: float) -> float:
+        """Samples/s of one job with `threads` threads: linear in them up to max_threads."""
+        return self.per_thread() * (min(threads, self.max_threads) if self.max_threads else threads)
+
+    def peak_memory_mb(self, partition_mb: float) -> float:
+        """Peak memory of one job on partitions of `partition_mb` MiB (0: no memory model)."""
+        if not (self.memory_base_mb or self.memory_mb_per_partition_mb):
+            return 0.0
+        return self.memory_base_mb + self.memory_mb_per_partition_mb * partition_mb
+
     def label(self) -> str:
         """One line: measured or not, when, from what."""
         kind = "measured" if self.measured else "NOT measured here"
@@ -69,7 +92,7 @@ class Calibration:
             where = Path(self.file).resolve().relative_to(Path.cwd())
         except ValueError:
             where = Path(self.file)
-        return f"{kind} {self.measured_at}: {self.source} [{where}]"
+        return f"{kind} {self.measured_at} ({self.runtime} {self.precision}): {self.source} [{where}]"
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Calibration)}
@@ -91,6 +114,8 @@ def _section(path: Path, name: str, raw: Any) -> Calibration:
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         raise CosmicaiError(path, f"backends.{name}: unknown key(s) {', '.join(unknown)}")
+    if "precision" not in raw and len(str(raw.get("runtime", "")).split()) == 2:  # files of earlier versions: "onnxruntime fp32"
+        raw = {**raw, "runtime": raw["runtime"].split()[0], "precision": raw["runtime"].split()[1]}
     try:
         cal = Calibration(**{**raw, "file": str(path)})
     except TypeError as exc:
@@ -101,8 +126,8 @@ def _section(path: Path, name: str, raw: Any) -> Calibration:
 
 
 def load(path: str | os.PathLike | None = None) -> dict[str, Calibration]:
-    """The calibration per backend: the shipped default, overlaid section by section with `path`
-    (default: the persistent calibration, when a run has written one)."""
+    """The calibration per section: the shipped default, overlaid section by section with `path`
+    (default: the installed calibration, when `cosmicai calibrate --install` has written one)."""
     sections = {name: _section(DEFAULT_FILE, name, raw) for name, raw in _read(DEFAULT_FILE)["backends"].items()}
     overlay = Path(path) if path is not None else persistent_path()
     if path is not None or overlay.exists():
@@ -111,6 +136,23 @@ def load(path: str | os.PathLike | None = None) -> dict[str, Calibration]:
     if missing:
         raise CosmicaiError(DEFAULT_FILE, f"no calibration for {', '.join(missing)}")
     return sections
+
+
+def section_name(backend: str, precision: str) -> str:
+    """The section a measurement of `backend` at `precision` is stored under (fp32: the backend's own name)."""
+    return backend if precision == "fp32" else f"{backend}:{precision}"
+
+
+def pick(sections: dict[str, Calibration], backend: str, precision: str) -> Calibration:
+    """The section of `backend` measured at `precision`; an error naming what there is, never another precision's speed."""
+    for key in (f"{backend}:{precision}", backend):
+        cal = sections.get(key)
+        if cal is not None and cal.precision == precision:
+            return cal
+    have = sorted({f"{c.precision} ({c.runtime})" for k, c in sections.items() if k.split(":")[0] == backend})
+    where = sections[backend].file if backend in sections else "calibration"
+    raise CosmicaiError(where, f"no {backend} calibration at {precision} (it has {', '.join(have) or 'none'}): plan at one of "
+                               f"those, or measure {precision} (a run at that precision writes results/calibration.json)")
 
 
 def plan_backend(runs: list[dict], backend: str) -> str:
@@ -137,12 +179,15 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
 
     A run under MIN_ROWS_FOR_RATE rows keeps the prior rate (its own is warm-up); its fixed costs are new.
     """
-    name = plan_backend(runs, backend)
-    base = prior.get(name) or prior["local"]
+    backend_name = plan_backend(runs, backend)
+    precision = str(runs[0].get("precision") or "fp32")
+    name = section_name(backend_name, precision)
+    base = prior.get(name) or prior.get(backend_name) or prior["local"]
     rows = sum(r["rows"] for r in runs)
     compute = sum(r["compute_s"] for r in runs)
     n = len(runs)
-    if name == "lambda":
+    runtime = str(runs[0].get("runtime") or base.runtime)
+    if backend_name == "lambda":
         vcpus = runs[0]["lambda"]["memory_mb"] / LAMBDA_MB_PER_VCPU
         rate, threads = (rows / compute, vcpus) if rows >= MIN_ROWS_FOR_RATE and compute > 0 else (base.samples_per_s, base.threads)
         lam = [r["lambda"] for r in runs]
@@ -162,13 +207,13 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
                   for r, l_, m in zip(runs, lam, mb)]
         outside = [r["total_s"] - (l_["duration_ms"] + l_["init_ms"]) / 1000 - st for r, l_, st in zip(runs, lam, modeled_staging)]
         cal = dataclasses.replace(
-            base, samples_per_s=rate, threads=threads, runtime=f"{runs[0].get('runtime', '')} {runs[0].get('precision', '')}".strip(),
+            base, samples_per_s=rate, threads=threads, runtime=runtime, precision=precision,
             fixed_s=max(0.0, sum(inside) / n), overhead_s=max(0.0, sum(outside) / n),
             cold_s=(sum(l_["init_ms"] / 1000 + r.get("model_load_s", 0.0) for r, l_ in cold) / len(cold)) if cold else base.cold_s,
             transfer_mb_per_s=transfer, staging_mb_per_s=staging, max_memory_mb=max(l_["max_memory_mb"] for l_ in lam),
         )
     else:
-        gpu = name in ("slurm-gpu", "local-gpu")  # a GPU's rate does not scale with the job's CPU threads
+        gpu = backend_name in ("slurm-gpu", "local-gpu")  # a GPU's rate does not scale with the job's CPU threads
         threads = 1 if gpu else max(1, sorted(r.get("threads") or 1 for r in runs)[n // 2])
         if rows >= MIN_ROWS_FOR_RATE and compute > 0:
             rate = rows / compute
@@ -178,7 +223,7 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         # Slot time the sidecars do not cover (process start, imports, scheduling) from the wall time.
         between = max(0.0, (wall_s * concurrency(runs) - sum(r["total_s"] for r in runs)) / n)
         cal = dataclasses.replace(base, samples_per_s=rate, threads=threads, fixed_s=max(0.0, in_job), overhead_s=between,
-                                  runtime=f"{runs[0].get('runtime', '')} {runs[0].get('precision', '')}".strip())
+                                  runtime=runtime, precision=precision)
     kept = "" if rows >= MIN_ROWS_FOR_RATE else f"; rate kept from {base.measured_at} ({rows:,} rows are too few to measure it)"
     return name, dataclasses.replace(cal, measured=True, measured_at=datetime.date.today().isoformat(), source=f"{source}{kept}",
                                      rows=rows, jobs=n, file="")
@@ -213,7 +258,7 @@ def from_bench(result: dict, source: str) -> dict[str, Calibration]:
         if best is None:
             raise CosmicaiError("bench", "no torch-fp32 result to calibrate from")
         gpu = dataclasses.replace(prior["slurm-gpu"], samples_per_s=best["samples_per_s"], threads=1, measured=True,
-                                  measured_at=today, source=source, runtime="torch fp32",
+                                  measured_at=today, source=source, runtime="torch", precision="fp32",
                                   fixed_s=result["fixed_cost_s"].get("torch", prior["slurm-gpu"].fixed_s), rows=result["rows"], file="")
         return {"slurm-gpu": gpu}
     out = {}
@@ -223,20 +268,21 @@ def from_bench(result: dict, source: str) -> dict[str, Calibration]:
         fixed = result["fixed_cost_s"].get("onnxruntime", prior["local"].fixed_s + prior["local"].overhead_s)
         for name in ("local", "slurm"):
             out[name] = dataclasses.replace(prior[name], samples_per_s=onnx["samples_per_s"], threads=threads, measured=True,
-                                            measured_at=today, source=source, runtime="onnxruntime fp32", rows=result["rows"],
+                                            measured_at=today, source=source, runtime="onnxruntime", precision="fp32", rows=result["rows"],
                                             fixed_s=fixed, overhead_s=prior[name].overhead_s if name == "slurm" else 0.0, file="")
         # The function runs the same ONNX graph; one core here stands for one vCPU there.
         out["lambda"] = dataclasses.replace(prior["lambda"], samples_per_s=onnx["samples_per_s"] / threads, threads=1.0,
-                                            measured=True, measured_at=today, rows=result["rows"], runtime="onnxruntime fp32", file="",
+                                            measured=True, measured_at=today, rows=result["rows"], runtime="onnxruntime", precision="fp32", file="",
                                             source=f"{source} (per core here, taken as per vCPU; Lambda start-up and S3 from the default)")
     return out
 
 
 def calibrate_run(sidecars: list[str | os.PathLike], run_summary: str | os.PathLike, output: str | os.PathLike,
-                  persist: bool = True) -> tuple[str, Calibration]:
-    """Write a run's calibration (its backend's section) to `output` and, with `persist`, merge it into the persistent one.
+                  install: bool = False) -> tuple[str, Calibration]:
+    """Write a run's calibration (its backend's section) to `output` (beside the run's results) and, with
+    `install`, merge it into the installed calibration that later plans use without naming it.
 
-    The run's own plan-vs-actual was estimated before this, with the calibration as it stood.
+    The run's own plan-vs-actual was estimated before this, with the calibration it named.
     """
     import json
 
@@ -246,8 +292,15 @@ def calibrate_run(sidecars: list[str | os.PathLike], run_summary: str | os.PathL
     endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA") if summary["backend"] == "lambda" else None
     if endpoint:  # the invoker reached this endpoint instead of AWS (e.g. the local stand-in)
         source += f", Lambda at {endpoint}, not AWS"
-    name, cal = from_runs(runs, summary["backend"], summary["wall_s"], load(), source)
+    name, cal = from_runs(runs, summary["backend"], summary["wall_s"], load(DEFAULT_FILE), source)
     write(output, {name: cal})
-    if persist:
+    if install:
         merge_into(persistent_path(), {name: cal})
     return name, cal
+
+
+def install(path: str | os.PathLike) -> list[str]:
+    """Merge a calibration file's sections into the installed calibration; the section names."""
+    sections = {name: _section(Path(path), name, raw) for name, raw in _read(Path(path))["backends"].items()}
+    merge_into(persistent_path(), sections)
+    return list(sections)

@@ -67,7 +67,7 @@ def write_summaries(
     plan_context: dict | None = None,
 ) -> tuple[dict, dict]:
     """Write the run summary (with row accounting given a manifest) and the backend's cost summary
-    (with the plan's estimate beside the actuals given `plan_context`, see cosmicai.planning.plan.run_estimate)."""
+    (with the plan's estimate beside the actuals given `plan_context`, see cosmicai.planning.context.run_estimate)."""
     from cosmicai.accounting.cost import cost_summary, detect_backend
 
     runs = load_sidecars(sidecars)
@@ -78,7 +78,7 @@ def write_summaries(
     cost = cost_summary(runs, backend, rates, summary)
     if plan_context is not None:
         from cosmicai.errors import CosmicaiError
-        from cosmicai.planning.plan import run_estimate
+        from cosmicai.planning.context import run_estimate
 
         try:
             cost["plan_vs_actual"] = run_estimate(plan_context, runs, backend, summary, cost)

@@ -1,0 +1,139 @@
+"""What a plan is made from: the workflow config, the run's plan context, the cluster; and plan-vs-actual.
+
+The workflow writes a run's plan context (`results/plan/context.json`, rule write_plan_context) as a
+declared file: the plan backend its profile names, the config's plan-relevant blocks and the cores it
+was given. The run summary reads that file; nothing travels through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
+from cosmicai.aws.settings import FREE_EPHEMERAL_MB
+from cosmicai.data.dataset import ROW_BYTES
+from cosmicai.errors import CosmicaiError
+from cosmicai.planning.calibration import Backend, Calibration
+from cosmicai.planning.model import LAMBDA_ACCOUNT_CONCURRENCY, LAMBDA_DEFAULT_IN_FLIGHT, LAMBDA_MAX_TIMEOUT_S, Plan, Settings, estimate
+
+# The config blocks a plan reads (and the context file carries).
+PLAN_KEYS = ("partition_mb", "inference", "lambda", "cost")
+
+
+def load_config(paths: list[str | os.PathLike] | None = None) -> dict:
+    """The workflow config (later files override earlier ones key by key); default: ./config/config.yaml."""
+    import yaml
+
+    paths = paths or [Path("config", "config.yaml")]
+    config: dict = {}
+    for path in paths:
+        try:
+            new = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise CosmicaiError(path, f"not a readable config file: {exc}") from None
+        for key, value in new.items():
+            config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+    return config
+
+
+def lambda_in_flight(config: dict) -> int:
+    """Invocations in flight under profiles/lambda: the config's cap (lambda.max_in_flight) within the account's limit."""
+    cap = config.get("lambda", {}).get("max_in_flight") or LAMBDA_DEFAULT_IN_FLIGHT
+    return min(int(cap), LAMBDA_ACCOUNT_CONCURRENCY)
+
+
+def settings_from_config(config: dict, backend: Backend, data_bytes: float, **override: Any) -> Settings:
+    """Settings with the workflow config's partition size, inference, Lambda block and prices; `override` wins."""
+    lam = config.get("lambda", {})
+    inf = config.get("inference", {})
+    cost = config.get("cost", {})
+    base: dict[str, Any] = dict(
+        backend=backend, data_bytes=data_bytes, partition_mb=config.get("partition_mb", 100),
+        threads=inf.get("threads", 2), precision=inf.get("precision", "fp32"),
+        partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs)
+        memory_mb=lam.get("memory_mb", 2048), architecture=lam.get("architecture", "x86_64"),
+        timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S), ephemeral_storage_mb=lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB),
+        cpu_hour_usd=cost.get("cpu_hour_usd", 0.0), gpu_hour_usd=cost.get("gpu_hour_usd", 0.0),
+        lambda_prices={**DEFAULT_PRICES, **lam.get("prices", {})},
+    )
+    if backend == "lambda":
+        base["concurrency"] = lambda_in_flight(config)
+    base.update({k: v for k, v in override.items() if v is not None})
+    return Settings(**base)
+
+
+def sinfo_cluster(gpu: bool) -> tuple[int, int, int] | None:
+    """(nodes, cores per node, GPUs) of the default Slurm partition, or of the first with GPUs; None without sinfo."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P|%D|%c|%G"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = []
+    for line in out.splitlines():
+        name, nodes, cpus, gres = (line.split("|") + ["", "", ""])[:4]
+        per_node = sum(int(n) for n in re.findall(r"gpu(?::[\w.-]+)?:(\d+)", gres))
+        if nodes.isdigit() and cpus.rstrip("+").isdigit():
+            rows.append((name.endswith("*"), int(nodes), int(cpus.rstrip("+")), per_node * int(nodes)))
+    pick = [r for r in rows if r[3]] if gpu else [r for r in rows if r[0]] or rows
+    return (pick[0][1], pick[0][2], pick[0][3]) if pick else None
+
+
+def workflow_settings(context: dict, data_bytes: float) -> Settings:
+    """The plan settings of a workflow invocation from its plan context (write_plan_context's file).
+
+    Lambda runs the config's in-flight cap at once; a local run fits cores // threads jobs at once; a
+    cluster's nodes, cores and GPUs come from sinfo (without it: one node of `cores`), with no queue wait.
+    """
+    config, backend = context["config"], context["backend"]
+    over: dict[str, Any] = {"cores": context.get("cores") or os.cpu_count() or 1}
+    if backend in ("slurm", "slurm-gpu"):
+        found = sinfo_cluster(backend == "slurm-gpu")
+        if found:
+            over.update(nodes=found[0], cores_per_node=found[1], gpus=found[2] or 1, cluster="sinfo")
+        else:
+            over.update(nodes=1, cores_per_node=over["cores"], gpus=1, cluster="no sinfo: one node of the run's cores")
+    return settings_from_config(config, backend, data_bytes, **over)
+
+
+def plan_vs_actual(plan: Plan, summary: dict, cost: dict) -> dict:
+    """The estimate beside the run's measured wall time, usage and cost, with actual / estimate ratios."""
+    est = {line["resource"]: line["quantity"] for line in plan.lines}
+    act = {line["resource"]: line["quantity"] for line in cost["lines"]}
+
+    def row(name: str, unit: str, e: float, a: float) -> dict:
+        return {"quantity": name, "unit": unit, "estimate": e, "actual": a, "ratio": a / e if e else None}
+
+    rows = [row("wall_s", "s", plan.wall_s, summary["wall_s"]), row("partitions", "partitions", plan.partitions, summary["partitions"])]
+    rows += [row(line["resource"], line["unit"], est[line["resource"]], act[line["resource"]])
+             for line in plan.lines if line["resource"] in act and (est[line["resource"]] or act[line["resource"]])]
+    rows.append(row("cost_usd", "USD", plan.cost_usd, cost["total_usd"]))
+    ratio = rows[0]["ratio"]
+    return {
+        "backend": plan.backend,
+        "rows": rows,
+        "time_ratio": ratio,
+        "cost_ratio": rows[-1]["ratio"],
+        "time_within_factor_2": ratio is not None and 0.5 <= ratio <= 2.0,
+        "calibration": plan.calibration,
+        "estimate": {**plan.row(), "lines": plan.lines, "assumptions": plan.assumptions},
+        "note": "estimate made with the calibration the run named (not the one it measured); ratio = actual / estimate",
+    }
+
+
+def run_estimate(context: dict, runs: list[dict], cost_backend: str, summary: dict, cost: dict) -> dict:
+    """Plan-vs-actual for a finished run: the estimate for its rows under its plan context, beside the actuals."""
+    from cosmicai.planning import calibration
+
+    backend = calibration.plan_backend(runs, cost_backend)
+    if context["backend"] == "local" and backend == "local-gpu":  # one GPU job slot at a time: slurm-gpu's model with one GPU
+        context = {**context, "backend": "slurm-gpu"}
+    elif context["backend"] == "local" and backend != "local":
+        context = {**context, "backend": backend}  # what the sidecars say ran (e.g. Slurm jobs without the slurm config file)
+    s = workflow_settings(context, summary["rows"] * ROW_BYTES)
+    cals: dict[str, Calibration] = calibration.load(context.get("calibration") or None)
+    return plan_vs_actual(estimate(s, cals), summary, cost)

@@ -1,0 +1,75 @@
+"""Sweeps: one plan per combination of data size, partition size, Lambda memory, concurrency, precision and backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from pathlib import Path
+
+from cosmicai.errors import CosmicaiError
+from cosmicai.planning.calibration import Calibration
+from cosmicai.planning.model import Plan, Settings, estimate
+
+MAX_CELLS = 100_000  # a sweep larger than this is a typo, not a plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Axes:
+    """The values to sweep; an empty axis keeps the base settings' value."""
+
+    backends: tuple[str, ...] = ()
+    data_bytes: tuple[float, ...] = ()
+    partition_mb: tuple[float, ...] = ()
+    memory_mb: tuple[int, ...] = ()
+    concurrency: tuple[int, ...] = ()
+    precision: tuple[str, ...] = ()
+
+    def size(self) -> int:
+        """Number of combinations."""
+        n = 1
+        for axis in dataclasses.astuple(self):
+            n *= max(1, len(axis))
+        return n
+
+
+def sweep(base: Settings, axes: Axes, calibrations: dict[str, Calibration]) -> list[Plan]:
+    """One plan per combination, in the order of the axes (backend outermost). Lambda memory only varies Lambda
+    plans: other backends get one plan per remaining combination, not one per memory size."""
+    if axes.size() > MAX_CELLS:
+        raise CosmicaiError("plan", f"{axes.size():,} combinations: sweep at most {MAX_CELLS:,}")
+    plans = []
+    for backend, size, mb, prec, conc in itertools.product(
+        axes.backends or (base.backend,), axes.data_bytes or (base.data_bytes,), axes.partition_mb or (base.partition_mb,),
+        axes.precision or (base.precision,), axes.concurrency or (base.concurrency,),
+    ):
+        memories = (axes.memory_mb or (base.memory_mb,)) if backend == "lambda" else (base.memory_mb,)
+        for mem in memories:
+            s = dataclasses.replace(base, backend=backend, data_bytes=size, partition_mb=mb, precision=prec, concurrency=conc, memory_mb=int(mem))
+            plans.append(estimate(s, calibrations))
+    return plans
+
+
+def rows(plans: list[Plan]) -> list[dict]:
+    """The sweep as records of numbers (one per plan)."""
+    return [p.row() for p in plans]
+
+
+def write_table(plans: list[Plan], path: str | os.PathLike) -> None:
+    """The sweep as a table, its format from the file name: .csv, .json or .parquet."""
+    import pandas as pd
+
+    from cosmicai.atomic import atomic_path
+
+    path = Path(path)
+    frame = pd.DataFrame(rows(plans))
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".json", ".parquet"):
+        raise CosmicaiError(path, "write a sweep to .csv, .json or .parquet")
+    with atomic_path(path) as tmp:
+        if kind == ".csv":
+            frame.to_csv(tmp, index=False)
+        elif kind == ".json":
+            frame.to_json(tmp, orient="records", indent=1)
+        else:
+            frame.to_parquet(tmp, index=False)
