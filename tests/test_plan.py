@@ -173,8 +173,8 @@ def snakemake(workdir: Path, profile: str, config: dict, *args: str, env: dict[s
     """The workflow in `workdir` with a profile (and the config file it names) and its own (empty) installed calibration."""
     (workdir / "cfg.yaml").write_text(yaml.safe_dump(config))
     configfiles = [str(workdir / "cfg.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
     configfiles += [str(REPO / "config" / f"{profile}.yaml")] if profile in ("slurm", "slurm-gpu") else []
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
     env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache"), "XDG_CONFIG_HOME": str(workdir / "config-home")}
     return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
 
@@ -194,9 +194,25 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     block = proc.stdout[proc.stdout.index(BLOCK):].split("\n  (cosmicai plan")[0]
     assert f"{BLOCK} ({profile})" in block
     assert "4 partitions of 1.5 MiB (75 rows each)" in block and "4 inference jobs" in block
-    assert re.search(r"inference wall time [\d.]+ s \(4 jobs", block) and "cost $" in block and "calibration  " in block
-    assert "infer_partition          4" in proc.stdout  # Snakemake's own job list is still there
+    assert re.search(r"inference wall time [\d.]+ s \(\d+ wave", block) and "cost $" in block and "calibration  " in block
+    assert re.search(r"infer_partition\s+4\n", proc.stdout)  # Snakemake's own job list is still there
     assert not (tmp_path / "results").exists()
+
+
+def test_lambda_dry_run_without_bucket_plans_and_recommends(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    config = tiny_config(tiny_dataset, random_checkpoint)
+    config["lambda"]["bucket"] = ""  # a dry-run needs none
+    config.update(plan_recommend=True, plan_deadline="10min")
+    proc = snakemake(tmp_path, "lambda", config, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    block = proc.stdout[proc.stdout.index(BLOCK):]
+    assert f"{BLOCK} (lambda)" in block
+    assert "64 at once" in block or "4 at once" in block  # profiles/lambda's in-flight default, not the account's 1,000
+    assert "recommendation (the cheapest within 10 min 00 s): lambda " in block
+    # A real run without a bucket stops before any job, with the one-line reason.
+    run = snakemake(tmp_path, "lambda", config)
+    assert run.returncode != 0 and "lambda.bucket is required" in run.stderr + run.stdout
+    assert not (tmp_path / "results" / "predictions").exists()
 
 
 def check_report(workdir: Path, profile: str, config: dict, env: dict[str, str] | None = None) -> dict:
@@ -212,7 +228,7 @@ def check_report(workdir: Path, profile: str, config: dict, env: dict[str, str] 
     cal = json.loads((res / "calibration.json").read_text())["backends"]
     assert cal[pva["backend"]]["measured"] and cal[pva["backend"]]["precision"] == "fp32"
     # The run's calibration stays with its results: nothing installed, nothing in the cache for later plans.
-    assert not (workdir / "config-home").exists() and not (workdir / "cache" / "cosmicai" / "calibration.json").exists()
+    assert not (workdir / "config-home" / "cosmicai").exists() and not (workdir / "cache" / "cosmicai" / "calibration.json").exists()
     assert json.loads((res / "plan" / "context.json").read_text())["backend"] == pva["backend"]
     return pva
 
