@@ -99,8 +99,15 @@ def _plot(a: argparse.Namespace, base, axes, cals, run: dict | None) -> None:
     low = min([2**30, *axes.data_bytes] + ([actual[0]["data_bytes"]] if actual else []))
     curve_axes = dataclasses.replace(axes, data_bytes=tuple(scaling_sizes(low, extra=axes.data_bytes)), concurrency=axes.concurrency[:1])
     s = base
-    title = (f"cosmicai plan: Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}; "
-             f"Slurm {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s); {s.partitions_per_job} partition(s) per cluster job")
+    parts = []
+    if "lambda" in axes.backends:
+        parts.append(f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
+                     + (", dataset in S3" if s.data_in_s3 else ""))
+    if {"slurm", "slurm-gpu"} & set(axes.backends):
+        parts.append(f"Slurm {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
+    if "local" in axes.backends:
+        parts.append(f"local {s.cores} cores")
+    title = "cosmicai plan: " + "; ".join(parts)
     plot_sweep(sweep(base, curve_axes, cals), a.plot, title, actual)
 
 
@@ -123,6 +130,17 @@ def _calibrate(a: argparse.Namespace) -> None:
     where = f" and installed into {persistent_path()}" if a.install is not None else " (plans use it when named: --calibration)"
     _print(f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads ({cal.runtime} {cal.precision}), "
            f"{cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}")
+
+
+def _experiments(a: argparse.Namespace) -> None:
+    from cosmicai.planning.context import load_config
+    from cosmicai.planning.experiments import run_grid
+
+    config = json.loads(a.config_json) if a.config_json else load_config(a.configfile)
+    table = run_grid(a.grid, config, a.outdir, a.snakefile, a.profiles, a.snakemake_args)
+    for r in table:
+        _print(f"{r['cell']}: wall {r['measured_wall_s']:.1f} s measured, {r['planned_wall_s']:.1f} s planned (x{r['wall_ratio']:.2f})")
+    _print(f"table: {a.outdir}/table.csv; plots: {a.outdir}/measured_vs_planned.png, {a.outdir}/wall_cost_by_size.png")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -161,6 +179,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-summary", help="a run's run_summary.json: its rows (without --data-size/--rows); with --plot and --cost-summary, the run marked")
     s.add_argument("--cost-summary", help="the run's cost summary (with --run-summary)")
     s.set_defaults(fn=_plan)
+    s = sub.add_parser("experiments", help="run every cell of an experiment grid as its own workflow sub-run; one table and the plots")
+    s.add_argument("grid", help="grid file (config/experiments/*.yaml)")
+    s.add_argument("--outdir", required=True, help="where the cells' results folders, the table and the plots go")
+    cfg = s.add_mutually_exclusive_group()
+    cfg.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml); backend picks the profile")
+    cfg.add_argument("--config-json", help="instead: the whole workflow config as JSON (what the workflow's rule passes)")
+    s.add_argument("--snakefile", default="workflow/Snakefile")
+    s.add_argument("--profiles", default="profiles", help="folder of the profiles; each cell runs under PROFILES/<backend>")
+    s.add_argument("snakemake_args", nargs="*", help="after --: more arguments for every sub-run's snakemake (e.g. --cores 2)")
+    s.set_defaults(fn=_experiments)
     s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this), or install a calibration")
     s.add_argument("--sidecars", nargs="+", help="the run's per-partition timing .json files")
     s.add_argument("--run-summary", help="the run's run_summary.json")

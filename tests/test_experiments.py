@@ -1,0 +1,66 @@
+"""The experiment grid: grid files, cells, row-limited datasets, and a small grid run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, env_with_venv
+
+from cosmicai.data.dataset import inspect, iter_batches
+from cosmicai.errors import CosmicaiError
+from cosmicai.planning.experiments import cells, load_grid, subset
+
+
+def grid_file(tmp_path: Path, **over: object) -> Path:
+    grid = {"name": "t", "dataset": "d.h5", "checkpoint": "m.safetensors", "rows": [100, 200], "partition_mb": [1, 2],
+            "memory_mb": [2048, 4096], "repetitions": 2, **over}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_grid_cells(tmp_path: Path) -> None:
+    grid = load_grid(grid_file(tmp_path))
+    assert len(cells(grid, "lambda")) == 2 * 2 * 2 * 2 and len(cells(grid, "local")) == 2 * 2 * 2  # memory: Lambda only
+    assert cells(grid, "lambda")[0].name == "r100_p1_m2048_rep1" and cells(grid, "local")[0].name == "r100_p1_rep1"
+    for bad, why in (({"rows": [0]}, "rows"), ({"colour": 1}, "unknown key"), ({"dataset": ""}, "dataset: required"),
+                     ({"partition_mb": "x"}, "partition_mb")):
+        with pytest.raises(CosmicaiError, match=why):
+            load_grid(grid_file(tmp_path, **bad))
+
+
+def test_subset_is_the_first_rows(tmp_path: Path, tiny_dataset: Path) -> None:
+    out = subset(str(tiny_dataset), 120, tmp_path / "rows_120.h5")
+    assert inspect(out).n_rows == 120
+    first = next(iter_batches(out, 120))
+    assert (first.object_id == next(iter_batches(tiny_dataset, 120, 0, 120)).object_id).all()
+    with pytest.raises(CosmicaiError, match="has 300 rows"):
+        subset(str(tiny_dataset), 301, tmp_path / "rows_301.h5")
+
+
+@pytest.mark.slow
+def test_small_grid_runs_end_to_end(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    grid = grid_file(tmp_path, dataset=str(tiny_dataset), checkpoint=str(random_checkpoint), rows=[150, 300], partition_mb=[1.5],
+                     memory_mb=None, repetitions=2)
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
+           "--config", f"experiments={grid}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env_with_venv())
+    assert proc.returncode == 0, proc.stderr[-3000:] + (tmp_path / "logs" / "run_experiments.log").read_text()[-3000:]
+    out = tmp_path / "results" / "experiments" / "t"
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.cell) == ["r150_p1.5_rep1", "r150_p1.5_rep2", "r300_p1.5_rep1", "r300_p1.5_rep2"]
+    assert list(table.partitions) == [2, 2, 4, 4] and (table.error.isna()).all()
+    assert (table.measured_wall_s > 0).all() and (table.planned_wall_s > 0).all() and (table.wall_ratio > 0).all()
+    for cell in table.cell:  # each cell its own run, with its own plan-vs-actual
+        cost = json.loads((out / cell / "summary" / "cost_summary.json").read_text())
+        assert cost["plan_vs_actual"]["rows"][0]["quantity"] == "wall_s"
+    # the second repetition started from the first one's partitions (hard links), not a new partitioning
+    assert (out / "r150_p1.5_rep2" / "partitions" / "part_00000.h5").stat().st_ino == (out / "r150_p1.5_rep1" / "partitions" / "part_00000.h5").stat().st_ino
+    for png in ("measured_vs_planned.png", "wall_cost_by_size.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
