@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, env_with_venv, run_cli
 
-from cosmicai.planning import calibration
-from cosmicai.planning.calibration import Calibration
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
-from cosmicai.planning.model import LAMBDA_ACCOUNT_CONCURRENCY, Settings, estimate, makespan
+from cosmicai.planning import calibration
+from cosmicai.planning.calibration import Calibration
+from cosmicai.planning.model import (
+    LAMBDA_ACCOUNT_CONCURRENCY,
+    Settings,
+    estimate,
+    makespan,
+)
 from cosmicai.planning.units import parse_size
 
 PLOTS = ("z_pred_vs_z_spec", "delta_vs_z_spec", "partition_timings", "plan_scaling")

@@ -43,7 +43,12 @@ def run_plan(a: argparse.Namespace) -> str:
     from cosmicai.planning.formatting import format_plans
     from cosmicai.planning.recommend import format_recommendation, recommend
     from cosmicai.planning.sweep import Axes, sweep, write_table
-    from cosmicai.planning.units import parse_duration, parse_money, parse_size, parse_values
+    from cosmicai.planning.units import (
+        parse_duration,
+        parse_money,
+        parse_size,
+        parse_values,
+    )
 
     run = json.loads(Path(a.run_summary).read_text()) if a.run_summary else None
     if a.data_size is None and a.rows is None and run is None:

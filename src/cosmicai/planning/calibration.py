@@ -14,10 +14,9 @@ FILE` writes one from a benchmark.
 
 from __future__ import annotations
 
-import importlib.resources
-
 import dataclasses
 import datetime
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Literal

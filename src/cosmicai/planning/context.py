@@ -17,7 +17,14 @@ from cosmicai.aws.settings import FREE_EPHEMERAL_MB
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Backend, Calibration
-from cosmicai.planning.model import LAMBDA_ACCOUNT_CONCURRENCY, LAMBDA_DEFAULT_IN_FLIGHT, LAMBDA_MAX_TIMEOUT_S, Plan, Settings, estimate
+from cosmicai.planning.model import (
+    LAMBDA_ACCOUNT_CONCURRENCY,
+    LAMBDA_DEFAULT_IN_FLIGHT,
+    LAMBDA_MAX_TIMEOUT_S,
+    Plan,
+    Settings,
+    estimate,
+)
 
 # The config blocks a plan reads (and the context file carries).
 PLAN_KEYS = ("partition_mb", "inference", "lambda", "cost")

@@ -138,7 +138,7 @@ def run_cell(cell: Cell, base_config: dict, grid: dict, data: Path, outdir: Path
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = ["snakemake", "-s", snakefile, "--profile", profile, "--configfile", str(cfg), "--nolock", *extra]
     with open(results / "snakemake.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
     return cell_row(cell, results, None if proc.returncode == 0 else f"sub-run failed (exit {proc.returncode}): {results / 'snakemake.log'}")
 
 

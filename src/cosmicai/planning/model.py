@@ -17,14 +17,21 @@ import dataclasses
 import heapq
 import math
 import os
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.data.partition import MIB, partitions_for_bytes
 from cosmicai.errors import CosmicaiError
-from cosmicai.planning.calibration import BACKENDS, LAMBDA_MB_PER_VCPU, Backend, Calibration, pick
+from cosmicai.planning.calibration import (
+    BACKENDS,
+    LAMBDA_MB_PER_VCPU,
+    Backend,
+    Calibration,
+    pick,
+)
 from cosmicai.planning.units import human_size, human_time
 
 # Lambda's documented limits (docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
