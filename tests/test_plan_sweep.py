@@ -85,6 +85,22 @@ def test_precision_needs_its_own_calibration() -> None:
     assert {calibration.pick(shipped, "slurm-gpu", p).precision for p in ("fp32", "bf16", "tf32")} == {"fp32", "bf16", "tf32"}
 
 
+def test_runtime_named_and_calibration_installed_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = cals()
+    flags = estimate(Settings("local", 2**30, 100, runtime="openvino"), c).flags
+    assert any(f.startswith("RUNTIME: planned at test's speed") for f in flags)
+    assert not estimate(Settings("local", 2**30, 100, runtime="auto"), c).flags
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_file = tmp_path / "calibration.json"  # as a run writes it beside its results
+    calibration.write(run_file, {"local": dataclasses.replace(c["local"], samples_per_s=123.0)})
+    assert calibration.load()["local"].samples_per_s != 123.0  # written, not used
+    assert calibration.load(run_file)["local"].samples_per_s == 123.0  # used when named
+    assert calibration.install(run_file) == ["local"]
+    assert calibration.load()["local"].samples_per_s == 123.0  # and after an explicit install
+    assert calibration.persistent_path() == tmp_path / "config" / "cosmicai" / "calibration.json"
+
+
 def test_partitions_per_job_pay_start_up_once() -> None:
     s = Settings("slurm", 64 * 1000 * 20_500, 1000 * 20_500 / 2**20, threads=2, nodes=1, cores_per_node=16)
     one = estimate(s, cals())

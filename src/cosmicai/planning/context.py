@@ -59,7 +59,7 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
     cost = config.get("cost", {})
     base: dict[str, Any] = dict(
         backend=backend, data_bytes=data_bytes, partition_mb=config.get("partition_mb", 100),
-        threads=inf.get("threads", 2), precision=inf.get("precision", "fp32"),
+        threads=inf.get("threads", 2), precision=inf.get("precision", "fp32"), runtime=inf.get("runtime", "auto"),
         partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs)
         memory_mb=lam.get("memory_mb", 2048), architecture=lam.get("architecture", "x86_64"),
         timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S), ephemeral_storage_mb=lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB),

@@ -54,6 +54,7 @@ class Settings:
     data_bytes: float
     partition_mb: float
     precision: str = "fp32"  # inference.precision: picks the calibration of that precision
+    runtime: str = "auto"  # inference.runtime: a named runtime other than the calibration's is flagged
     partitions_per_job: int = 1  # cluster backends: partitions per job (inference.partitions_per_job)
     threads: int = 2  # per inference job (inference.threads; Slurm cpus_per_task)
     cores: int = os.cpu_count() or 1  # local: cores of this machine
@@ -277,6 +278,8 @@ def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
     label = {"label": cal.label(), "measured": cal.measured, "measured_at": cal.measured_at, "source": cal.source,
              "file": cal.file, "runtime": cal.runtime, "precision": cal.precision}
     plan = _lambda_plan(s, cal, p, rows_pp, part_mb, label) if s.backend == "lambda" else _cluster_plan(s, cal, p, rows_pp, part_mb, label)
+    if s.runtime not in ("auto", cal.runtime):
+        plan.flags.append(f"RUNTIME: planned at {cal.runtime}'s speed ({cal.file}); the run uses {s.runtime}: calibrate it")
     plan.assumptions = [
         f"{human_size(s.data_bytes)} = {s.rows:,} rows of {ROW_BYTES:,} B (binary units: 1 GB = 2^30 B); "
         f"{p:,} partitions of {part_mb:.1f} MiB ({rows_pp:,} rows)",
