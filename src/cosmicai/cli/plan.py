@@ -142,7 +142,9 @@ def _experiments(a: argparse.Namespace) -> None:
     from cosmicai.planning.experiments import run_grid
 
     config = json.loads(a.config_json) if a.config_json else load_config(a.configfile)
-    table = run_grid(a.grid, config, a.outdir, a.snakefile, a.profiles, a.snakemake_args)
+    import shlex
+
+    table = run_grid(a.grid, config, a.outdir, a.snakefile, a.profiles, shlex.split(a.snakemake_args))
     for r in table:
         _print(f"{r['cell']}: wall {r['measured_wall_s']:.1f} s measured, {r['planned_wall_s']:.1f} s planned (x{r['wall_ratio']:.2f})")
     _print(f"table: {a.outdir}/table.csv; plots: {a.outdir}/measured_vs_planned.png, {a.outdir}/wall_cost_by_size.png")
@@ -192,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cfg.add_argument("--config-json", help="instead: the whole workflow config as JSON (what the workflow's rule passes)")
     s.add_argument("--snakefile", default="workflow/Snakefile")
     s.add_argument("--profiles", default="profiles", help="folder of the profiles; each cell runs under PROFILES/<backend>")
-    s.add_argument("snakemake_args", nargs="*", help="after --: more arguments for every sub-run's snakemake (e.g. --cores 2)")
+    s.add_argument("--snakemake-args", default="", help="more arguments for every sub-run's snakemake, one string: '--cores 2'")
     s.set_defaults(fn=_experiments)
     s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this), or install a calibration")
     s.add_argument("--sidecars", nargs="+", help="the run's per-partition timing .json files")
