@@ -1,27 +1,46 @@
-# Set-up, the demo run, tests and benchmarks. Every target creates the virtualenv first if needed.
+# Set-up, the demo run, tests, lint and benchmarks. Every target creates the virtualenv first if needed.
 VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-# torch/torchvision: the pair that installs and imports together on x86_64 here (see README).
+# torch/torchvision: the pair that installs and imports together on x86_64 here. This is the one place
+# the pins live (README, Set-up); on aarch64: make setup TORCH_PINS="torch==2.9.1 torchvision==0.24.1".
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench bench-scaling clean
+.PHONY: setup demo test test-all lint fmt bench bench-scaling clean
 
+# Everything a new user needs for the demo and the tests: the package with all its extras
+# (pyproject.toml: torch, cpu, workflow, plots, lambda, dev) and the local AWS stand-ins.
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml standins/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(TORCH_PINS)
-	$(VENV)/bin/pip install --quiet -e ".[workflow,lambda,test]" -e ./standins
+	$(VENV)/bin/pip install --quiet -e ".[all]" -e ./standins
 	touch $@
 
 demo: setup
 	snakemake --profile profiles/local
 
+# The fast loop: unit, integration and the end-to-end runs that matter (local, Slurm, Lambda stand-in
+# workflows); tests marked slow (load, fault runs, the other Slurm/Lambda scenarios) are left out.
 test: setup
+	pytest -q -m "not slow"
+
+# Everything, the slow tests included: what CI (.ci/run) runs.
+test-all: setup
 	pytest -q
+
+# Check mode (CI): ruff, ruff format --check, snakefmt --check, snakemake --lint, copy-paste and import cycles.
+lint: setup
+	bash scripts/lint.sh
+
+# Apply the formatters and ruff's safe fixes.
+fmt: setup
+	ruff format src tests standins workflow/scripts
+	ruff check --fix src tests standins workflow/scripts
+	snakefmt workflow/Snakefile workflow/rules
 
 bench: setup
 	cosmicai bench --output results/bench/bench.json

@@ -1,42 +1,28 @@
-"""Shared fixtures: tiny datasets and checkpoints made in the tests themselves."""
+"""Shared fixtures: tiny datasets and checkpoints made in the tests themselves, and the local AWS stand-ins.
+
+Shared code (runners, servers) is in tests/helpers/; test modules import it from there, never from each other.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from cosmicai.model.checkpoint import save_checkpoint
-from cosmicai.model.astromae import build_model
 from cosmicai.data.synth import synthesize
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from cosmicai.model.astromae import build_model
+from cosmicai.model.checkpoint import save_checkpoint
+from helpers.cli import BIN, REPO, env_with_venv, run_cli  # noqa: F401 (re-exported for modules that still import them from here)
+from helpers.stands import Stands, cosmicai_function, running_stands
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep exported ONNX graphs (cached by checkpoint hash) out of the user's ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-
-
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the installed `cosmicai` command, capturing output."""
-    proc = subprocess.run([str(BIN / "cosmicai"), *map(str, args)], capture_output=True, text=True, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cosmicai {' '.join(map(str, args))} failed:\n{proc.stderr}")
-    return proc
-
-
-def env_with_venv() -> dict[str, str]:
-    """The environment with this interpreter's bin/ first on PATH (so rules find `cosmicai`)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +48,19 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "random.safetensors"
     save_checkpoint(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def onnx_graph(_private_cache: None, random_checkpoint: Path) -> Path:
+    """random_checkpoint exported as an ONNX graph, into the cache every `cosmicai infer` of it then reuses."""
+    from cosmicai.engines.onnx_engine import onnx_for
+
+    return onnx_for(random_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
+    """S3 and Lambda stand-ins serving the cosmicai function at reserved concurrency 4; one set per test
+    module, since tests change the function's settings. Skips without awslambdaric, boto3 or rclone."""
+    with running_stands(tmp_path_factory.mktemp("aws"), [cosmicai_function()]) as stands:
+        yield stands

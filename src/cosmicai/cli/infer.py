@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allotted)")
     s.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
-                   help="auto: ONNX Runtime for CPU fp32, OpenVINO for CPU bf16, PyTorch on CUDA")
+                   help="auto: on CPU OpenVINO when installed, else ONNX Runtime (fp32); PyTorch on CUDA")
     s.add_argument("--onnx", help="exported ONNX graph of the checkpoint, for the CPU runtimes (default: export and cache)")
     check = s.add_mutually_exclusive_group()
     check.add_argument("--sha256", help="refuse the partition unless its sha256 is this (hex)")

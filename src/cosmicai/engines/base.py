@@ -1,7 +1,8 @@
 """Inference engines: one interface, a runtime chosen per device and precision.
 
 On CPU the exported ONNX graph runs in OpenVINO, at fp32 or with a bf16 inference-precision hint
-(AVX-512 BF16/AMX), or in ONNX Runtime at fp32; on CUDA, PyTorch runs the model with pinned,
+(AVX-512 BF16/AMX), or in ONNX Runtime at fp32; `auto` picks OpenVINO whenever it is installed (the
+`cpu` extra), else ONNX Runtime for fp32, else PyTorch (choose_runtime); on CUDA, PyTorch runs the model with pinned,
 non-blocking copies at fp32/tf32/bf16/fp16. The CPU runtimes need no torch import, which keeps
 an inference job's fixed cost (about 0.5 s instead of 3 s) and memory (about 0.6 GB less) down.
 """

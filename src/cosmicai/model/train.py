@@ -64,6 +64,8 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.15)
     generator = torch.Generator().manual_seed(seed)
     started, step, loss_value = time.perf_counter(), 0, float("nan")
+    deadline = None if max_minutes is None else started + 60 * max_minutes
+    timed_out = False
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         for i in range(0, n, batch_size):
@@ -77,8 +79,13 @@ def train(
                 schedule.step()
             step += 1
             loss_value = loss.item()
-            if max_minutes is not None and time.perf_counter() - started > 60 * max_minutes:
+            timed_out = deadline is not None and time.perf_counter() > deadline
+            if timed_out:
                 break
         log.info("epoch %d: loss %.5f (%.0f s)", epoch + 1, loss_value, time.perf_counter() - started)
+        if timed_out:  # the cap ends training, not just this epoch
+            log.warning("training stopped at max_minutes=%s after %d of %d steps: the model is undertrained", max_minutes, step, steps)
+            break
     save_checkpoint(model.eval(), output)
-    return {"rows": n, "epochs": epochs, "steps": step, "final_loss": loss_value, "seconds": time.perf_counter() - started}
+    return {"rows": n, "epochs": epochs, "steps": step, "final_loss": loss_value, "seconds": time.perf_counter() - started,
+            "stopped_at_max_minutes": timed_out}
