@@ -30,6 +30,7 @@ from helpers.processes import done_partitions, group_gone, incomplete_outputs
 from helpers.stands import Stands, cosmicai_function, running_stands
 from helpers.workflow import BUCKET, FUNCTION, sidecars, snakemake, snakemake_cmd, tiny_config
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # long fault runs; the first test also makes the reference run
 FAULTY = "cosmicai-faulty"
 ROOT = "faults"  # the functions' COSMICAI_S3_PREFIX: every run's lambda.prefix lies under it
 N_PARTS = 12  # 300 rows at partition_mb 0.5

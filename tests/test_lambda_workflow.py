@@ -26,6 +26,7 @@ from helpers.workflow import BUCKET, FUNCTION, sidecars, snakemake, tiny_config
 CONCURRENCY = 4  # the `stand` fixture's function (tests/conftest.py)
 
 
+@pytest.mark.timeout(600)
 def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
     local_dir, lambda_dir = tmp_path / "local", tmp_path / "lambda"
     local_dir.mkdir()
@@ -86,6 +87,7 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_bad_partition_fails_alone_then_rerun_invokes_only_it(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
     config = tiny_config(tiny_dataset, random_checkpoint, "bad")
     proc = snakemake(tmp_path, "lambda", config, "--until", "partition_dataset", env=stand.env)
@@ -149,6 +151,7 @@ def test_wrong_bucket_or_missing_function_is_a_clear_error(tmp_path: Path, tiny_
     assert proc.returncode != 0 and "invalid config: lambda.bucket: '' should be non-empty" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_throttled_invocations_are_retried(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
     # Last in this module: changing the function's settings retires its warm environments.
     stand.patch({"reserved_concurrency": 1})

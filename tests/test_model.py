@@ -91,9 +91,8 @@ def test_gpu_only_precision_refused_on_cpu(random_checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize("runtime,precision,tol", [("onnxruntime", "fp32", 1e-4), ("openvino", "fp32", 1e-4), ("openvino", "bf16", 5e-2)])
-def test_cpu_runtimes_match_pytorch(tmp_path: Path, random_checkpoint: Path, runtime: str, precision: str, tol: float) -> None:
-    onnx = tmp_path / "model.onnx"
-    run_cli("export-onnx", random_checkpoint, "--output", onnx, check=True)
+def test_cpu_runtimes_match_pytorch(onnx_graph: Path, random_checkpoint: Path, runtime: str, precision: str, tol: float) -> None:
+    onnx = onnx_graph  # exported once per session (the workflow tests run `cosmicai export-onnx` itself)
     rng = np.random.default_rng(0)
     x, m = rng.normal(size=(40, 5, 32, 32)).astype(np.float32), rng.normal(20, 1, (40, 5)).astype(np.float32)
     with torch.no_grad():

@@ -232,6 +232,7 @@ def check_report(workdir: Path, profile: str, config: dict, env: dict[str, str] 
     return pva
 
 
+@pytest.mark.timeout(600)
 def test_local_run_plan_vs_actual_and_report(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
     config = tiny_config(tiny_dataset, random_checkpoint)
     proc = snakemake(tmp_path, "local", config, "--cores", "2")
@@ -245,6 +246,8 @@ def test_local_run_plan_vs_actual_and_report(tmp_path: Path, tiny_dataset: Path,
     print(f"\nlocal plan vs actual: estimate {rows['wall_s']['estimate']:.1f} s, actual {rows['wall_s']['actual']:.1f} s")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_lambda_run_time_estimate_within_factor_2(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
     config = workflow.tiny_config(tiny_dataset, random_checkpoint, "plan-vs-actual")
     proc = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stand.env)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from helpers.cli import env_with_venv
 from helpers.processes import done_partitions, group_gone, incomplete_outputs
@@ -26,6 +27,8 @@ def _start_detached(workdir: Path, config: dict) -> subprocess.Popen:
                             env=env_with_venv(), start_new_session=True)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
     config = tiny_config(tiny_dataset, random_checkpoint, partition_mb=1.0)
     reference, killed = tmp_path / "reference", tmp_path / "killed"

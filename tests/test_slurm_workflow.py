@@ -205,6 +205,7 @@ def test_conda_env_matches_the_venv_pins() -> None:
 # --- through the running Slurm ---------------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # includes the module's Slurm and local runs
 def test_slurm_profile_end_to_end(slurm_run, local_run) -> None:
     workdir, seconds, proc = slurm_run
     out = proc.stdout + proc.stderr
@@ -217,6 +218,8 @@ def test_slurm_profile_end_to_end(slurm_run, local_run) -> None:
     print(f"\nslurm profile: {seconds:.1f} s wall, local profile: {local_run[1]:.1f} s; cost lines {cost['lines']}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_slurm_gpu_profile_end_to_end(gpu_run, local_run) -> None:
     workdir, seconds, proc = gpu_run
     jobs = check_accounting(workdir, proc.stdout + proc.stderr, partition="gpu", gpus=1)
@@ -240,6 +243,8 @@ def stream(cmd: list[str], cwd: Path) -> tuple[int, list[tuple[float, str]]]:
     return rc, lines
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_failed_job_reported_with_log_and_rerun_does_only_what_is_missing(
     slurm_run, config_file: Path, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from helpers.workflow import snakemake, tiny_config
 
 
+@pytest.mark.timeout(600)
 def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
     config = tiny_config(tiny_dataset, random_checkpoint)
     dry = snakemake(tmp_path, "local", config, "-n")
