@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, env_with_venv
+from helpers.cli import REPO, env_with_venv
 
 from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.errors import CosmicaiError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, env_with_venv, run_cli
+from helpers.cli import REPO, env_with_venv, run_cli
 
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning import calibration
