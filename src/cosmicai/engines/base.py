@@ -15,8 +15,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from cosmicai.errors import CosmicaiError
-
 Precision = Literal["fp32", "bf16", "tf32", "fp16"]
 Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "tf32", "fp16")
