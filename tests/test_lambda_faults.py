@@ -88,7 +88,9 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     stands.s3_faults({"slow_down": 0.08, "unavailable": 0.04, "seed": 3})
     before, s3_before = stands.stats(), stands.s3_stats()
     try:
-        proc = snakemake(tmp_path, "lambda", lambda_config(tiny_dataset, random_checkpoint, "chaos"), "--jobs", "4", env=stands.env)
+        config = lambda_config(tiny_dataset, random_checkpoint, "chaos")
+        config["lambda"]["timeout_s"] = 15  # as the function now has it (the executor checks before it starts)
+        proc = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stands.env)
         after, s3_after = stands.stats(), stands.s3_stats()
     finally:
         stands.patch({"faults": NO_FAULTS, "timeout_s": 120})
@@ -133,10 +135,10 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.parametrize("fault,patch,args,cause,invocations", [
     ("crash", {"faults": {"crash": 1.0}}, (), "Runtime.ExitError: RequestId: {rid} Error: Runtime exited with error: signal: killed (3 attempts)", 3),
-    ("timeout", {"faults": {"timeout": 1.0}, "timeout_s": 2}, (), "Sandbox.Timedout: RequestId: {rid} Error: Task timed out after 2.00 seconds "
+    ("timeout", {"faults": {"timeout": 1.0}, "timeout_s": 2}, ("--timeout-s", "2"), "Sandbox.Timedout: RequestId: {rid} Error: Task timed out after 2.00 seconds "
      "(raise lambda.timeout_s) (3 attempts)", 3),
     # No switch: the function really needs more than 128 MB, and the stand-in's limit kills it.
-    ("oom", {"memory_mb": 128}, (), "Runtime.OutOfMemory: RequestId: {rid} Error: Runtime exited with error: signal: killed "
+    ("oom", {"memory_mb": 128}, ("--memory-mb", "128"), "Runtime.OutOfMemory: RequestId: {rid} Error: Runtime exited with error: signal: killed "
      "(raise lambda.memory_mb) (3 attempts)", 3),
     ("throttle", {"faults": {"throttle": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: still throttled after 2 attempt(s) "
      "(TooManyRequestsException: Rate Exceeded.); lower the profile's jobs or raise the function's concurrency", 0),

@@ -131,7 +131,7 @@ def test_bad_partition_fails_alone_then_rerun_invokes_only_it(tmp_path: Path, ti
 
 def _invoke(tmp_path: Path, env: dict[str, str], dataset: Path, checkpoint: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), str(dataset), "--checkpoint", str(checkpoint),
-           "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"), "--prefix", "errors", *args]
+           "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"), "--prefix", "errors", "--timeout-s", "120", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
@@ -148,12 +148,16 @@ def test_wrong_bucket_or_missing_function_is_a_clear_error(tmp_path: Path, tiny_
     config = tiny_config(tiny_dataset, random_checkpoint, "x")
     config["lambda"]["bucket"] = ""
     proc = snakemake(tmp_path, "lambda", config, "-n", env=stand.env)
-    assert proc.returncode != 0 and "invalid config: lambda.bucket: '' should be non-empty" in proc.stdout + proc.stderr
+    assert proc.returncode == 0  # a dry-run plans, and needs no bucket
+    proc = snakemake(tmp_path, "lambda", config, env=stand.env)
+    assert proc.returncode != 0 and "lambda.bucket" in proc.stderr and not (tmp_path / "results" / "predictions").exists()
 
 
 @pytest.mark.slow
-def test_throttled_invocations_are_retried(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+def test_the_dispatcher_keeps_to_the_functions_concurrency(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
     # Last in this module: changing the function's settings retires its warm environments.
+    # The executor reads the reserved concurrency at start and keeps that many in flight: no 429 at all
+    # (throttling storms and their Retry-After: tests/test_lambda_dispatch.py).
     stand.patch({"reserved_concurrency": 1})
     try:
         before = stand.stats()
@@ -162,11 +166,9 @@ def test_throttled_invocations_are_retried(tmp_path: Path, tiny_dataset: Path, r
     finally:
         stand.patch({"reserved_concurrency": CONCURRENCY})
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "up to 1 invocations in flight (reserved concurrency" in proc.stderr
     runs = sidecars(tmp_path)
     assert len(runs) == 4 and after["invocations"] - before["invocations"] == 4
-    throttles = after["throttles"] - before["throttles"]
-    assert throttles > 0
-    # Every 429 the stand-in sent was seen (and retried) by an invoker, botocore's own retries included.
-    assert sum(r["lambda"]["throttles"] for r in runs) == throttles
-    assert sum(r["lambda"]["attempts"] for r in runs) == 4 + throttles
-    print(f"\nconcurrency 1, 4 jobs: {throttles} throttled attempts retried, all 4 succeeded in {proc.wall_s:.1f} s")
+    assert after["throttles"] == before["throttles"] and sum(r["lambda"]["throttles"] for r in runs) == 0
+    assert sum(r["lambda"]["attempts"] for r in runs) == 4
+    print(f"\nconcurrency 1, 4 jobs: one at a time, no 429, all 4 succeeded in {proc.wall_s:.1f} s")

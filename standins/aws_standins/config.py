@@ -104,6 +104,13 @@ class FunctionConfig:
     handler: str
     memory_mb: int = 128
     timeout_s: float = 3.0
+    ephemeral_storage_mb: int = 512  # /tmp size, enforced where the kernel lets us (aws_standins.limits)
+    architecture: str = "x86_64"  # reported by GetFunction (the stand-in runs this machine's)
+    # process: one awslambdaric process per execution environment (faithful: limits, crashes, cold starts);
+    # thread: the handler runs on a thread of the server itself, for scale tests of the dispatcher only
+    # (1,000 environments would not fit as processes; no memory/CPU limits, crash/timeout/oom faults end the call only)
+    mode: str = "process"
+    retry_after_s: float = 1.0  # the Retry-After header of a 429
     reserved_concurrency: int | None = None  # None: only the server-wide limit applies
     environment: dict[str, str] = dataclasses.field(default_factory=dict)
     code_dirs: list[str] = dataclasses.field(default_factory=list)  # PYTHONPATH, first is cwd
@@ -118,6 +125,10 @@ class FunctionConfig:
             raise ValueError(f"function {self.name}: handler must be module.function, got {self.handler!r}")
         if not 128 <= int(self.memory_mb) <= 10240:
             raise ValueError(f"function {self.name}: memory_mb must be 128..10240 as on AWS")
+        if not 512 <= int(self.ephemeral_storage_mb) <= 10240:
+            raise ValueError(f"function {self.name}: ephemeral_storage_mb must be 512..10240 as on AWS")
+        if self.mode not in ("process", "thread"):
+            raise ValueError(f"function {self.name}: mode must be process or thread, got {self.mode!r}")
         # Relative code dirs are taken from the server's cwd, resolved now so workers can chdir.
         self.code_dirs = [str(Path(d).resolve()) for d in self.code_dirs]
         self.environment = {str(k): str(v) for k, v in self.environment.items()}

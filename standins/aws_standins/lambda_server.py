@@ -11,6 +11,7 @@ import http.server
 import json
 import logging
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -26,6 +27,8 @@ from .pool import MAX_PAYLOAD, FunctionPool, InvokeResult
 log = logging.getLogger("aws_standins")
 
 FUNCTION_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)(/invocations|/configuration)?/?$")
+CONCURRENCY_PATH = re.compile(r"^/2019-09-30/functions/([^/]+)/concurrency/?$")  # GetFunctionConcurrency
+ACCOUNT_PATH = "/2016-08-19/account-settings/"  # GetAccountSettings
 ADMIN_PATH = re.compile(r"^/_standin/functions/([^/]+)$")
 
 
@@ -44,7 +47,7 @@ class LambdaStandin(http.server.ThreadingHTTPServer):
     """HTTP server holding one worker pool per configured function."""
 
     daemon_threads = True
-    request_queue_size = 256  # many invokers may connect at once (one per Snakemake job)
+    request_queue_size = 4096  # a dispatcher may open a thousand connections at once
 
     def __init__(self, port: int, config: ServerConfig, poll_s: float = 0.02) -> None:
         self.config = config
@@ -70,7 +73,8 @@ class LambdaStandin(http.server.ThreadingHTTPServer):
             "FunctionName": fn.name, "FunctionArn": self.arn(fn.name), "Runtime": "python3.11",
             "Handler": fn.handler, "MemorySize": fn.memory_mb, "Timeout": int(fn.timeout_s),
             "Version": "$LATEST", "State": "Active", "LastUpdateStatus": "Successful",
-            "PackageType": "Zip", "Architectures": ["x86_64"],
+            "PackageType": "Zip", "Architectures": [fn.architecture],
+            "EphemeralStorage": {"Size": fn.ephemeral_storage_mb},
             "Environment": {"Variables": dict(fn.environment)},
         }
 
@@ -131,6 +135,15 @@ class _InvokeAPIHandler(http.server.BaseHTTPRequestHandler):
             stats = {name: pool.snapshot() for name, pool in self.server.pools.items()}
             self._send(200, json.dumps({"functions": stats}).encode())
             return
+        if url.path.rstrip("/") + "/" == ACCOUNT_PATH:
+            self._send(200, json.dumps(self._account_settings()).encode())
+            return
+        if concurrency := CONCURRENCY_PATH.match(url.path):
+            pool = self._lookup(concurrency.group(1), "")
+            if pool is not None:
+                reserved = pool.fn.reserved_concurrency
+                self._send(200, json.dumps({} if reserved is None else {"ReservedConcurrentExecutions": reserved}).encode())
+            return
         match = FUNCTION_PATH.match(url.path)
         if not match or match.group(2) == "/invocations":
             self._error(404, "UnknownOperationException", f"no route for GET {url.path}")
@@ -143,6 +156,14 @@ class _InvokeAPIHandler(http.server.BaseHTTPRequestHandler):
             concurrency = {"ReservedConcurrentExecutions": pool.fn.reserved_concurrency} if pool.fn.reserved_concurrency is not None else {}
             config = {"Configuration": config, "Concurrency": concurrency}
         self._send(200, json.dumps(config).encode())
+
+    def _account_settings(self) -> dict[str, object]:
+        """GetAccountSettings: the regional limit, less what functions reserve."""
+        total = self.server.config.account_concurrency
+        reserved = sum(p.fn.reserved_concurrency or 0 for p in self.server.pools.values())
+        return {"AccountLimit": {"ConcurrentExecutions": total, "UnreservedConcurrentExecutions": max(0, total - reserved),
+                                 "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800, "TotalCodeSize": 80530636800},
+                "AccountUsage": {"FunctionCount": len(self.server.pools), "TotalCodeSize": 0}}
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -160,7 +181,8 @@ class _InvokeAPIHandler(http.server.BaseHTTPRequestHandler):
         if pool is None:
             return
         if len(payload) > MAX_PAYLOAD:
-            self._error(413, "RequestTooLargeException", f"Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation")
+            # What AWS answers a synchronous payload over 6 MB (the API reference's RequestTooLargeException is the model's name).
+            self._error(413, "RequestEntityTooLargeException", f"Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation")
             return
         try:
             json.loads(payload or b"{}")
@@ -240,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             "name": name, "handler": handler, "memory_mb": args.memory_mb, "timeout_s": args.timeout_s,
             "reserved_concurrency": args.concurrency, "code_dirs": args.code_dir, "environment": parse_env_pairs(args.env),
         })
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a thousand connections at once, and their workers' pipes
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
     config = load_config(args.function_config, cli_functions)
     if args.region:
         config.region = args.region

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FAULTS, FunctionConfig, ServerConfig
+from .inprocess import ThreadWorker
 from .runtime import Invocation, Worker
 
 log = logging.getLogger("aws_standins")
@@ -60,7 +61,7 @@ class FunctionPool:
             self.stats["faults"][name] += 1
         return True
 
-    def _acquire(self) -> tuple[Worker, bool] | None:
+    def _acquire(self) -> tuple[Worker | ThreadWorker, bool] | None:
         """Reserve a worker (warm if possible); None means throttle."""
         throttle = self._fault("throttle")
         with self._lock:
@@ -76,13 +77,14 @@ class FunctionPool:
                 self._workers.discard(worker)
                 threading.Thread(target=worker.close, daemon=True).start()
             self.stats["cold_starts"] += 1
-        worker = Worker(self.fn, self.server.region, self.tmp_root, self.poll_s)
+        kind = ThreadWorker if self.fn.mode == "thread" else Worker
+        worker = kind(self.fn, self.server.region, self.tmp_root, self.poll_s)
         with self._lock:
             self._workers.add(worker)
         worker.start()
         return worker, True
 
-    def _release(self, worker: Worker) -> None:
+    def _release(self, worker: Worker | ThreadWorker) -> None:
         with self._lock:
             self._busy -= 1
             if worker.alive:
@@ -99,7 +101,10 @@ class FunctionPool:
         if acquired is None:
             reason = "ReservedFunctionConcurrentInvocationLimitExceeded" if self.fn.reserved_concurrency is not None else "ConcurrentInvocationLimitExceeded"
             body = json.dumps({"Reason": reason, "Type": "User", "message": "Rate Exceeded."}).encode()
-            return InvokeResult(429, {"x-amzn-ErrorType": "TooManyRequestsException", "Content-Type": "application/json"}, body)
+            # AWS's TooManyRequestsException carries retryAfterSeconds in the Retry-After header.
+            headers = {"x-amzn-ErrorType": "TooManyRequestsException", "Content-Type": "application/json",
+                       "Retry-After": f"{self.fn.retry_after_s:g}"}
+            return InvokeResult(429, headers, body)
         worker, cold = acquired
         with self._lock:
             self.stats["invocations"] += 1

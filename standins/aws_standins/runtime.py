@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from .config import FunctionConfig, worker_base_env
+from .limits import Sandbox
 
 log = logging.getLogger("aws_standins")
 
@@ -188,11 +189,13 @@ class Worker:
         self._reading = threading.Lock()
         self._api = _RuntimeAPIServer(self)
         self._proc: subprocess.Popen[bytes] | None = None
+        self.sandbox = Sandbox(self.name, fn.memory_mb, fn.ephemeral_storage_mb, self.tmpdir)
 
     def start(self) -> None:
         """Spawn the worker process (a cold start)."""
         threading.Thread(target=self._api.serve_forever, name=f"rapi-{self.name}", daemon=True).start()
         self.tmpdir.mkdir(parents=True, exist_ok=True)
+        self.sandbox.setup()  # CPU share and memory limit (cgroup), /tmp of ephemeral_storage_mb
         env = worker_base_env()
         env.update({
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self._api.server_address[1]}",
@@ -213,7 +216,7 @@ class Worker:
         env.update(self.fn.environment)
         self._spawned = time.monotonic()
         self._proc = subprocess.Popen(
-            [self.fn.python, "-m", "awslambdaric", self.fn.handler],
+            [*self.sandbox.prefix(), self.fn.python, "-m", "awslambdaric", self.fn.handler],
             env=env, cwd=env["LAMBDA_TASK_ROOT"], stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
             start_new_session=True,  # own process group: kill the handler's children too
@@ -242,6 +245,12 @@ class Worker:
         inv = self._current
         if inv is None or inv.request_id != request_id:
             return False
+        if self.sandbox.oom_killed():
+            # The kernel killed a process of this environment at memory_mb (a child, say): Lambda ends the whole
+            # environment with Runtime.OutOfMemory, whatever the handler made of it.
+            self.kill(oom=True)
+            inv.finish("oom")
+            return True
         inv.finish(kind, body, error_type or "")
         return True
 
@@ -290,7 +299,8 @@ class Worker:
                         hwm = int(line.split()[1]) * 1024
             except OSError:
                 pass
-        return max(hwm, self.peak_rss) // (1024 * 1024)
+        peak = max(hwm, self.peak_rss) // (1024 * 1024)
+        return max(peak, self.fn.memory_mb) if self.oom else peak  # killed at the limit: it reached it
 
     def kill(self, oom: bool = False) -> None:
         """SIGKILL the worker's process group and stop feeding it events (oom: as the memory limit does)."""
@@ -320,6 +330,7 @@ class Worker:
             self._proc.wait()
         self._api.shutdown()
         self._api.server_close()
+        self.sandbox.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     # --- background threads ---
@@ -369,17 +380,19 @@ class Worker:
         return total
 
     def _watch(self) -> None:
-        """Poll for exit and enforce memory_mb as an RSS limit, as Lambda's cgroup does."""
+        """Poll for exit and measure memory; enforce memory_mb as an RSS limit where the kernel's cgroup does not."""
         assert self._proc
         while self._proc.poll() is None:
             used = self.memory_bytes()
             self.peak_rss = max(self.peak_rss, used)
-            if used > self.fn.memory_mb * 1024 * 1024:
+            over = used > self.fn.memory_mb * 1024 * 1024 and not self.sandbox.limits_memory
+            if over or self.sandbox.oom_killed():  # polled limit, or the kernel's OOM kill of any of its processes
                 log.warning("%s over %d MB (%d MB): killed", self.name, self.fn.memory_mb, used >> 20)
                 self.kill(oom=True)
             time.sleep(self.poll_s)
         code = self._proc.returncode
         with self._lock:
+            self.oom = self.oom or self.sandbox.oom_killed()  # the kernel killed it at memory_mb
             self.alive = False
             # Worded like Go's ProcessState, which AWS's error messages quote.
             self.exit_reason = f"signal: {(signal.strsignal(-code) or str(-code)).lower()}" if code < 0 else f"exit status {code}"

@@ -14,6 +14,8 @@ Settings (JSON, at start with --faults or at runtime with POST /_standin/faults,
     match                    only requests whose path contains this string (default: all)
     max_hits                 inject at most this many answers in all (null: no limit)
     seed                     for the random draws
+    no_list_permission       answer a missing key (upstream 404) with 403 AccessDenied, as S3 does when the
+                             caller lacks s3:ListBucket (the README's policies grant only Get/PutObject)
 GET /_standin/stats: requests seen, answers injected per kind, current settings.
 
 Usage: python -m aws_standins.s3_faults --port 9002 --upstream http://127.0.0.1:9000
@@ -56,6 +58,7 @@ class S3Faults:
     match: str = ""
     max_hits: int | None = None
     seed: int | None = None
+    no_list_permission: bool = False
 
     def __post_init__(self) -> None:
         for name in ANSWERS:
@@ -110,7 +113,8 @@ class FaultProxy(http.server.ThreadingHTTPServer):
     def snapshot(self) -> dict[str, Any]:
         """Counters and settings for GET /_standin/stats."""
         with self.lock:
-            return {"requests": self.stats["requests"], "injected": dict(self.stats["injected"]), "faults": self.faults.settings()}
+            return {"requests": self.stats["requests"], "injected": dict(self.stats["injected"]),
+                    "denied_missing": self.stats.get("denied_missing", 0), "faults": self.faults.settings()}
 
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -185,6 +189,14 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         try:
             upstream.request(self.command, self.path, body=body or None, headers=headers)
             response = upstream.getresponse()
+            if response.status == 404 and self.server.faults.no_list_permission and self.command in ("GET", "HEAD"):
+                response.read()
+                with self.server.lock:
+                    self.server.stats["denied_missing"] = self.server.stats.get("denied_missing", 0) + 1
+                xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                       b"<Message>Access Denied</Message></Error>")
+                self._send(403, xml, {"Content-Type": "application/xml"})
+                return
             self.send_response(response.status, response.reason)
             length = response.getheader("Content-Length")
             payload = None

@@ -95,3 +95,19 @@ def infer_runtime_min(wildcards, threads: int, attempt: int) -> int:
 def infer_cpus(wildcards, threads: int) -> int:
     """Slurm cores for an inference job: its threads (torch uses as many, via --threads)."""
     return threads
+
+
+# The invoker's arguments for one partition (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).
+LAMBDA_ARGS = ("bucket", "prefix", "function_name", "region", "timeout_s", "memory_mb", "architecture", "ephemeral_storage_mb", "max_attempts")
+
+
+def lambda_invoker_args(wildcards, input, output) -> list[str]:
+    """Arguments of cosmicai.aws.invoker for one partition under backend lambda."""
+    lam = config["lambda"]
+    args = [input.part, "--manifest", input.manifest, "--checkpoint", input.checkpoint, "--output", output.predictions,
+            "--sidecar", output.timings, "--batch-size", INF["batch_size"], "--precision", INF["precision"],
+            "--on-invalid", INF["on_invalid"], "--runtime", INF["runtime"]]
+    args += ["--onnx", input.onnx] if input.onnx else []
+    for key in LAMBDA_ARGS:
+        args += [f"--{key.replace('_', '-')}", lam[key]]
+    return [str(a) for a in args]

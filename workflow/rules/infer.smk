@@ -28,24 +28,13 @@ rule infer_partition:
         compile="--compile" if INF["compile"] else "",
         runtime=INF["runtime"],
         onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
-        # backend lambda: the invoker stages the partition and model in S3 and invokes the function.
+        # backend lambda: the invoker stages the partition and model in S3 and invokes the function; profiles/lambda's
+        # executor (cosmicai-lambda) runs these arguments on its shared pool, another executor runs the script.
         invoker=f"{workflow.basedir}/scripts/lambda_invoke.py",
-        lam=(
-            {k: config["lambda"][k] for k in ("bucket", "prefix", "function_name", "region", "timeout_s",
-                                              "architecture", "ephemeral_storage_mb", "max_attempts")}
-            if config["backend"] == "lambda"
-            else {}
-        ),
+        invoker_args=lambda wc, input, output: lambda_invoker_args(wc, input, output) if config["backend"] == "lambda" else [],
     shell:
         (
-            "python {params.invoker} {input.part} --manifest {input.manifest} --checkpoint {input.checkpoint} --output {output.predictions}"
-            " --sidecar {output.timings} --bucket '{params.lam[bucket]}' --prefix '{params.lam[prefix]}'"
-            " --function-name '{params.lam[function_name]}' --region '{params.lam[region]}'"
-            " --timeout-s {params.lam[timeout_s]} --architecture {params.lam[architecture]}"
-            " --ephemeral-storage-mb {params.lam[ephemeral_storage_mb]} --max-attempts {params.lam[max_attempts]}"
-            " --batch-size {params.batch_size} --precision {params.precision} --on-invalid {params.on_invalid}"
-            " --runtime {params.runtime} {params.onnx}"
-            " > {log} 2>&1"
+            "python {params.invoker} {params.invoker_args:q} > {log} 2>&1"
             if config["backend"] == "lambda"
             else "cosmicai infer {input.part} --manifest {input.manifest} --checkpoint {input.checkpoint} --output {output.predictions}"
             " --sidecar {output.timings} --batch-size {params.batch_size} --device {params.device}"

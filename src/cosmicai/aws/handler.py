@@ -126,8 +126,12 @@ def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     return engine, time.perf_counter() - t
 
 
-def handler(event: Any, context: Any) -> dict:
-    """Lambda entry point: download, infer and upload one partition; return a short summary."""
+def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
+    """Lambda entry point: download, infer and upload one partition; return a short summary.
+
+    `load_engine(event, root)` -> (engine, load seconds) replaces the model's download and load (the
+    stand-ins' scale mode passes one that computes nothing); Lambda itself calls handler(event, context).
+    """
     global _calls
     _calls += 1
     started = time.perf_counter()
@@ -141,7 +145,7 @@ def handler(event: Any, context: Any) -> dict:
         t = time.perf_counter()
         download(_client(), ev.bucket, ev.partition_key, work / name, ev.partition_sha256)
         download_s = time.perf_counter() - t
-        engine, model_load_s = _load_engine(ev, root)
+        engine, model_load_s = (load_engine or _load_engine)(ev, root)
         predictions = work / "predictions.parquet"
         try:
             timings = infer_partition(work / name, engine, predictions, None, ev.batch_size, ev.on_invalid, model_load_s, progress=False)  # type: ignore[arg-type]

@@ -11,22 +11,21 @@ gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
 A retry never duplicates rows: the function writes one predictions object per partition, overwritten
 by every attempt, and what lands locally is checked against the sha256 the answering attempt computed.
 
-The backend only sends a request (`Backend`); retries, timing and stats live here, above it.
+The invocation itself, its retries and the throttle gate are cosmicai.aws.calls; this module is the
+per-partition unit that `workflow/scripts/lambda_invoke.py` runs for one partition and the executor
+plugin's dispatcher (cosmicai.aws.dispatch) runs for many at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import dataclasses
 import json
 import logging
 import os
-import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -38,6 +37,20 @@ from botocore.exceptions import (
 )
 
 from cosmicai.atomic import write_json
+from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's interface)
+    BOTOCORE_ATTEMPTS,
+    Backend,
+    LambdaBackend,
+    Response,
+    RetryPolicy,
+    ThrottleGate,
+    TransientFunctionError,
+    call_with_retries,
+    function_error_type,
+    lambda_client,
+    retry_after_s,
+    retry_reason,
+)
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code, download, ensure_model, ensure_uploaded, s3_error
 from cosmicai.errors import CosmicaiError
@@ -53,7 +66,6 @@ REPORT_FIELDS = {
     "Max Memory Used": "max_memory_mb",
     "Init Duration": "init_ms",
 }
-BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
 READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
 # Function errors that a new execution environment may not repeat, and how many attempts they get
 # (as Lambda gives asynchronous invocations). A timeout or out-of-memory that is no accident costs
@@ -61,141 +73,6 @@ READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout 
 # bad event) are final at once.
 TRANSIENT_FUNCTION_ERRORS = {"Sandbox.Timedout", "Runtime.ExitError", "Runtime.OutOfMemory", "S3Unavailable"}
 FUNCTION_ERROR_ATTEMPTS = 3
-
-
-@dataclasses.dataclass
-class Response:
-    """What one invocation returned."""
-
-    payload: bytes
-    function_error: str | None
-    log_tail: str
-
-
-class Backend(Protocol):
-    """Sends one synchronous invocation; counts HTTP attempts and throttles (429) cumulatively."""
-
-    http_attempts: int
-    throttles: int
-
-    def invoke(self, payload: bytes) -> Response:
-        """Invoke once (the client may retry inside); raise on API errors."""
-        ...
-
-
-class LambdaBackend:
-    """AWS Lambda through boto3 (client created on first use, so tests can point it elsewhere)."""
-
-    def __init__(self, function_name: str, region: str = "", read_timeout_s: float = 960.0) -> None:
-        self.function_name = function_name
-        self.region = region
-        self.read_timeout_s = read_timeout_s
-        self.http_attempts = 0
-        self.throttles = 0
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        """The boto3 Lambda client (endpoint from AWS_ENDPOINT_URL_LAMBDA when set, as boto3 does)."""
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                read_timeout=self.read_timeout_s,
-                connect_timeout=10,
-                retries={"mode": "standard", "total_max_attempts": BOTOCORE_ATTEMPTS},
-                tcp_keepalive=True,
-            )
-            self._client = boto3.client("lambda", region_name=self.region or None, config=config)
-            # Emitted once per HTTP attempt, including botocore's own retries.
-            self._client.meta.events.register("response-received.lambda.Invoke", self._count)
-        return self._client
-
-    @property
-    def region_name(self) -> str:
-        """The region the client resolved (the configured one, or boto3's default)."""
-        return self.client.meta.region_name
-
-    def _count(self, response_dict: dict | None = None, **_: Any) -> None:
-        self.http_attempts += 1
-        if response_dict and response_dict.get("status_code") == 429:
-            self.throttles += 1
-
-    def invoke(self, payload: bytes) -> Response:
-        """One RequestResponse invocation with the log tail."""
-        r = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse", LogType="Tail", Payload=payload)
-        tail = base64.b64decode(r.get("LogResult", "")).decode("utf-8", "replace")
-        return Response(r["Payload"].read(), r.get("FunctionError"), tail)
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff with jitter for throttling, 5xx and lost responses."""
-
-    max_attempts: int = 8
-    base_s: float = 1.0
-    cap_s: float = 20.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt `attempt` (1-based): uniform in [d/2, d], d = min(cap, base * 2^(attempt-1))."""
-        d = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
-        return rng.uniform(d / 2, d)
-
-
-class TransientFunctionError(Exception):
-    """The function failed in a way another attempt may not (crash, timeout, out of memory, S3 unavailable)."""
-
-    def __init__(self, response: Response, error_type: str) -> None:
-        super().__init__(error_type)
-        self.response = response
-        self.error_type = error_type
-
-
-def function_error_type(response: Response) -> str:
-    """The errorType of a FunctionError payload ('' when unreadable)."""
-    try:
-        body = json.loads(response.payload)
-    except ValueError:
-        return ""
-    return str(body.get("errorType", "")) if isinstance(body, dict) else ""
-
-
-def retry_reason(exc: BaseException) -> str | None:
-    """Why an invocation error is worth retrying (throttled, 5xx, no response, transient function error), or None."""
-    if isinstance(exc, TransientFunctionError):
-        return f"function error {exc.error_type}"
-    if isinstance(exc, ClientError):
-        code, status = client_error_code(exc)
-        if status == 429 or code in ("TooManyRequestsException", "ThrottlingException"):
-            return f"throttled ({code or status})"
-        if status >= 500:
-            return f"server error {status} ({code})"
-        return None
-    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
-        return f"no response ({type(exc).__name__})"
-    return None
-
-
-def call_with_retries(
-    send: Callable[[], Response],
-    policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-) -> tuple[Response, int]:
-    """Call `send` until it answers or the error is not retryable or attempts run out; return (response, attempts)."""
-    rng = rng or random.Random()
-    for attempt in range(1, policy.max_attempts + 1):
-        try:
-            return send(), attempt
-        except (ClientError, BotoCoreError, TransientFunctionError) as exc:
-            reason = retry_reason(exc)
-            if reason is None or attempt == policy.max_attempts:
-                raise
-            wait = policy.delay(attempt, rng)
-            log.warning("attempt %d of %d: %s; retrying in %.1f s", attempt, policy.max_attempts, reason, wait)
-            sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts: int | None = None) -> CosmicaiError:
@@ -284,11 +161,13 @@ def invoke_partition(
     sha256: str | None = None,
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
+    stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None,
 ) -> dict:
     """Infer one partition on Lambda; write predictions and timings (with a `lambda` record) locally.
 
     Given `sha256` (the manifest's), a partition that differs is refused before anything is sent.
     The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
+    `stage_model(s3, path)` stages the model (a dispatcher passes one that hashes and uploads it once).
     """
     started, t0 = time.time(), time.perf_counter()
     partition, name = Path(partition), Path(partition).name
@@ -299,7 +178,8 @@ def invoke_partition(
     s3 = s3 or _s3_client(settings.region)
     part_key = settings.partition_key(name)
     part_sha, part_uploaded = ensure_uploaded(s3, partition, settings.bucket, part_key, sha256)
-    model_key, model_sha, model_uploaded = ensure_model(s3, onnx or checkpoint, settings.bucket, settings.model_key)
+    stage_model = stage_model or (lambda client, path: ensure_model(client, path, settings.bucket, settings.model_key))
+    model_key, model_sha, model_uploaded = stage_model(s3, onnx or checkpoint)
     staging_s = time.perf_counter() - t0
     predictions_key, timings_key = settings.output_keys(partition.stem)
     event = {
@@ -351,7 +231,7 @@ def invoke_partition(
     if timings.get("request_id") != report["request_id"]:
         raise CosmicaiError(settings.uri(timings_key), f"written by request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
     # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
-    download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"])
+    download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"], small=True)
     fetch_s = time.perf_counter() - t
     timings.update(
         started_at=started,  # this job's own span, so the run summary's wall time includes staging and invoking
@@ -394,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--function-name", required=True)
     p.add_argument("--region", default="", help="empty: boto3's default")
     p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
+    p.add_argument("--memory-mb", type=int, default=2048, help="the function's memory (checked against it before anything is sent)")
     p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
     p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
     p.add_argument("--max-attempts", type=int, default=8,
@@ -405,30 +286,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one line on success; on failure one line with the cause, then any remote stack."""
-    a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    settings = LambdaSettings(
+def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
+    """The Lambda settings the invoker's arguments describe."""
+    return LambdaSettings(
         bucket=a.bucket, prefix=a.prefix, function_name=a.function_name, region=a.region, timeout_s=a.timeout_s,
-        architecture=a.architecture, ephemeral_storage_mb=a.ephemeral_storage_mb, max_attempts=a.max_attempts,
+        memory_mb=a.memory_mb, architecture=a.architecture, ephemeral_storage_mb=a.ephemeral_storage_mb,
+        max_attempts=a.max_attempts,
     )
-    try:
-        sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else None
-        t = invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings, a.batch_size, a.precision, a.on_invalid,
-                             sha256=sha256, runtime=a.runtime, onnx=a.onnx)
-    except CosmicaiError as exc:
-        print(f"lambda_invoke: error: {exc}", file=sys.stderr)
-        if isinstance(exc, RemoteError) and exc.stack:
-            print("remote stack trace (most recent call last):", file=sys.stderr)
-            for line in "\n".join(exc.stack).splitlines():
-                print(f"  {line.rstrip()}", file=sys.stderr)
-        return 1
+
+
+def run_args(a: argparse.Namespace, backend: Backend | None = None, s3: Any = None,
+             stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None) -> dict:
+    """One partition from the invoker's parsed arguments: the unit the script and the executor plugin both call."""
+    sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else None
+    return invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings_from_args(a), a.batch_size, a.precision,
+                            a.on_invalid, backend=backend, s3=s3, sha256=sha256, runtime=a.runtime, onnx=a.onnx,
+                            stage_model=stage_model)
+
+
+def report_error(exc: CosmicaiError, out: Any = None) -> None:
+    """The cause on one line, then any remote stack trace."""
+    out = out or sys.stderr
+    print(f"lambda_invoke: error: {exc}", file=out)
+    if isinstance(exc, RemoteError) and exc.stack:
+        print("remote stack trace (most recent call last):", file=out)
+        for line in "\n".join(exc.stack).splitlines():
+            print(f"  {line.rstrip()}", file=out)
+
+
+def summary_line(t: dict) -> str:
+    """One line for a partition done."""
     lam = t["lambda"]
-    print(
+    return (
         f"{t['partition']}: {t['rows']} rows in {t['total_s']:.2f} s; request {lam['request_id']}: "
         f"duration {lam['duration_ms']:.0f} ms, billed {lam['billed_ms']:.0f} ms, init {lam['init_ms']:.0f} ms, "
         f"memory {lam['max_memory_mb']:.0f}/{lam['memory_mb']:.0f} MB, attempts {lam['attempts']}, throttles {lam['throttles']}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: check the function, infer one partition; one line on success, else the cause and any remote stack."""
+    from cosmicai.aws.preflight import check_function
+
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = settings_from_args(a)
+    try:
+        backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
+        check_function(settings, backend.client)  # before any upload or invocation
+        t = run_args(a, backend=backend)
+    except CosmicaiError as exc:
+        report_error(exc)
+        return 1
+    print(summary_line(t))
     return 0

@@ -39,6 +39,7 @@ class LambdaSettings:
     architecture: Architecture = "x86_64"
     image_uri: str = ""
     max_attempts: int = 8
+    max_in_flight: int = 1000  # cap on invocations in flight (the function's or the account's concurrency may be lower)
 
     @classmethod
     def from_config(cls, block: dict) -> "LambdaSettings":

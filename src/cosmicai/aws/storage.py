@@ -22,6 +22,7 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 
 SHA256_META = "sha256"
+SINGLE_PUT_BYTES = 8 * 2**20  # boto3's multipart threshold: smaller files go up in one PUT
 # Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
 
@@ -47,7 +48,8 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError
         if code == "NoSuchBucket":
             return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
         if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return CosmicaiError(uri, f"{doing}: access denied ({code}); check the credentials and that the IAM policy covers this bucket and prefix")
+            return CosmicaiError(uri, f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
+                                      "on this bucket and prefix (check them and the IAM policy)")
         if code in ("NoSuchKey", "404", "NotFound"):
             return CosmicaiError(uri, f"{doing}: no such object")
         if status >= 500 or code in UNAVAILABLE_CODES:
@@ -58,12 +60,19 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError
 
 
 def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
-    """The sha256 recorded on an object, or None if there is no such object (or it has none)."""
+    """The sha256 recorded on an object, or None if there is no such object (or it has none).
+
+    A HEAD answered 403 counts as missing: S3 answers 403 instead of 404 for a missing key when the
+    caller may not list the bucket (the README's policy grants only Get/PutObject), and a HEAD has no
+    body to say which. A real permission problem then shows at the upload that follows, named there.
+    """
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code, status = client_error_code(exc)
         if status == 404 and code != "NoSuchBucket":
+            return None
+        if status == 403 and code in ("403", "Forbidden", "AccessDenied"):
             return None
         raise
     # Metadata keys are case-insensitive HTTP headers (AWS lowercases them; other servers may not).
@@ -73,23 +82,37 @@ def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
 def ensure_uploaded(s3: Any, path: str | os.PathLike, bucket: str, key: str, sha256: str | None = None) -> tuple[str, bool]:
     """Upload a file unless an object with the same sha256 is at the key; return (sha256, uploaded)."""
     sha = sha256 or sha256_file(path)
+    doing = f"uploading {Path(path).name}"
     try:
         if stored_sha256(s3, bucket, key) == sha:
             return sha, False
-        s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {SHA256_META: sha}})
+        if os.path.getsize(path) <= SINGLE_PUT_BYTES:  # one PUT on this thread; the transfer manager's threads only pay off when large
+            with open(path, "rb") as f:
+                s3.put_object(Bucket=bucket, Key=key, Body=f, Metadata={SHA256_META: sha})
+        else:
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {SHA256_META: sha}})
     except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, bucket, key, f"uploading {Path(path).name}") from None
+        raise s3_error(exc, bucket, key, doing) from None
     except S3UploadFailedError as exc:  # boto3's transfer manager wraps the ClientError
         cause = exc.__context__ if isinstance(exc.__context__, (ClientError, BotoCoreError)) else exc
-        raise s3_error(cause, bucket, key, f"uploading {Path(path).name}") from None
+        raise s3_error(cause, bucket, key, doing) from None
     return sha, True
 
 
-def download(s3: Any, bucket: str, key: str, path: str | os.PathLike, sha256: str | None = None) -> None:
-    """Download an object to `path`, which appears only when complete (and, given `sha256`, verified)."""
+def download(s3: Any, bucket: str, key: str, path: str | os.PathLike, sha256: str | None = None, small: bool = False) -> None:
+    """Download an object to `path`, which appears only when complete (and, given `sha256`, verified).
+
+    `small`: one GET on this thread (the transfer manager's HEAD, ranged GETs and threads only pay off for large objects).
+    """
     try:
         with atomic_path(path) as tmp:
-            s3.download_file(bucket, key, str(tmp))
+            if small:
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+                with open(tmp, "wb") as f:
+                    while chunk := body.read(1 << 20):
+                        f.write(chunk)
+            else:
+                s3.download_file(bucket, key, str(tmp))
             if sha256 and (actual := sha256_file(tmp)) != sha256:
                 raise CosmicaiError(f"s3://{bucket}/{key}", f"sha256 {actual} is not the expected {sha256} (changed meanwhile, or corrupt)")
     except (ClientError, BotoCoreError) as exc:

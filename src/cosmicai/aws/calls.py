@@ -1,0 +1,213 @@
+"""One synchronous Lambda invocation and its retries: the boto3 client (one may serve many threads, each
+invocation's HTTP attempts counted for it), the throttle gate a 429's Retry-After holds, bounded backoff.
+
+The per-partition logic above it is cosmicai.aws.invoker.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+
+from cosmicai.aws.storage import client_error_code
+
+log = logging.getLogger("cosmicai.lambda")
+
+BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
+
+
+@dataclasses.dataclass
+class Response:
+    """What one invocation returned."""
+
+    payload: bytes
+    function_error: str | None
+    log_tail: str
+
+
+class Backend(Protocol):
+    """Sends one synchronous invocation; counts HTTP attempts and throttles (429) cumulatively."""
+
+    http_attempts: int
+    throttles: int
+
+    def invoke(self, payload: bytes) -> Response:
+        """Invoke once (the client may retry inside); raise on API errors."""
+        ...
+
+
+_current = threading.local()  # the backend whose invoke is running on this thread (HTTP attempts are counted for it)
+
+
+def lambda_client(region: str = "", read_timeout_s: float = 960.0, max_pool_connections: int = 10) -> Any:
+    """A boto3 Lambda client (endpoint from AWS_ENDPOINT_URL_LAMBDA when set); one may serve many threads."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        read_timeout=read_timeout_s,
+        connect_timeout=10,
+        retries={"mode": "standard", "total_max_attempts": BOTOCORE_ATTEMPTS},
+        tcp_keepalive=True,
+        max_pool_connections=max_pool_connections,
+    )
+    client = boto3.client("lambda", region_name=region or None, config=config)
+    # Emitted once per HTTP attempt, including botocore's own retries, on the calling thread.
+    client.meta.events.register("response-received.lambda.Invoke", _count_attempt)
+    return client
+
+
+def _count_attempt(response_dict: dict | None = None, **_: Any) -> None:
+    backend = getattr(_current, "backend", None)
+    if backend is not None:
+        backend.http_attempts += 1
+        if response_dict and response_dict.get("status_code") == 429:
+            backend.throttles += 1
+
+
+def retry_after_s(exc: BaseException) -> float:
+    """Seconds a 429 asked the caller to wait (its Retry-After header), 0 when none."""
+    if not isinstance(exc, ClientError):
+        return 0.0
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    try:
+        return max(0.0, float(headers.get("retry-after", 0)))
+    except ValueError:
+        return 0.0
+
+
+class ThrottleGate:
+    """Shared by all invocations of one dispatcher: after a 429 with Retry-After, no new attempt starts before it ends."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> None:
+        """Let no attempt start for `seconds` from now (the longest hold wins)."""
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Block until the hold, if any, is over."""
+        while (left := self._until - time.monotonic()) > 0:
+            sleep(left)
+
+
+class LambdaBackend:
+    """AWS Lambda through boto3: its own client (created on first use), or a shared one given as `client`."""
+
+    def __init__(self, function_name: str, region: str = "", read_timeout_s: float = 960.0, client: Any = None,
+                 gate: ThrottleGate | None = None) -> None:
+        self.function_name = function_name
+        self.region = region
+        self.read_timeout_s = read_timeout_s
+        self.http_attempts = 0
+        self.throttles = 0
+        self.gate = gate
+        self._client: Any = client
+
+    @property
+    def client(self) -> Any:
+        """The boto3 Lambda client."""
+        if self._client is None:
+            self._client = lambda_client(self.region, self.read_timeout_s)
+        return self._client
+
+    @property
+    def region_name(self) -> str:
+        """The region the client resolved (the configured one, or boto3's default)."""
+        return self.client.meta.region_name
+
+    def invoke(self, payload: bytes) -> Response:
+        """One RequestResponse invocation with the log tail; a 429's Retry-After holds the shared gate."""
+        if self.gate is not None:
+            self.gate.wait()
+        _current.backend = self
+        try:
+            r = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse", LogType="Tail", Payload=payload)
+        except ClientError as exc:
+            if self.gate is not None and (wait := retry_after_s(exc)):
+                self.gate.hold(wait)
+            raise
+        finally:
+            _current.backend = None
+        tail = base64.b64decode(r.get("LogResult", "")).decode("utf-8", "replace")
+        return Response(r["Payload"].read(), r.get("FunctionError"), tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for throttling, 5xx and lost responses."""
+
+    max_attempts: int = 8
+    base_s: float = 1.0
+    cap_s: float = 20.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based): uniform in [d/2, d], d = min(cap, base * 2^(attempt-1))."""
+        d = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
+        return rng.uniform(d / 2, d)
+
+
+class TransientFunctionError(Exception):
+    """The function failed in a way another attempt may not (crash, timeout, out of memory, S3 unavailable)."""
+
+    def __init__(self, response: Response, error_type: str) -> None:
+        super().__init__(error_type)
+        self.response = response
+        self.error_type = error_type
+
+
+def function_error_type(response: Response) -> str:
+    """The errorType of a FunctionError payload ('' when unreadable)."""
+    try:
+        body = json.loads(response.payload)
+    except ValueError:
+        return ""
+    return str(body.get("errorType", "")) if isinstance(body, dict) else ""
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why an invocation error is worth retrying (throttled, 5xx, no response, transient function error), or None."""
+    if isinstance(exc, TransientFunctionError):
+        return f"function error {exc.error_type}"
+    if isinstance(exc, ClientError):
+        code, status = client_error_code(exc)
+        if status == 429 or code in ("TooManyRequestsException", "ThrottlingException"):
+            return f"throttled ({code or status})"
+        if status >= 500:
+            return f"server error {status} ({code})"
+        return None
+    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
+        return f"no response ({type(exc).__name__})"
+    return None
+
+
+def call_with_retries(
+    send: Callable[[], Response],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> tuple[Response, int]:
+    """Call `send` until it answers or the error is not retryable or attempts run out; return (response, attempts)."""
+    rng = rng or random.Random()
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            return send(), attempt
+        except (ClientError, BotoCoreError, TransientFunctionError) as exc:
+            reason = retry_reason(exc)
+            if reason is None or attempt == policy.max_attempts:
+                raise
+            wait = max(policy.delay(attempt, rng), retry_after_s(exc))  # a 429's Retry-After is honoured
+            log.warning("attempt %d of %d: %s; retrying in %.1f s", attempt, policy.max_attempts, reason, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")

