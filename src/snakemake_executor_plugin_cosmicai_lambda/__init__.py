@@ -11,7 +11,7 @@ with any executor; a dry-run never reaches the plugin (nothing is checked or sen
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncGenerator, List
+from collections.abc import AsyncGenerator
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -73,7 +73,7 @@ class Executor(RemoteExecutor):
             return
         self.report_job_submission(info)
 
-    async def check_active_jobs(self, active_jobs: List[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
+    async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
         """Report finished invocations (success, or the one-line cause with the job's log); yield the others."""
         for info in active_jobs:
             future = info.aux["future"]
@@ -89,7 +89,7 @@ class Executor(RemoteExecutor):
     async def sleep(self) -> None:
         await asyncio.sleep(STATUS_INTERVAL_S)
 
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
         """Drop queued invocations; ones already sent run to their end on Lambda and their outputs are not kept."""
         for info in active_jobs:
             if info.aux:

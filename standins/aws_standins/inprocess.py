@@ -17,8 +17,9 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import FunctionConfig
 

@@ -13,15 +13,26 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
+from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code
+from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
 
 BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
+READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
 
 
 @dataclasses.dataclass
@@ -211,3 +222,28 @@ def call_with_retries(
             log.warning("attempt %d of %d: %s; retrying in %.1f s", attempt, policy.max_attempts, reason, wait)
             sleep(wait)
     raise AssertionError("unreachable")
+
+
+def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts: int | None = None) -> CosmicaiError:
+    """One clear line for a failed Invoke call, naming the function and the likely fix."""
+    where = f"lambda:{settings.function_name}"
+    if isinstance(exc, NoCredentialsError):
+        return CosmicaiError(where, "no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
+    if isinstance(exc, EndpointConnectionError):
+        return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
+    if isinstance(exc, ReadTimeoutError):
+        return CosmicaiError(where, f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)")
+    if isinstance(exc, ConnectionClosedError):
+        return CosmicaiError(where, f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
+                                    "botocore tries); the function may have run: a rerun overwrites its output")
+    if isinstance(exc, ClientError):
+        code, status = client_error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code == "ResourceNotFoundException":
+            return CosmicaiError(where, f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region")
+        if status == 429:
+            return CosmicaiError(where, f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency")
+        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
+            return CosmicaiError(where, f"not allowed to invoke ({code}); check the credentials and lambda:InvokeFunction on this function")
+        return CosmicaiError(where, f"{code or status}: {message}")
+    return CosmicaiError(where, str(exc))

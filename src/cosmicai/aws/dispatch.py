@@ -19,8 +19,9 @@ import logging
 import os
 import resource
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cosmicai.aws.invoker import (
     READ_TIMEOUT_MARGIN_S,

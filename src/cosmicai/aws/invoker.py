@@ -30,15 +30,12 @@ from typing import Any, Callable
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
 )
 
 from cosmicai.atomic import write_json
 from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's interface)
     BOTOCORE_ATTEMPTS,
+    READ_TIMEOUT_MARGIN_S,
     Backend,
     LambdaBackend,
     Response,
@@ -48,13 +45,14 @@ from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's inte
     call_with_retries,
     function_error_type,
     lambda_client,
+    lambda_error,
     retry_after_s,
     retry_reason,
 )
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import client_error_code, download, ensure_model, ensure_uploaded, s3_error
-from cosmicai.errors import CosmicaiError
+from cosmicai.aws.storage import download, ensure_model, ensure_uploaded, s3_error
 from cosmicai.data.integrity import manifest_sha256, verify_sha256
+from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
 
@@ -66,38 +64,12 @@ REPORT_FIELDS = {
     "Max Memory Used": "max_memory_mb",
     "Init Duration": "init_ms",
 }
-READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
 # Function errors that a new execution environment may not repeat, and how many attempts they get
 # (as Lambda gives asynchronous invocations). A timeout or out-of-memory that is no accident costs
 # this many full attempts before the job fails, so the bound stays small; other errors (bad data,
 # bad event) are final at once.
 TRANSIENT_FUNCTION_ERRORS = {"Sandbox.Timedout", "Runtime.ExitError", "Runtime.OutOfMemory", "S3Unavailable"}
 FUNCTION_ERROR_ATTEMPTS = 3
-
-
-def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts: int | None = None) -> CosmicaiError:
-    """One clear line for a failed Invoke call, naming the function and the likely fix."""
-    where = f"lambda:{settings.function_name}"
-    if isinstance(exc, NoCredentialsError):
-        return CosmicaiError(where, "no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
-    if isinstance(exc, EndpointConnectionError):
-        return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
-    if isinstance(exc, ReadTimeoutError):
-        return CosmicaiError(where, f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)")
-    if isinstance(exc, ConnectionClosedError):
-        return CosmicaiError(where, f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
-                                    "botocore tries); the function may have run: a rerun overwrites its output")
-    if isinstance(exc, ClientError):
-        code, status = client_error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", "")
-        if code == "ResourceNotFoundException":
-            return CosmicaiError(where, f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region")
-        if status == 429:
-            return CosmicaiError(where, f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency")
-        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
-            return CosmicaiError(where, f"not allowed to invoke ({code}); check the credentials and lambda:InvokeFunction on this function")
-        return CosmicaiError(where, f"{code or status}: {message}")
-    return CosmicaiError(where, str(exc))
 
 
 class RemoteError(CosmicaiError):

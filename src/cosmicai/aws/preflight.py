@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from cosmicai.aws.calls import lambda_error
 from cosmicai.aws.settings import PREFIX_ENV, LambdaSettings
 from cosmicai.aws.storage import client_error_code
 from cosmicai.errors import CosmicaiError
@@ -34,22 +35,12 @@ class FunctionInfo:
     limit_source: str  # "reserved", "account" or "default", for the log line
 
 
-def _api_error(exc: Exception, settings: LambdaSettings, doing: str, region: str) -> CosmicaiError:
-    where = f"lambda:{settings.function_name}"
-    if isinstance(exc, NoCredentialsError):
-        return CosmicaiError(where, "no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
-    if isinstance(exc, EndpointConnectionError):
-        return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
-    if isinstance(exc, ClientError):
-        code, status = client_error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", "")
-        if code == "ResourceNotFoundException":
-            return CosmicaiError(where, f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region")
-        if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
-            return CosmicaiError(where, f"{doing}: not allowed ({code}); the caller needs lambda:GetFunction, "
-                                        "lambda:GetFunctionConcurrency and lambda:InvokeFunction on it")
-        return CosmicaiError(where, f"{doing}: {code or status}: {message}")
-    return CosmicaiError(where, f"{doing}: {exc}")
+def _api_error(exc: Exception, settings: LambdaSettings, region: str) -> CosmicaiError:
+    """The invoker's line for a failed Lambda API call, with the permissions these reads need."""
+    if isinstance(exc, ClientError) and client_error_code(exc)[0] == "AccessDeniedException":
+        return CosmicaiError(f"lambda:{settings.function_name}", "reading its configuration: not allowed (AccessDeniedException); the caller "
+                                                               "needs lambda:GetFunction, lambda:GetFunctionConcurrency and lambda:InvokeFunction on it")
+    return lambda_error(exc, settings, region)
 
 
 def mismatches(config: dict, settings: LambdaSettings) -> list[str]:
@@ -95,7 +86,7 @@ def check_function(settings: LambdaSettings, client: Any, cap: int = DEFAULT_ACC
     try:
         answer = client.get_function(FunctionName=settings.function_name)
     except (ClientError, BotoCoreError) as exc:
-        raise _api_error(exc, settings, "reading its configuration", client.meta.region_name) from None
+        raise _api_error(exc, settings, client.meta.region_name) from None
     config = answer.get("Configuration", {})
     if found := mismatches(config, settings):
         raise CosmicaiError(f"lambda:{settings.function_name}", "does not match the config: " + "; ".join(found)
