@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers.cli import REPO
 
 REQUIREMENTS = REPO / "deploy" / "lambda" / "requirements.txt"
 PROBE = """
