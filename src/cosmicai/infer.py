@@ -26,8 +26,8 @@ OnInvalid = Literal["fail", "flag"]
 BITS_PER_SAMPLE = 32 * (len(BANDS) * IMAGE_SIZE * IMAGE_SIZE + len(BANDS))
 
 
-def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch, float]]:
-    """Read the next batches in a background thread (HDF5 reads overlap compute); yield (batch, wait_s)."""
+def prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch, float]]:
+    """Start reading batches in a background thread now (HDF5 reads overlap compute); iterate (batch, wait_s)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 
@@ -40,6 +40,10 @@ def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch,
             q.put(exc)
 
     threading.Thread(target=reader, daemon=True).start()
+    return _drain(q, done)
+
+
+def _drain(q: queue.Queue, done: object) -> Iterator[tuple[Batch, float]]:
     while True:
         t = time.perf_counter()
         item = q.get()
@@ -60,8 +64,12 @@ def infer_partition(
     on_invalid: OnInvalid = "fail",
     model_load_s: float = 0.0,
     progress: bool | None = None,
+    batches: Iterator[tuple[Batch, float]] | None = None,
 ) -> dict:
-    """Predict z for every row of a partition; write Parquet predictions and return (and write) timings."""
+    """Predict z for every row of a partition; write Parquet predictions and return (and write) timings.
+
+    `batches`: the partition's (batch, wait_s) stream if its reading has already started (`prefetch`).
+    """
     started = time.time()
     t0 = time.perf_counter()
     info = inspect(partition)
@@ -74,7 +82,7 @@ def infer_partition(
     read_s = compute_s = 0.0
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress_bar(n, Path(partition).name) if show else None
-    for batch, wait in _prefetch(iter_batches(partition, batch_size)):
+    for batch, wait in batches if batches is not None else prefetch(iter_batches(partition, batch_size)):
         read_s += wait
         rows = slice(batch.start, batch.start + len(batch))
         ok = np.isfinite(batch.images).all(axis=(1, 2, 3)) & np.isfinite(batch.magnitudes).all(axis=1)
@@ -139,6 +147,15 @@ def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is imported onl
     return tqdm(total=total, desc=name, unit="gal", file=sys.stderr)
 
 
+def check_partition(partition: str | os.PathLike, sha256: str | None = None) -> None:
+    """Refuse a partition that differs from the one the manifest recorded, or is not a valid dataset."""
+    if sha256:
+        from cosmicai.data.integrity import verify_sha256
+
+        verify_sha256(partition, sha256)
+    inspect(partition)
+
+
 def run_infer(
     partition: str | os.PathLike,
     checkpoint: str | os.PathLike,
@@ -155,11 +172,7 @@ def run_infer(
     onnx: str | os.PathLike | None = None,
 ) -> dict:
     """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command)."""
-    if sha256:  # integrity: refuse a partition that differs from the one the manifest recorded
-        from cosmicai.data.integrity import verify_sha256
-
-        verify_sha256(partition, sha256)
-    inspect(partition)  # fail on a bad partition before paying for the model load
+    check_partition(partition, sha256)  # fail on a bad partition before paying for the model load
     t = time.perf_counter()
     engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
     load_s = time.perf_counter() - t

@@ -11,6 +11,11 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.config import config_error
 
+# Nested values given with --config (or a profile's `config:`, as the Slurm profiles set
+# inference.partitions_per_job) arrive as text: Snakemake parses them with YAML's BaseLoader.
+if str(config.get("inference", {}).get("partitions_per_job", "")).isdigit():
+    config["inference"]["partitions_per_job"] = int(config["inference"]["partitions_per_job"])
+
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as exc:
@@ -24,8 +29,39 @@ IS_DEMO = config["dataset"] == "demo"
 DATASET = f"{R}/data/demo.h5" if IS_DEMO else config["dataset"]
 CHECKPOINT = config["checkpoint"] or f"{R}/model/demo.safetensors"
 INF = config["inference"]
+# Where the inference jobs run decides the engine, and so what they read and ask for: the GPU path
+# (PyTorch on CUDA) when the device is cuda, or auto with a GPU asked for (a Slurm GPU profile) or
+# present here (local runs); the CPU graph (OpenVINO/ONNX Runtime) otherwise. The job inside Slurm
+# decides the same way: it gets the same config and resources on its command line. (The executor is
+# not known yet when this is read: the resources say whether jobs go to Slurm.)
+def inference_resources() -> dict:
+    """The resources the profile or command line gives inference jobs (defaults, then per rule)."""
+    rs = workflow.resource_settings
+    asked = dict(rs.default_resources or {})
+    for rule_name in ("serve_engine", "infer_partition"):
+        asked.update(rs.overwrite_resources.get(rule_name, {}))
+    return asked
+
+
+def gpu_path() -> bool:
+    if INF["device"] != "auto":
+        return INF["device"] == "cuda"
+    asked = inference_resources()
+    if {"gres", "gpu", "gpus"} & set(asked):
+        return True
+    if "slurm_partition" in asked:  # a Slurm CPU job: whatever this submit host has
+        return False
+    from cosmicai.engines.base import cuda_available
+
+    return cuda_available()
+
+
+GPU_PATH = gpu_path()
+RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 # The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
-ONNX_INPUT = [f"{R}/model/astromae.onnx"] if INF["runtime"] != "torch" and INF["device"] != "cuda" else []
+ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
+PER_JOB = INF["partitions_per_job"]
+GROUPED = PER_JOB > 1 and config["backend"] == "local"  # Lambda jobs each invoke a function: nothing to share
 
 
 def dataset_rows() -> int:
@@ -57,14 +93,34 @@ def final_outputs() -> list[str]:
     ]
 
 
-# Sizing of one inference job (measured with `cosmicai infer` on CPU: ~760 MB for Python, torch and
-# timm, ~250 MB for the ONNX Runtime path that never imports torch; ~0.35 MB of activations per batch
-# row at 32x32 fp32), padded for other machines and precisions.
-RUNTIME_MB = 350 if ONNX_INPUT else 800
-ACTIVATION_MB_PER_ROW = 0.5
+def group_of(part: str) -> str:
+    """The group job a partition's inference belongs to: partitions_per_job consecutive partitions share one."""
+    return f"group_{int(part.rsplit('_', 1)[1]) // PER_JOB:05d}"
+
+
+def group_parts(group: str) -> list[str]:
+    i = int(group.rsplit("_", 1)[1])
+    return PARTS[i * PER_JOB : (i + 1) * PER_JOB]
+
+
+def failure_record(part: str) -> str:
+    """Where `cosmicai infer` records a partition's non-retryable failure (bad input, wrong checkpoint)."""
+    return f"{R}/failures/{part}.json"
+
+
+# Sizing of inference jobs, per device path (measured with `cosmicai infer`: ~250 MB for the CPU
+# graph, which never imports torch; ~760 MB for Python, torch and timm on CPU; PyTorch with CUDA
+# maps its libraries and context into host memory, ~2.5 GB, while activations live on the GPU),
+# padded for other machines. A group job adds, per partition, its client process (~15 MB measured)
+# and, for the two partitions in flight, their output columns and read-ahead.
+RUNTIME_MB = 3000 if GPU_PATH else (800 if RUNTIME == "torch" else 350)
+HOST_ACTIVATION_MB_PER_ROW = 0.0 if GPU_PATH else 0.5  # ~0.35 MB per batch row at 32x32 fp32 on CPU
+CLIENT_MB = 20
 OUTPUT_BYTES_PER_ROW = 64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
-SAMPLES_PER_S_PER_THREAD = 25  # pessimistic CPU rate (about 300/s measured): a GPU job fits too
-STARTUP_S = 120  # interpreter, imports and checkpoint read from a shared filesystem
+# Pessimistic rates for the wall-time limit (measured: ~300/s on 2 CPU threads; 94K/s fp32 on an
+# H200, where reading from a shared filesystem at ~100 MB/s, ~5K rows/s, is the bound).
+SAMPLES_PER_S = 5000 if GPU_PATH else 25 * INF["threads"]
+STARTUP_S = 120  # interpreter, imports, CUDA start and checkpoint read from a shared filesystem
 
 
 def model_mb() -> float:
@@ -73,28 +129,49 @@ def model_mb() -> float:
     return path.stat().st_size / 2**20 if path.exists() else 64.0
 
 
-def infer_mem_mb(wildcards, attempt: int) -> int:
-    """Memory for one inference job from the model, the batch and the partition's rows, doubled per retry."""
+def retry_factor(parts: list[str], attempt: int) -> int:
+    """2^(attempt-1), but 1 when a partition recorded a failure that more resources cannot fix."""
+    if attempt > 1 and any(Path(failure_record(p)).exists() for p in parts):
+        return 1
+    return 2 ** (attempt - 1)
+
+
+def engine_mem_mb(parts: list[str], attempt: int) -> int:
+    """Host memory for one engine (a job's or a group's service) inferring `parts`, two at a time."""
+    in_flight = min(2, len(parts))
     prefetch_mb = 3 * INF["batch_size"] * ROW_BYTES / 2**20  # the batch being computed and two read ahead
     need = (
         RUNTIME_MB
         + 2 * model_mb()  # the weights and the state_dict they are loaded from
-        + INF["batch_size"] * ACTIVATION_MB_PER_ROW
-        + prefetch_mb
-        + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20
+        + INF["batch_size"] * HOST_ACTIVATION_MB_PER_ROW
+        + in_flight * (prefetch_mb + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20)
+        + (CLIENT_MB * len(parts) if GROUPED else 0)
     )
-    return int(1.25 * need) * 2 ** (attempt - 1)
+    return int(1.25 * need) * retry_factor(parts, attempt)
 
 
-def infer_runtime_min(wildcards, threads: int, attempt: int) -> int:
-    """Wall-time limit in minutes for one inference job from the partition's rows and the job's threads, doubled per retry."""
-    seconds = STARTUP_S + model_mb() / 20 + ROWS_PER_PART / (SAMPLES_PER_S_PER_THREAD * threads)
-    return max(5, -(-int(seconds) // 60)) * 2 ** (attempt - 1)
+def engine_runtime_min(parts: list[str], attempt: int) -> int:
+    """Wall-time limit in minutes for an engine inferring `parts`, doubled per retry (unless not retryable)."""
+    seconds = STARTUP_S + model_mb() / 20 + len(parts) * ROWS_PER_PART / SAMPLES_PER_S
+    return max(5, -(-int(seconds) // 60)) * retry_factor(parts, attempt)
 
 
-def infer_cpus(wildcards, threads: int) -> int:
-    """Slurm cores for an inference job: its threads (torch uses as many, via --threads)."""
-    return threads
+def infer_mem_mb(wildcards, attempt: int) -> int:
+    """An inference job's memory: the whole engine, or a group member's client (the service holds the engine)."""
+    return CLIENT_MB if GROUPED else engine_mem_mb([wildcards.part], attempt)
+
+
+def infer_runtime_min(wildcards, attempt: int) -> int:
+    # A group member waits for the whole group: its limit is the group's, which Slurm takes as the maximum.
+    return engine_runtime_min(group_parts(group_of(wildcards.part)) if GROUPED else [wildcards.part], attempt)
+
+
+def serve_mem_mb(wildcards, attempt: int) -> int:
+    return engine_mem_mb(group_parts(wildcards.group), attempt)
+
+
+def serve_runtime_min(wildcards, attempt: int) -> int:
+    return engine_runtime_min(group_parts(wildcards.group), attempt)
 
 
 # The invoker's arguments for one partition (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).

@@ -1,13 +1,12 @@
 # Data: the synthetic demo dataset, the demo model, and partitioning.
 
 
-# Quick, I/O-bound steps stay on the submit host under a cluster profile; training is a job.
+# Under a cluster profile the heavy steps are jobs: training the demo model, partitioning the
+# dataset (it reads, and by default copies, the whole dataset) and exporting the ONNX graph (torch).
+# Generating the small synthetic demo inputs stays on the submit host.
 localrules:
     synth_demo,
     synth_training_set,
-    partition_dataset,
-    export_onnx,
-    train_demo_model,  # the demo model trains on the submit host: on clusters users bring the real checkpoint
 
 
 rule synth_demo:
@@ -47,7 +46,11 @@ rule train_demo_model:
         f"{R}/model/demo.safetensors",
     log:
         "logs/train_demo_model.log",
-    threads: workflow.cores
+    threads: INF["threads"] if "slurm_partition" in inference_resources() else workflow.cores  # a Slurm job: the per-job cores
+    resources:
+        mem_mb=4000,  # torch, the model and its optimizer state, the training set read in batches
+        runtime=config["train"]["max_minutes"] + 10,
+        cpus_per_task=lambda wc, threads: threads,
     params:
         t=config["train"],
     conda:
@@ -64,6 +67,9 @@ rule export_onnx:
         f"{R}/model/astromae.onnx",
     log:
         "logs/export_onnx.log",
+    resources:
+        mem_mb=3000,  # torch and the traced graph
+        runtime=15,
     conda:
         "../envs/cosmicai.yaml"
     shell:
@@ -78,6 +84,9 @@ rule partition_dataset:
         parts=expand(f"{R}/partitions/{{part}}.h5", part=PARTS),
     log:
         "logs/partition_dataset.log",
+    resources:
+        mem_mb=2000,  # streams the dataset in batches
+        runtime=lambda wc: max(15, int(N_ROWS * ROW_BYTES / 2**20 / 50 / 60) + 10),  # at >= 50 MB/s
     params:
         mb=config["partition_mb"],
         outdir=f"{R}/partitions",

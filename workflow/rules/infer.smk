@@ -1,5 +1,37 @@
-# Inference: one job per partition. Profiles decide where it runs (local, Slurm CPU/GPU nodes);
-# resources follow the partition size. With backend lambda the job runs the Lambda invoker instead.
+# Inference: one job per partition, with its own outputs and log. Profiles decide where it runs
+# (local, Slurm CPU/GPU nodes). With inference.partitions_per_job > 1, consecutive partitions form
+# a group job (one Slurm job): a `cosmicai serve` service loads the engine once and each partition's
+# job hands it its partition (README, "Slurm"). With backend lambda the job runs the Lambda invoker.
+
+
+rule serve_engine:
+    input:
+        checkpoint=CHECKPOINT,
+        onnx=ONNX_INPUT,
+    output:
+        service(f"{R}/engine/{{group}}.json"),
+    log:
+        "logs/serve_engine/{group}.log",
+    threads: INF["threads"]
+    resources:
+        mem_mb=serve_mem_mb,
+        runtime=serve_runtime_min,
+        cpus_per_task=INF["threads"],
+    conda:
+        "../envs/cosmicai.yaml"
+    params:
+        engine=lambda wc, input, threads: engine_options(input, threads),
+    shell:
+        "exec cosmicai serve --address {output} {params.engine} > {log} 2>&1"  # exec: Snakemake stops the service itself
+
+
+def engine_options(input, threads: int) -> str:
+    """The engine's command-line options, shared by `cosmicai infer` and `cosmicai serve`."""
+    onnx = f" --onnx {input.onnx}" if input.onnx else ""
+    return (
+        f"--checkpoint {input.checkpoint} --device {INF['device']} --precision {INF['precision']} --runtime {RUNTIME}"
+        f" --threads {threads}{' --compile' if INF['compile'] else ''}{onnx}"
+    )
 
 
 rule infer_partition:
@@ -7,27 +39,26 @@ rule infer_partition:
         part=f"{R}/partitions/{{part}}.h5",
         manifest=f"{R}/partitions/manifest.json",
         checkpoint=CHECKPOINT,
-        onnx=ONNX_INPUT,
+        onnx=[] if GROUPED else ONNX_INPUT,
+        server=lambda wc: [f"{R}/engine/{group_of(wc.part)}.json"] if GROUPED else [],
     output:
         predictions=f"{R}/predictions/{{part}}.parquet",
         timings=f"{R}/predictions/{{part}}.json",
     log:
         "logs/infer_partition/{part}.log",
-    threads: INF["threads"]
+    # A group member only waits for the service, which holds the group's cores and memory.
+    threads: 0 if GROUPED else INF["threads"]
     resources:
         mem_mb=infer_mem_mb,
         runtime=infer_runtime_min,
-        cpus_per_task=infer_cpus,
+        cpus_per_task=lambda wc, threads: threads,
     conda:
         "../envs/cosmicai.yaml"
     params:
         batch_size=INF["batch_size"],
-        device=INF["device"],
-        precision=INF["precision"],
         on_invalid=INF["on_invalid"],
-        compile="--compile" if INF["compile"] else "",
-        runtime=INF["runtime"],
-        onnx=lambda wc, input: f"--onnx {input.onnx}" if input.onnx else "",
+        engine=lambda wc, input, threads: f"--server {input.server}" if GROUPED else engine_options(input, threads),
+        failed=lambda wc: failure_record(wc.part),
         # backend lambda: the invoker stages the partition and model in S3 and invokes the function; profiles/lambda's
         # executor (cosmicai-lambda) runs these arguments on its shared pool, another executor runs the script.
         invoker=f"{workflow.basedir}/scripts/lambda_invoke.py",
@@ -36,9 +67,7 @@ rule infer_partition:
         (
             "python {params.invoker} {params.invoker_args:q} > {log} 2>&1"
             if config["backend"] == "lambda"
-            else "cosmicai infer {input.part} --manifest {input.manifest} --checkpoint {input.checkpoint} --output {output.predictions}"
-            " --sidecar {output.timings} --batch-size {params.batch_size} --device {params.device}"
-            " --precision {params.precision} --on-invalid {params.on_invalid} --threads {threads} {params.compile}"
-            " --runtime {params.runtime} {params.onnx}"
-            " > {log} 2>&1"
+            else "cosmicai infer {input.part} --manifest {input.manifest} --output {output.predictions} --sidecar {output.timings}"
+            " --batch-size {params.batch_size} --on-invalid {params.on_invalid} --failure-record {params.failed}"
+            " {params.engine} > {log} 2>&1"
         )
