@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # the pins live (README, Set-up); on aarch64: make setup TORCH_PINS="torch==2.9.1 torchvision==0.24.1".
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-all lint fmt bench bench-scaling bench-lambda-scale clean
+.PHONY: setup demo test test-all lint fmt bench bench-scaling bench-lambda-scale bench-gpu clean
 
 # Everything a new user needs for the demo and the tests: the package with all its extras
 # (pyproject.toml: torch, cpu, workflow, plots, lambda, dev) and the local AWS stand-ins.
@@ -51,6 +51,10 @@ bench-scaling: setup
 # 2,000 partitions through profiles/lambda on the stand-ins' scale mode (deploy/lambda/standin-scale.yaml); README, "AWS Lambda".
 bench-lambda-scale: setup
 	python tests/bench/lambda_scale.py --partitions 2000 --output results/bench/lambda_scale.json
+
+# On a CUDA machine: GPU engines vs the CAI method, then the local profile on 12.6 GiB (README, "Performance").
+bench-gpu: setup
+	cosmicai bench --gpu --output results/bench/gpu.json
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -91,7 +91,7 @@ class _Queue:
         return {"ok": True, "timings": timings}
 
 
-def _start_reading(request: dict):  # noqa: ANN202 - an iterator of (batch, wait_s)
+def _start_reading(request: dict):  # an iterator of (batch, wait_s), or None
     """Start streaming a queued partition's batches in the background; None if it cannot be opened yet."""
     from cosmicai.data.dataset import iter_batches
     from cosmicai.infer import prefetch

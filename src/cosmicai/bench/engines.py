@@ -89,7 +89,7 @@ def _fixed_cost(checkpoint: Path, onnx: Path, work: Path, device: str) -> dict[s
     tiny = work / "tiny.h5"
     synthesize(tiny, 64, seed=99)
     costs = {}
-    for runtime in ("torch", "onnxruntime"):
+    for runtime in ("torch",) if device == "cuda" else ("torch", "onnxruntime"):  # the ONNX runtimes are CPU-only
         extra = ["--onnx", str(onnx)] if runtime != "torch" else []
         t = time.perf_counter()
         subprocess.run([str(Path(sys.executable).parent / "cosmicai"), "infer", str(tiny), "--checkpoint", str(checkpoint),
@@ -127,8 +127,9 @@ def run_bench(
     variants: list[str] | None = None,
     output: str | None = None,
     memory: bool = True,
+    quiet: bool = False,
 ) -> dict:
-    """Benchmark the variants; print a table; write JSON."""
+    """Benchmark the variants; print a table (unless quiet); write JSON."""
     from cosmicai.engines.base import cuda_available
     from cosmicai.engines.onnx_engine import export_onnx
     from cosmicai.reporting.metrics import point_metrics
@@ -191,7 +192,8 @@ def run_bench(
     }
     if memory:
         result["memory"] = _memory(Path(checkpoint), onnx, work)
-    print(format_table(result))
+    if not quiet:
+        print(format_table(result))
     if output:
         write_json(output, result)
     return result
