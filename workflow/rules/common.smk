@@ -93,14 +93,26 @@ def final_outputs() -> list[str]:
     ]
 
 
+def _done(part: str) -> bool:
+    return all(Path(f"{R}/predictions/{part}.{ext}").exists() for ext in ("parquet", "json"))
+
+
+# Partitions whose outputs exist when the workflow is read. Snakemake reruns every consumer of a
+# service it has to start, so a partition still to do never shares a group with a finished one:
+# a rerun infers only the missing partitions (finished ones rerun only for Snakemake's own triggers,
+# e.g. a changed checkpoint, then in groups of their own). The job inside Slurm reads the same.
+DONE = {p for p in PARTS if _done(p)}
+
+
 def group_of(part: str) -> str:
-    """The group job a partition's inference belongs to: partitions_per_job consecutive partitions share one."""
-    return f"group_{int(part.rsplit('_', 1)[1]) // PER_JOB:05d}"
+    """The group job a partition's inference belongs to: its block of partitions_per_job consecutive ones."""
+    block = int(part.rsplit("_", 1)[1]) // PER_JOB
+    return f"group_{block:05d}" + ("_done" if part in DONE else "")
 
 
 def group_parts(group: str) -> list[str]:
-    i = int(group.rsplit("_", 1)[1])
-    return PARTS[i * PER_JOB : (i + 1) * PER_JOB]
+    block, done = int(group.split("_")[1]), group.endswith("_done")
+    return [p for p in PARTS[block * PER_JOB : (block + 1) * PER_JOB] if (p in DONE) == done]
 
 
 def failure_record(part: str) -> str:

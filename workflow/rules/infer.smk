@@ -5,6 +5,8 @@
 
 
 rule serve_engine:
+    wildcard_constraints:
+        group=r"group_\d+(_done)?",
     input:
         checkpoint=CHECKPOINT,
         onnx=ONNX_INPUT,
@@ -40,7 +42,8 @@ rule infer_partition:
         manifest=f"{R}/partitions/manifest.json",
         checkpoint=CHECKPOINT,
         onnx=[] if GROUPED else ONNX_INPUT,
-        server=lambda wc: [f"{R}/engine/{group_of(wc.part)}.json"] if GROUPED else [],
+        # flagged as a service here too: its name differs between runs, and Snakemake records "<service>"
+        server=lambda wc: [service(f"{R}/engine/{group_of(wc.part)}.json")] if GROUPED else [],
     output:
         predictions=f"{R}/predictions/{{part}}.parquet",
         timings=f"{R}/predictions/{{part}}.json",
