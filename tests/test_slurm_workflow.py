@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -303,20 +304,21 @@ def stream(cmd: list[str], cwd: Path, on_line=None) -> tuple[int, list[tuple[flo
 @pytest.mark.timeout(900)
 def test_killed_group_job_rerun_does_only_the_missing_partitions(slurm: None, six_parts: Path, tmp_path: Path) -> None:
     predictions = tmp_path / "results" / "predictions"
+    address = tmp_path / "results" / "engine" / "group_00000.json"
 
-    def kill_midway(line: str) -> None:  # once the group job has written two partitions, cancel it
-        found = re.search(r"submitted with SLURM jobid (\d+) \(log: .*serve_engine", line)
-        if found:
-            def cancel() -> None:
-                deadline = time.monotonic() + 300
-                while len(list(predictions.glob("*.json"))) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                subprocess.run(["scancel", found.group(1)], check=True)
-            threading.Thread(target=cancel, daemon=True).start()
+    def kill_midway() -> None:  # once the group's engine has written two partitions, kill it (as the OOM killer would)
+        deadline = time.monotonic() + 300
+        while len(list(predictions.glob("*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(json.loads(address.read_text())["pid"], signal.SIGKILL)  # the job runs on this machine's node
 
-    rc, lines = stream(snakemake_cmd("slurm", six_parts, *per_job(6)), tmp_path, kill_midway)
+    threading.Thread(target=kill_midway, daemon=True).start()
+    # no retry: the run stops at the failed job (a retry would rerun the whole group at once)
+    rc, lines = stream(snakemake_cmd("slurm", six_parts, "--retries", "0", *per_job(6)), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc != 0, text[-3000:]
+    assert "the engine service ended without answering" in text
+    assert not (tmp_path / "results" / "failures").exists() or not list((tmp_path / "results" / "failures").glob("*.json"))
     kept = {r["partition"]: r["slurm_job_id"] for r in sidecars(tmp_path)}
     assert 2 <= len(kept) < 6, text[-3000:]  # the finished partitions stay (keep-incomplete; written atomically)
     assert len(list(predictions.glob("*.parquet"))) == len(kept)
@@ -327,7 +329,7 @@ def test_killed_group_job_rerun_does_only_the_missing_partitions(slurm: None, si
     assert re.search(rf"^infer_partition\s+{6 - len(kept)}$", text, flags=re.M), text[-3000:]
     after = {r["partition"]: r["slurm_job_id"] for r in sidecars(tmp_path)}
     assert len(after) == 6 and all(after[p] == job for p, job in kept.items())  # not redone
-    print(f"\nkilled after {len(kept)} of 6 partitions; the rerun inferred the other {6 - len(kept)}")
+    print(f"\nengine killed after {len(kept)} of 6 partitions; the rerun inferred the other {6 - len(kept)}")
 
 
 @pytest.mark.slow

@@ -25,6 +25,10 @@ POLL_S = 0.2
 GRACE_S = 3.0
 
 
+class ServiceLost(CosmicaiError):
+    """The group's engine service is not there or died (killed, out of memory): a retry may succeed."""
+
+
 class _Queue:
     """Requests in arrival order, worked through one at a time; the next one's reads start early."""
 
@@ -155,8 +159,8 @@ def ask(address: str | os.PathLike, request: dict, wait_s: float = 900.0) -> dic
             break
         except (FileNotFoundError, ValueError, KeyError, ConnectionRefusedError):
             if time.monotonic() > deadline:
-                raise CosmicaiError(address, f"no engine service answered within {wait_s:.0f} s (see its log under logs/serve_engine/)") from None
+                raise ServiceLost(address, f"no engine service answered within {wait_s:.0f} s (see its log under logs/serve_engine/)") from None
             time.sleep(POLL_S)
     if not line:
-        raise CosmicaiError(address, "the engine service ended without answering (see its log under logs/serve_engine/)")
+        raise ServiceLost(address, "the engine service ended without answering (see its log under logs/serve_engine/)")
     return json.loads(line)

@@ -12,7 +12,9 @@ def _infer(a: argparse.Namespace) -> None:
     try:
         t = _infer_one(a)
     except CosmicaiError as exc:
-        if a.failure_record:  # the resource functions of a retry read it: bad input is not retried bigger
+        from cosmicai.serve import ServiceLost
+
+        if a.failure_record and not isinstance(exc, ServiceLost):  # a retry's resource functions read it: bad input is not retried bigger
             from cosmicai.atomic import write_json
 
             write_json(a.failure_record, {"partition": a.partition, "retryable": False, "error": str(exc)})
