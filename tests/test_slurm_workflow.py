@@ -53,7 +53,7 @@ def slurm() -> None:
 
 
 def per_job(k: int) -> list[str]:
-    """--config setting partitions_per_job (the Slurm profiles set theirs with --config, which beats --configfile)."""
+    """--config setting partitions_per_job (beats the profile's config/slurm*.yaml)."""
     return ["--config", f"inference={{partitions_per_job: {k}}}"]
 
 
@@ -64,7 +64,10 @@ def snakemake_cmd(profile: str, config: Path, *args: str) -> list[str]:
         cmd += ["--slurm-init-seconds-before-status-checks", INIT_WAIT]
     else:
         cmd += ["--cores", "2"]
-    return cmd + list(args) + ["--configfile", str(config)]
+    cmd += list(args) + ["--configfile", str(config)]
+    if profile.startswith("slurm"):  # the profile's own config file (backend, partitions_per_job), as users name it too
+        cmd.append(str(REPO / "config" / f"{profile}.yaml"))
+    return cmd
 
 
 def run_workflow(workdir: Path, profile: str, config: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -11,8 +11,8 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.config import config_error
 
-# Nested values given with --config (or a profile's `config:`, as the Slurm profiles set
-# inference.partitions_per_job) arrive as text: Snakemake parses them with YAML's BaseLoader.
+# Nested values given with --config (inference={partitions_per_job: 64}) arrive as text: Snakemake
+# parses them with YAML's BaseLoader.
 if str(config.get("inference", {}).get("partitions_per_job", "")).isdigit():
     config["inference"]["partitions_per_job"] = int(config["inference"]["partitions_per_job"])
 
@@ -30,10 +30,9 @@ DATASET = f"{R}/data/demo.h5" if IS_DEMO else config["dataset"]
 CHECKPOINT = config["checkpoint"] or f"{R}/model/demo.safetensors"
 INF = config["inference"]
 # Where the inference jobs run decides the engine, and so what they read and ask for: the GPU path
-# (PyTorch on CUDA) when the device is cuda, or auto with a GPU asked for (a Slurm GPU profile) or
-# present here (local runs); the CPU graph (OpenVINO/ONNX Runtime) otherwise. The job inside Slurm
-# decides the same way: it gets the same config and resources on its command line. (The executor is
-# not known yet when this is read: the resources say whether jobs go to Slurm.)
+# (PyTorch on CUDA) when the device is cuda, or auto on a GPU backend (slurm-gpu, or GPUs asked for
+# with gres/gpu/gpus) or on a local machine with one; the CPU graph (OpenVINO/ONNX Runtime)
+# otherwise. The job inside Slurm decides the same way: it reads the same config and resources.
 def inference_resources() -> dict:
     """The resources the profile or command line gives inference jobs (defaults, then per rule)."""
     rs = workflow.resource_settings
@@ -46,10 +45,9 @@ def inference_resources() -> dict:
 def gpu_path() -> bool:
     if INF["device"] != "auto":
         return INF["device"] == "cuda"
-    asked = inference_resources()
-    if {"gres", "gpu", "gpus"} & set(asked):
+    if config["backend"] == "slurm-gpu" or {"gres", "gpu", "gpus"} & set(inference_resources()):
         return True
-    if "slurm_partition" in asked:  # a Slurm CPU job: whatever this submit host has
+    if config["backend"] != "local":  # Slurm CPU nodes, Lambda functions
         return False
     from cosmicai.engines.base import cuda_available
 
@@ -61,7 +59,7 @@ RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 # The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
 ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
 PER_JOB = INF["partitions_per_job"]
-GROUPED = PER_JOB > 1 and config["backend"] == "local"  # Lambda jobs each invoke a function: nothing to share
+GROUPED = PER_JOB > 1 and config["backend"] != "lambda"  # Lambda jobs each invoke a function: nothing to share
 
 
 def dataset_rows() -> int:

@@ -46,7 +46,7 @@ rule train_demo_model:
         f"{R}/model/demo.safetensors",
     log:
         "logs/train_demo_model.log",
-    threads: INF["threads"] if "slurm_partition" in inference_resources() else workflow.cores  # a Slurm job: the per-job cores
+    threads: INF["threads"] if config["backend"] in ("slurm", "slurm-gpu") else workflow.cores  # a Slurm job: the per-job cores
     resources:
         mem_mb=4000,  # torch, the model and its optimizer state, the training set read in batches
         runtime=config["train"]["max_minutes"] + 10,
