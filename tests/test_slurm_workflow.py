@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from helpers.cli import REPO, env_with_venv
 
 from cosmicai.accounting.slurm import query_jobs

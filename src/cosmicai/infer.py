@@ -8,17 +8,18 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
 from cosmicai.atomic import write_json
 from cosmicai.data.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
+from cosmicai.data.predictions import write_predictions
 from cosmicai.engines.base import InferenceEngine
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
-from cosmicai.data.predictions import write_predictions
 from cosmicai.resources import peak_rss_mb
 
 OnInvalid = Literal["fail", "flag"]

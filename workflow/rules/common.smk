@@ -102,6 +102,15 @@ def _done(part: str) -> bool:
 DONE = {p for p in PARTS if _done(p)}
 
 
+def engine_options(input, threads: int) -> str:
+    """The engine's command-line options, shared by `cosmicai infer` and `cosmicai serve`."""
+    onnx = f" --onnx {input.onnx}" if input.onnx else ""
+    return (
+        f"--checkpoint {input.checkpoint} --device {INF['device']} --precision {INF['precision']} --runtime {RUNTIME}"
+        f" --threads {threads}{' --compile' if INF['compile'] else ''}{onnx}"
+    )
+
+
 def group_of(part: str) -> str:
     """The group job a partition's inference belongs to: its block of partitions_per_job consecutive ones."""
     block = int(part.rsplit("_", 1)[1]) // PER_JOB

@@ -27,15 +27,6 @@ rule serve_engine:
         "exec cosmicai serve --address {output} {params.engine} > {log} 2>&1"  # exec: Snakemake stops the service itself
 
 
-def engine_options(input, threads: int) -> str:
-    """The engine's command-line options, shared by `cosmicai infer` and `cosmicai serve`."""
-    onnx = f" --onnx {input.onnx}" if input.onnx else ""
-    return (
-        f"--checkpoint {input.checkpoint} --device {INF['device']} --precision {INF['precision']} --runtime {RUNTIME}"
-        f" --threads {threads}{' --compile' if INF['compile'] else ''}{onnx}"
-    )
-
-
 rule infer_partition:
     input:
         part=f"{R}/partitions/{{part}}.h5",

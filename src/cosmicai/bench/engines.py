@@ -130,10 +130,10 @@ def run_bench(
     quiet: bool = False,
 ) -> dict:
     """Benchmark the variants; print a table (unless quiet); write JSON."""
+    from cosmicai.data.synth import synthesize
     from cosmicai.engines.base import cuda_available
     from cosmicai.engines.onnx_engine import export_onnx
     from cosmicai.reporting.metrics import point_metrics
-    from cosmicai.data.synth import synthesize
 
     device = ("cuda" if cuda_available() else "cpu") if device == "auto" else device
     variants = list(variants or (CUDA_VARIANTS if device == "cuda" else CPU_VARIANTS))
@@ -147,8 +147,8 @@ def run_bench(
         else:
             import torch
 
-            from cosmicai.model.checkpoint import save_checkpoint
             from cosmicai.model.astromae import build_model
+            from cosmicai.model.checkpoint import save_checkpoint
 
             torch.manual_seed(0)
             checkpoint = str(work / "random.safetensors")
