@@ -192,7 +192,9 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     assert proc.stdout.count(BLOCK) == 1
     block = proc.stdout[proc.stdout.index(BLOCK):].split("\n  (cosmicai plan")[0]
     assert f"{BLOCK} ({profile})" in block
-    assert "4 partitions of 1.5 MiB (75 rows each)" in block and "4 inference jobs" in block
+    # the Slurm profiles group partitions (config/slurm*.yaml: 16 and 512 per job): one job for these 4
+    jobs = "1 inference jobs" if profile.startswith("slurm") else "4 inference jobs"
+    assert "4 partitions of 1.5 MiB (75 rows each)" in block and jobs in block
     assert re.search(r"inference wall time [\d.]+ s \(\d+ wave", block) and "cost $" in block and "calibration  " in block
     assert re.search(r"infer_partition\s+4\n", proc.stdout)  # Snakemake's own job list is still there
     assert not (tmp_path / "results").exists()
