@@ -61,7 +61,8 @@ step "ruff check" ruff check "${PY_PATHS[@]}"
 step "ruff format --check" ruff format --check "${PY_PATHS[@]}"
 step "snakefmt --check" snakefmt --check workflow/Snakefile workflow/rules
 step "snakemake --lint" snakemake_lint
-step "pylint duplicate-code, cyclic-import (src)" pylint --disable=all --enable=duplicate-code,cyclic-import --score=n src/cosmicai
+mapfile -t PACKAGES < <(find src -mindepth 2 -maxdepth 2 -name __init__.py -printf '%h\n' | sort)  # cosmicai and the executor plugin
+step "pylint duplicate-code, cyclic-import (src)" pylint --disable=all --enable=duplicate-code,cyclic-import --score=n "${PACKAGES[@]}"
 
 if ((${#failed[@]})); then
     printf 'lint: FAILED: %s\n' "${failed[@]}"
