@@ -49,8 +49,8 @@ class Executor(RemoteExecutor):
             )
         try:
             settings = LambdaSettings.from_config(config["lambda"])
-            if not settings.bucket:
-                raise CosmicaiError("lambda.bucket", "empty: set it in config/lambda.yaml or with --config 'lambda={bucket: ...}'")
+            if not settings.bucket:  # the same line as the workflow's onstart check (which runs after executor start-up)
+                raise WorkflowError("config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'")
             self.dispatcher = Dispatcher(settings)
         except CosmicaiError as exc:
             raise WorkflowError(str(exc)) from None
