@@ -1,8 +1,12 @@
-"""Integrity: a partition's sha256 is checked where it is read; corrupted chunks are refused; rows in = rows out."""
+"""Integrity: a row-range partition's source is checked against the manifest's identity before a row is read;
+a copied partition's sha256 where it is read; corrupted chunks are refused; rows in = rows out."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -12,15 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from cosmicai.data.partition import write_partitions
+from cosmicai.data.synth import synthesize
 from cosmicai.reporting.summary import row_accounting
 from helpers.cli import assert_clean_failure, run_cli
 
 
 @pytest.fixture(scope="module")
 def partitions(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
-    """The tiny dataset in 4 partitions with their manifest."""
+    """The tiny dataset in 4 copied partitions (partition_copy) with their manifest."""
     outdir = tmp_path_factory.mktemp("parts")
-    write_partitions(tiny_dataset, outdir, 1.5, outdir / "manifest.json")
+    write_partitions(tiny_dataset, outdir, 1.5, outdir / "manifest.json", copy=True)
     return outdir
 
 
@@ -44,11 +49,87 @@ def _copy_partition(partitions: Path, tmp_path: Path, name: str = "part_00001.h5
     return part, manifest
 
 
+@pytest.fixture()
+def row_ranges(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, Path]:
+    """A private copy of the tiny dataset and its row-range manifest."""
+    data = tmp_path / "data.h5"
+    shutil.copy2(tiny_dataset, data)
+    write_partitions(data, None, 1.5, tmp_path / "manifest.json")
+    return data, tmp_path / "manifest.json"
+
+
+def _infer(manifest: Path, partition: str, checkpoint: Path, out: Path) -> subprocess.CompletedProcess:
+    out.mkdir(exist_ok=True)
+    return run_cli("infer", "--manifest", manifest, "--partition", partition, "--checkpoint", checkpoint, "--output", out / "p.parquet")
+
+
+def test_row_range_partition_reads_only_its_rows(row_ranges: tuple[Path, Path], tmp_path: Path, random_checkpoint: Path) -> None:
+    data, manifest = row_ranges
+    proc = _infer(manifest, "part_00001", random_checkpoint, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads(manifest.read_text())["partitions"][1]
+    with h5py.File(data) as f:
+        ids = f["object_id"][entry["start"] : entry["stop"]]
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "out" / "p.parquet").column("object_id").to_numpy(), ids)
+    timings = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert timings["partition"] == "part_00001" and timings["rows"] == entry["rows"]
+
+
+def _touch(data: Path) -> None:
+    st = data.stat()
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def _append(data: Path) -> None:
+    with open(data, "ab") as f:
+        f.write(b"\0" * 16)
+
+
+def _rewrite_keeping_size_and_mtime(data: Path) -> None:
+    st = data.stat()
+    synthesize(data, 300, seed=99, size=64)  # other galaxies, same layout and size
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _fewer_rows_keeping_mtime(data: Path) -> None:
+    st = data.stat()
+    synthesize(data, 250, seed=3, size=64)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change,message", [
+    (_touch, "changed since partitioning: mtime"),
+    (_append, "changed since partitioning: size"),
+    (_rewrite_keeping_size_and_mtime, "changed since partitioning: sampled content hash differs"),
+    (_fewer_rows_keeping_mtime, "changed since partitioning: size"),
+], ids=["touched", "appended", "rewritten-same-size-and-mtime", "shape-changed"])
+def test_changed_source_is_refused(change, message: str, row_ranges: tuple[Path, Path], tmp_path: Path,
+                                   random_checkpoint: Path) -> None:
+    data, manifest = row_ranges
+    size = data.stat().st_size
+    change(data)
+    if change is _rewrite_keeping_size_and_mtime:
+        assert data.stat().st_size == size
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(_infer(manifest, "part_00002", random_checkpoint, out), data, message, out)
+
+
+def test_row_range_past_the_end(row_ranges: tuple[Path, Path], tmp_path: Path, random_checkpoint: Path) -> None:
+    data, manifest = row_ranges
+    plan = json.loads(manifest.read_text())
+    plan["partitions"][-1]["stop"] += 10
+    manifest.write_text(json.dumps(plan))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_clean_failure(_infer(manifest, "part_00003", random_checkpoint, out), data, "rows [225, 310) are past the end of the dataset (300 rows)", out)
+
+
 def test_infer_checks_the_manifest_sha256(partitions: Path, tmp_path: Path, random_checkpoint: Path) -> None:
     part, manifest = _copy_partition(partitions, tmp_path)
-    proc = run_cli("infer", part, "--manifest", manifest, "--checkpoint", random_checkpoint, "--output", tmp_path / "p.parquet")
+    proc = _infer(manifest, "part_00001", random_checkpoint, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
-    assert pq.read_metadata(tmp_path / "p.parquet").num_rows == json.loads(manifest.read_text())["partitions"][1]["rows"]
+    assert pq.read_metadata(tmp_path / "out" / "p.parquet").num_rows == json.loads(manifest.read_text())["partitions"][1]["rows"]
 
 
 def test_flipped_byte_in_a_chunk_is_caught_by_sha256(partitions: Path, tmp_path: Path, random_checkpoint: Path) -> None:
@@ -56,8 +137,7 @@ def test_flipped_byte_in_a_chunk_is_caught_by_sha256(partitions: Path, tmp_path:
     _flip_mid_chunk(part)
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("infer", part, "--manifest", manifest, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    assert_clean_failure(proc, part, "sha256 mismatch: expected", out)
+    assert_clean_failure(_infer(manifest, "part_00001", random_checkpoint, out), part, "sha256 mismatch: expected", out)
     # without the check the flip goes unnoticed: uncompressed HDF5 chunks carry no checksum
     proc = run_cli("infer", part, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
     assert proc.returncode == 0, proc.stderr
@@ -81,17 +161,16 @@ def test_corrupted_chunk_is_a_read_error(filters: dict, tmp_path: Path, random_c
 @pytest.mark.parametrize("case", ["wrong --sha256", "not in the manifest", "manifest missing"])
 def test_integrity_arguments(case: str, partitions: Path, tmp_path: Path, random_checkpoint: Path) -> None:
     part, manifest = _copy_partition(partitions, tmp_path, "part_00002.h5")
-    named, message = part, "sha256 mismatch: expected 00000000"
-    check = ["--sha256", "0" * 64]
-    if case == "not in the manifest":
-        part = part.rename(tmp_path / "part_99999.h5")
-        named, message, check = part, "not listed in the partition manifest", ["--manifest", str(manifest)]
-    elif case == "manifest missing":
-        named, message, check = tmp_path / "absent.json", "no such file", ["--manifest", str(tmp_path / "absent.json")]
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_cli("infer", part, *check, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
-    assert_clean_failure(proc, named, message, out)
+    if case == "wrong --sha256":
+        proc = run_cli("infer", part, "--sha256", "0" * 64, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
+        assert_clean_failure(proc, part, "sha256 mismatch: expected 00000000", out)
+    elif case == "not in the manifest":
+        assert_clean_failure(_infer(manifest, "part_99999", random_checkpoint, out), manifest, "no partition 'part_99999' in the manifest", out)
+    else:
+        absent = tmp_path / "absent.json"
+        assert_clean_failure(_infer(absent, "part_00002", random_checkpoint, out), absent, "no such file", out)
 
 
 def test_row_accounting_finds_a_short_partition(partitions: Path, tmp_path: Path) -> None:

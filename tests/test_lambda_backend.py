@@ -117,19 +117,25 @@ def test_paper_reference_matches_partitioning() -> None:
 def test_settings_keys() -> None:
     assert SETTINGS.partition_key("part_00001.h5") == "runs/a/partitions/part_00001.h5"
     assert SETTINGS.model_key("m.safetensors", "0123456789abcdef" * 4) == "runs/a/models/0123456789abcdef/m.safetensors"
-    assert LambdaSettings(bucket="b", function_name="f", prefix="").output_keys("p") == ("predictions/p.parquet", "predictions/p.json")
+    assert SETTINGS.dataset_key("data.h5", "fedcba9876543210" * 4) == "runs/a/datasets/fedcba9876543210/data.h5"
+    assert LambdaSettings(bucket="b", function_name="f", prefix="").output_key("p") == "predictions/p.parquet"
 
 
 def test_handler_rejects_bad_events() -> None:
     pytest.importorskip("torch")
     from cosmicai.aws.handler import Event, handler
 
-    good = {"bucket": "b", "partition_key": "p.h5", "model_key": "m", "predictions_key": "o.parquet", "timings_key": "o.json"}
+    good = {"source": {"uri": "s3://d/data.h5", "etag": "e"}, "start": 0, "stop": 10, "partition": "part_00000",
+            "model": {"bucket": "b", "key": "m"}, "output": {"bucket": "b", "key": "o.parquet"}}
     assert Event.parse(good).batch_size == 512
     for event, message in [
         ([], "expected a JSON object"),
-        ({**good, "bucket": ""}, "missing field(s) bucket"),
-        ({k: v for k, v in good.items() if k != "model_key"}, "missing field(s) model_key"),
+        ({**good, "partition": ""}, "missing field(s) partition"),
+        ({k: v for k, v in good.items() if k != "model"}, "missing field(s) model"),
+        ({**good, "source": {"uri": "/tmp/data.h5"}}, "'source.uri' must be an s3:// URI"),
+        ({**good, "start": 20}, "0 <= start <= stop"),
+        ({**good, "stop": "10"}, "'stop' must be int"),
+        ({**good, "output": {"bucket": "b"}}, "'output' must have string 'bucket' and 'key'"),
         ({**good, "batch_size": "8"}, "'batch_size' must be int"),
         ({**good, "batch_size": 0}, "'batch_size' must be >= 1"),
         ({**good, "on_invalid": "skip"}, "'on_invalid' must be fail or flag"),
@@ -184,9 +190,9 @@ def test_iam_policy_renders_least_privilege() -> None:
     template = (REPO / "deploy" / "lambda" / "iam-policy.json").read_text()
     policy = render_policy(template, SETTINGS, "123456789012", "us-east-1")
     actions = sorted(a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
-    assert actions == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:PutObject"]
+    assert actions == ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"]
     resources = json.dumps(policy)
-    assert "arn:aws:s3:::b/runs/a/partitions/*" in resources and "arn:aws:s3:::b/runs/a/predictions/*" in resources
+    assert "arn:aws:s3:::b/runs/a/datasets/*" in resources and "arn:aws:s3:::b/runs/a/partitions/*" in resources and "arn:aws:s3:::b/runs/a/predictions/*" in resources
     assert "/aws/lambda/cosmicai-infer" in resources and "<" not in resources
     assert all(r.startswith(("arn:aws:s3:::b/runs/a/", "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/cosmicai-infer"))
                for s in policy["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))

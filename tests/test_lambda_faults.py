@@ -24,7 +24,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from cosmicai.resources import sha256_file
 from helpers.cli import REPO
 from helpers.processes import done_partitions, group_gone, incomplete_outputs
 from helpers.stands import Stands, cosmicai_function, running_stands
@@ -121,11 +120,17 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
 def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: str) -> subprocess.CompletedProcess:
     """The inference job's command (workflow/scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
     res = reference / "results"
-    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), str(res / "partitions" / "part_00000.h5"),
+    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), "--partition", "part_00000",
            "--manifest", str(res / "partitions" / "manifest.json"), "--checkpoint", str(res / "model" / "astromae.onnx"),
            "--onnx", str(res / "model" / "astromae.onnx"), "--output", str(workdir / "p.parquet"), "--sidecar", str(workdir / "p.json"),
            "--bucket", BUCKET, "--prefix", f"{ROOT}/{prefix}", "--function-name", FAULTY, "--timeout-s", "120", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=stands.env)
+
+
+def _dataset_key(reference: Path, prefix: str) -> str:
+    """Where the invoker stages the reference run's (local) dataset under a prefix."""
+    source = json.loads((reference / "results" / "partitions" / "manifest.json").read_text())["source"]
+    return f"{ROOT}/{prefix}/datasets/{source['sample_sha256'][:16]}/{Path(source['uri']).name}"
 
 
 def _error_line(proc: subprocess.CompletedProcess) -> str:
@@ -197,24 +202,29 @@ def test_s3_unavailable_for_the_invoker_fails_the_job_with_its_cause(tmp_path: P
     finally:
         stands.s3_faults(NO_S3_FAULTS)
     line = _error_line(proc)
-    assert f"s3://{BUCKET}/{ROOT}/fail-s3-invoker/partitions/part_00000.h5: uploading part_00000.h5: 503" in line
+    key = _dataset_key(reference, "fail-s3-invoker")
+    assert f"s3://{BUCKET}/{key}: uploading {Path(key).name}: 503" in line, line
     assert "(HTTP 503, still after botocore's retries)" in line
     assert s3_after["injected"]["unavailable"] - s3_before["injected"]["unavailable"] == 6  # the invoker's S3 client: 1 try + 5 retries
-    assert after["invocations"] == before["invocations"]  # nothing invoked without its partition in place
+    assert after["invocations"] == before["invocations"]  # nothing invoked without its data in place
 
 
-def test_partition_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands: Stands, reference: Path) -> None:
-    # Other bytes at the partition's key, carrying the right sha256 in their metadata: the invoker trusts the
-    # metadata and skips the upload; the function hashes what it downloaded and refuses it.
-    part = reference / "results" / "partitions" / "part_00000.h5"
-    data = bytearray(part.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    key = f"{ROOT}/fail-sha/partitions/part_00000.h5"
-    stands.client("s3").put_object(Bucket=BUCKET, Key=key, Body=bytes(data), Metadata={"sha256": sha256_file(part)})
+def test_dataset_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands: Stands, reference: Path, tiny_dataset: Path) -> None:
+    # Another dataset at the staged dataset's key, carrying the right identity in its metadata: the invoker
+    # trusts the metadata and skips the upload; the function checks the HDF5 layout it opens and refuses it.
+    from cosmicai.aws.storage import IDENTITY_META
+    from cosmicai.data.synth import synthesize
+
+    source = json.loads((reference / "results" / "partitions" / "manifest.json").read_text())["source"]
+    other = tmp_path / "other.h5"
+    synthesize(other, 250, seed=5, size=64)
+    key = _dataset_key(reference, "fail-replaced")
+    stands.client("s3").put_object(Bucket=BUCKET, Key=key, Body=other.read_bytes(),
+                                   Metadata={k.replace("_", "-"): str(source[k]) for k in IDENTITY_META})
     before = stands.stats(FAULTY)
-    proc = _invoke(stands, tmp_path, reference, "fail-sha")
+    proc = _invoke(stands, tmp_path, reference, "fail-replaced")
     line = _error_line(proc)
-    assert f"CosmicaiError: s3://{BUCKET}/{key}: sha256 " in line and f"is not the expected {sha256_file(part)}" in line, line
+    assert f"CosmicaiError: s3://{BUCKET}/{key}: changed since partitioning: HDF5 layout" in line, line
     assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 1  # bad data is final: not retried
     assert not (tmp_path / "p.parquet").exists()
 
@@ -222,20 +232,20 @@ def test_partition_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stan
 def test_key_outside_the_prefix_is_refused(tmp_path: Path, stands: Stands, reference: Path) -> None:
     before = stands.stats(FAULTY)
     proc = _invoke(stands, tmp_path, reference, "../escape")
-    assert _error_line(proc).endswith(f"lambda.prefix: key '{ROOT}/../escape/partitions/part_00000.h5' has an empty, '.' or '..' "
+    assert _error_line(proc).endswith(f"lambda.prefix: key '{_dataset_key(reference, '../escape')}' has an empty, '.' or '..' "
                                       "segment: refused (the function may only read and write under the configured prefix)")
     assert not (stands.s3_data.parent / "escape").exists() and not (stands.s3_data / "escape").exists()
 
     # The function refuses, by its own configuration, any key an event names outside its prefix.
-    event = {"bucket": BUCKET, "partition_key": f"{ROOT}/p/partitions/part_00000.h5", "model_key": f"{ROOT}/models/m.onnx",
-             "predictions_key": f"{ROOT}/p/predictions/x.parquet", "timings_key": f"{ROOT}/p/predictions/x.json"}
+    event = {"source": {"uri": f"s3://{BUCKET}/{ROOT}/p/datasets/d.h5"}, "start": 0, "stop": 1, "partition": "part_00000",
+             "model": {"bucket": BUCKET, "key": f"{ROOT}/models/m.onnx"}, "output": {"bucket": BUCKET, "key": f"{ROOT}/p/predictions/x.parquet"}}
     lam = stands.client("lambda")
-    for field, key, problem in [("partition_key", "elsewhere/partitions/part_00000.h5", "is outside the prefix 'faults/'"),
-                                ("predictions_key", f"{ROOT}/../x.parquet", "has an empty, '.' or '..' segment")]:
-        response = lam.invoke(FunctionName=FAULTY, Payload=json.dumps({**event, field: key}).encode())
+    for field, key, problem in [("model", "elsewhere/models/m.onnx", "is outside the prefix 'faults/'"),
+                                ("output", f"{ROOT}/../x.parquet", "has an empty, '.' or '..' segment")]:
+        response = lam.invoke(FunctionName=FAULTY, Payload=json.dumps({**event, field: {"bucket": BUCKET, "key": key}}).encode())
         body = json.loads(response["Payload"].read())
         assert response["FunctionError"] == "Unhandled" and body["errorType"] == "CosmicaiError"
-        assert body["errorMessage"] == f"event: '{field}': key '{key}' {problem}: refused (COSMICAI_S3_PREFIX='{ROOT}')"
+        assert body["errorMessage"] == f"event: '{field}.key': key '{key}' {problem}: refused (COSMICAI_S3_PREFIX='{ROOT}')"
     assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 2
     assert not (tmp_path / "p.parquet").exists()
 

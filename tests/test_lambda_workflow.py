@@ -43,7 +43,7 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
     with h5py.File(tiny_dataset) as f:
         np.testing.assert_array_equal(b.column("object_id").to_numpy(), f["object_id"][:])
     dz = np.abs(a.column("z_pred").to_numpy() - b.column("z_pred").to_numpy())
-    assert dz.max() <= 1e-5
+    assert dz.max() == 0  # the same engine on the same rows in the same batches
 
     after = stand.stats()
     assert after["invocations"] - before["invocations"] == 4 and after["errors"] == before["errors"]
@@ -51,6 +51,10 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
 
     runs = sidecars(lambda_dir)
     assert {r["runtime"] for r in runs} == {r["runtime"] for r in sidecars(local_dir)}  # the same engine as locally
+    # The local dataset was staged once, as one object, for all four partitions; each function read its rows of it.
+    assert sum(r["lambda"]["source_uploaded"] for r in runs) == 1 and len({r["source"] for r in runs}) == 1
+    staged = stand.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="match/datasets/")["Contents"]
+    assert [o["Size"] for o in staged] == [tiny_dataset.stat().st_size]
     reports = stand.reports()
     expected_gb_s = 0.0
     for run in runs:
@@ -89,7 +93,8 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
 
 @pytest.mark.slow
 def test_bad_partition_fails_alone_then_rerun_invokes_only_it(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
-    config = tiny_config(tiny_dataset, random_checkpoint, "bad")
+    # partition_copy: one partition's own file can be broken alone (a row-range partition's source is shared).
+    config = tiny_config(tiny_dataset, random_checkpoint, "bad", partition_copy=True)
     proc = snakemake(tmp_path, "lambda", config, "--until", "partition_dataset", env=stand.env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     parts = tmp_path / "results" / "partitions"
@@ -130,7 +135,11 @@ def test_bad_partition_fails_alone_then_rerun_invokes_only_it(tmp_path: Path, ti
 
 
 def _invoke(tmp_path: Path, env: dict[str, str], dataset: Path, checkpoint: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), str(dataset), "--checkpoint", str(checkpoint),
+    from cosmicai.data.partition import write_partitions
+
+    write_partitions(dataset, None, 1.5, tmp_path / "manifest.json")
+    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), "--manifest", str(tmp_path / "manifest.json"),
+           "--partition", "part_00000", "--checkpoint", str(checkpoint),
            "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"), "--prefix", "errors", "--timeout-s", "120", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
@@ -172,3 +181,75 @@ def test_the_dispatcher_keeps_to_the_functions_concurrency(tmp_path: Path, tiny_
     assert after["throttles"] == before["throttles"] and sum(r["lambda"]["throttles"] for r in runs) == 0
     assert sum(r["lambda"]["attempts"] for r in runs) == 4
     print(f"\nconcurrency 1, 4 jobs: one at a time, no 429, all 4 succeeded in {proc.wall_s:.1f} s")
+
+
+@pytest.mark.timeout(600)
+def test_s3_dataset_is_read_in_place_on_lambda_and_local_profiles(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
+                                                                  stand: Stands) -> None:
+    uri = f"s3://{BUCKET}/inputs/tiny.h5"
+    stand.client("s3").upload_file(str(tiny_dataset), BUCKET, "inputs/tiny.h5")
+    runs = {}
+    for profile, extra in (("lambda", ("--jobs", str(CONCURRENCY))), ("local", ())):
+        workdir = tmp_path / profile
+        workdir.mkdir()
+        proc = snakemake(workdir, profile, tiny_config(uri, random_checkpoint, "in-s3"), *extra, env=stand.env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert sorted(p.name for p in (workdir / "results" / "partitions").iterdir()) == ["manifest.json"]  # no data copied
+        runs[profile] = pq.read_table(workdir / "results" / "predictions.parquet")
+    a, b = runs["local"], runs["lambda"]
+    with h5py.File(tiny_dataset) as f:
+        np.testing.assert_array_equal(a.column("object_id").to_numpy(), f["object_id"][:])
+    np.testing.assert_array_equal(a.column("object_id").to_numpy(), b.column("object_id").to_numpy())
+    assert np.abs(a.column("z_pred").to_numpy() - b.column("z_pred").to_numpy()).max() == 0
+    runs_ = sidecars(tmp_path / "lambda")
+    assert all(r["lambda"]["source_uploaded"] is False and r["source"] == uri for r in runs_)  # nothing staged: read in place
+    assert all(0 < r["s3_bytes_read"] and r["s3_requests"] > 0 for r in runs_)  # each function read its rows itself
+    listed = stand.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="in-s3/")["Contents"]
+    assert not [o["Key"] for o in listed if "/datasets/" in o["Key"] or "/partitions/" in o["Key"]]
+    sent = sum(r["lambda"]["event_bytes"] for r in runs_)
+    print(f"\nS3 dataset, lambda profile: {sent} bytes of events sent for {tiny_dataset.stat().st_size} bytes of data; "
+          f"functions read {sum(r['s3_bytes_read'] for r in runs_)} bytes in {sum(r['s3_requests'] for r in runs_)} ranged GETs")
+
+
+def _one_line(proc: subprocess.CompletedProcess, uri: str, message: str, outdir: Path) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert uri in lines[0] and message in lines[0], lines[0]
+    assert not [p for p in outdir.rglob("*") if p.is_file()], list(outdir.rglob("*"))
+
+
+def _cli(env: dict[str, str], *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "cosmicai"), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_s3_bad_inputs_give_one_line_and_no_output(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+    from cosmicai.data.synth import synthesize
+
+    s3 = stand.client("s3")
+    out = tmp_path / "out"
+    out.mkdir()
+    partition = ("partition", "--partition-mb", "1.5", "--manifest", out / "manifest.json")
+    missing = f"s3://{BUCKET}/inputs/missing.h5"
+    _one_line(_cli(stand.env, partition[0], missing, *partition[1:]), missing, "no such object", out)
+    denied = f"s3://{BUCKET}/inputs/tiny.h5"
+    s3.upload_file(str(tiny_dataset), BUCKET, "inputs/tiny.h5")
+    _one_line(_cli({**stand.env, "AWS_SECRET_ACCESS_KEY": "wrong"}, partition[0], denied, *partition[1:]), denied, "access denied", out)
+    truncated = f"s3://{BUCKET}/inputs/truncated.h5"
+    s3.put_object(Bucket=BUCKET, Key="inputs/truncated.h5", Body=tiny_dataset.read_bytes()[: tiny_dataset.stat().st_size // 2])
+    _one_line(_cli(stand.env, partition[0], truncated, *partition[1:]), truncated, "not a readable HDF5 file (truncated or corrupt?)", out)
+
+    # Partitioned, then changed: a job refuses it before reading a row.
+    uri = f"s3://{BUCKET}/inputs/changing.h5"
+    s3.upload_file(str(tiny_dataset), BUCKET, "inputs/changing.h5")
+    manifests = tmp_path / "manifests"
+    assert _cli(stand.env, partition[0], uri, "--partition-mb", "1.5", "--manifest", manifests / "manifest.json").returncode == 0
+    infer = ("infer", "--manifest", manifests / "manifest.json", "--partition", "part_00001", "--checkpoint", random_checkpoint,
+             "--output", out / "p.parquet")
+    plan = json.loads((manifests / "manifest.json").read_text())
+    plan["partitions"][1]["stop"] = 400  # a row range past the end
+    (manifests / "bad-range.json").write_text(json.dumps(plan))
+    bad_range = [a if a != manifests / "manifest.json" else manifests / "bad-range.json" for a in infer]
+    _one_line(_cli(stand.env, *bad_range), uri, "rows [75, 400) are past the end of the dataset (300 rows)", out)
+    synthesize(tmp_path / "smaller.h5", 250, seed=3, size=64)  # the shape changed after partitioning
+    s3.upload_file(str(tmp_path / "smaller.h5"), BUCKET, "inputs/changing.h5")
+    _one_line(_cli(stand.env, *infer), uri, "changed since partitioning: size", out)

@@ -14,12 +14,12 @@ from cosmicai.data.partition import write_partitions
 from cosmicai.data.predictions import write_predictions
 
 
-def _fake_predictions(parts: Path, preds: Path, plan: dict) -> None:
+def _fake_predictions(dataset: Path, preds: Path, plan: dict) -> None:
     import h5py
 
     for e in plan["partitions"]:
-        with h5py.File(parts / e["file"]) as f:
-            ids = f["object_id"][:]
+        with h5py.File(dataset) as f:
+            ids = f["object_id"][e["start"] : e["stop"]]
         n = len(ids)
         write_predictions(preds / f"{e['name']}.parquet", ids, np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n, bool))
 
@@ -27,8 +27,8 @@ def _fake_predictions(parts: Path, preds: Path, plan: dict) -> None:
 @pytest.fixture()
 def partitioned(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, Path, dict]:
     parts, preds = tmp_path / "parts", tmp_path / "preds"
-    plan = write_partitions(tiny_dataset, parts, 2, parts / "manifest.json")
-    _fake_predictions(parts, preds, plan)
+    plan = write_partitions(tiny_dataset, None, 2, parts / "manifest.json")
+    _fake_predictions(tiny_dataset, preds, plan)
     return parts, preds, plan
 
 
@@ -58,3 +58,14 @@ def test_wrong_ids_named(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -
     write_predictions(victim, ids, np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n, bool))
     with pytest.raises(CosmicaiError, match="part_00000: object_ids differ"):
         merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet")
+
+
+def test_overlapping_ranges_refused(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    import json
+
+    parts, preds, plan = partitioned
+    plan["partitions"][1]["start"] -= 1  # one row in two partitions
+    (parts / "manifest.json").write_text(json.dumps(plan))
+    with pytest.raises(CosmicaiError, match="do not cover the dataset's rows exactly once"):
+        merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet")
+    assert not (tmp_path / "all.parquet").exists()

@@ -81,9 +81,10 @@ def run_workflow(workdir: Path, profile: str, config: Path, *args: str) -> tuple
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path) -> Path:
-    """The default config on the tiny dataset: two partitions of 150 galaxies, priced."""
+    """The default config on the tiny dataset: two partitions of 150 galaxies, priced, copied into files (a
+    source on a non-shared filesystem; it also lets a test break one partition alone)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(tiny_dataset), checkpoint=str(random_checkpoint), partition_mb=3)
+    config.update(dataset=str(tiny_dataset), checkpoint=str(random_checkpoint), partition_mb=3, partition_copy=True)
     config["cost"].update(RATES)
     path = tmp_path_factory.mktemp("config") / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -1,4 +1,4 @@
-"""Inference over one partition file: stream batches, predict, write predictions and a timing sidecar."""
+"""Inference over one partition (rows [start, stop) of a dataset): stream batches, predict, write predictions and a timing sidecar."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from cosmicai.atomic import write_json
 from cosmicai.data.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
+from cosmicai.data.integrity import PartitionRead, check, verify_sha256
 from cosmicai.data.predictions import write_predictions
 from cosmicai.engines.base import InferenceEngine
 from cosmicai.engines.loader import load_engine
@@ -66,15 +67,20 @@ def infer_partition(
     model_load_s: float = 0.0,
     progress: bool | None = None,
     batches: Iterator[tuple[Batch, float]] | None = None,
+    rows: tuple[int, int | None] = (0, None),
+    name: str | None = None,
+    version_id: str | None = None,
 ) -> dict:
-    """Predict z for every row of a partition; write Parquet predictions and return (and write) timings.
+    """Predict z for rows [start, stop) of a dataset (path or s3:// URI); write Parquet predictions and return (and write) timings.
 
     `batches`: the partition's (batch, wait_s) stream if its reading has already started (`prefetch`).
     """
     started = time.time()
     t0 = time.perf_counter()
-    info = inspect(partition)
-    n = info.n_rows
+    info = inspect(partition, check_ids=False, version_id=version_id)  # ids: checked once, when partitioning
+    start, stop = rows[0], info.n_rows if rows[1] is None else rows[1]
+    name = name or Path(str(partition)).name
+    n = max(0, stop - start)
     z_pred = np.empty(n, np.float32)
     ids = np.empty(n, np.int64)
     mag_r = np.empty(n, np.float32)
@@ -82,10 +88,10 @@ def infer_partition(
     valid = np.ones(n, bool)
     read_s = compute_s = 0.0
     show = sys.stderr.isatty() if progress is None else progress
-    bar = _progress_bar(n, Path(partition).name) if show else None
-    for batch, wait in batches if batches is not None else prefetch(iter_batches(partition, batch_size)):
+    bar = _progress_bar(n, name) if show else None
+    for batch, wait in batches if batches is not None else prefetch(iter_batches(partition, batch_size, start, stop, version_id)):
         read_s += wait
-        rows = slice(batch.start, batch.start + len(batch))
+        rows = slice(batch.start - start, batch.start - start + len(batch))
         ok = np.isfinite(batch.images).all(axis=(1, 2, 3)) & np.isfinite(batch.magnitudes).all(axis=1)
         valid[rows] = ok
         ids[rows] = batch.object_id
@@ -108,7 +114,7 @@ def infer_partition(
     if len(bad) and on_invalid == "fail":
         raise CosmicaiError(
             partition,
-            f"{len(bad)} row(s) with NaN or Inf in images or magnitudes, first at row {bad[0]} "
+            f"{len(bad)} row(s) with NaN or Inf in images or magnitudes, first at row {start + bad[0]} "
             f"(object_id {ids[bad[0]]}); set on_invalid: flag to predict the rest",
         )
     z_pred[~valid] = np.nan
@@ -116,7 +122,7 @@ def infer_partition(
     write_predictions(output, ids, z_pred, z_spec, mag_r, valid)
     write_s = time.perf_counter() - t
     timings = {
-        "partition": Path(partition).name,
+        "partition": name,
         "rows": n,
         "invalid_rows": int(len(bad)),
         "device": str(engine.device),
@@ -158,7 +164,7 @@ def check_partition(partition: str | os.PathLike, sha256: str | None = None) -> 
 
 
 def run_infer(
-    partition: str | os.PathLike,
+    partition: str | os.PathLike | PartitionRead,
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
     sidecar: str | os.PathLike | None = None,
@@ -172,9 +178,22 @@ def run_infer(
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
 ) -> dict:
-    """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command)."""
-    check_partition(partition, sha256)  # fail on a bad partition before paying for the model load
+    """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command).
+
+    `partition` is a manifest's partition (its source or file checked against the manifest first) or a
+    whole dataset file (checked against `sha256` when given, its ids for duplicates).
+    """
+    if isinstance(partition, PartitionRead):
+        check(partition)  # integrity: refuse data that changed since partitioning
+        read = partition
+        inspect(read.uri, check_ids=False, version_id=read.version_id)
+    else:
+        if sha256:
+            verify_sha256(partition, sha256)
+        info = inspect(partition)  # fail on a bad dataset before paying for the model load
+        read = PartitionRead(Path(partition).name, str(partition), 0, info.n_rows)
     t = time.perf_counter()
     engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
     load_s = time.perf_counter() - t
-    return infer_partition(partition, engine, output, sidecar, batch_size, on_invalid, model_load_s=load_s)
+    return infer_partition(read.uri, engine, output, sidecar, batch_size, on_invalid, model_load_s=load_s,
+                           rows=(read.start, read.stop), name=read.name, version_id=read.version_id)

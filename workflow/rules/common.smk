@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from cosmicai.data.dataset import ROW_BYTES, inspect
+from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.config import config_error
@@ -27,6 +28,8 @@ os.environ.setdefault("COSMICAI_SRC", os.path.dirname(workflow.basedir))
 R = config["results"]
 IS_DEMO = config["dataset"] == "demo"
 DATASET = f"{R}/data/demo.h5" if IS_DEMO else config["dataset"]
+DATASET_IS_S3 = is_s3(DATASET)  # read in place (ranged GETs); Snakemake does not track it as a file
+COPY = config["partition_copy"]  # per-partition files (rule partition_dataset) instead of row ranges
 CHECKPOINT = config["checkpoint"] or f"{R}/model/demo.safetensors"
 INF = config["inference"]
 # Where the inference jobs run decides the engine, and so what they read and ask for: the GPU path
@@ -60,10 +63,12 @@ RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
 PER_JOB = INF["partitions_per_job"]
 GROUPED = PER_JOB > 1 and config["backend"] != "lambda"  # Lambda jobs each invoke a function: nothing to share
+if GROUPED and not COPY:  # the group service (cosmicai serve) reads partition files; row ranges are for single jobs
+    raise WorkflowError("config: inference.partitions_per_job > 1 (group jobs) needs partition_copy: true (the engine service reads partition files)")
 
 
 def dataset_rows() -> int:
-    """Rows of the input dataset, from HDF5 metadata (or the demo settings before it exists)."""
+    """Rows of the input dataset, from HDF5 metadata only (or the demo settings before it exists)."""
     if IS_DEMO:
         return config["demo"]["n"]
     try:
@@ -200,7 +205,7 @@ LAMBDA_ARGS = ("bucket", "prefix", "function_name", "region", "timeout_s", "memo
 def lambda_invoker_args(wildcards, input, output) -> list[str]:
     """Arguments of cosmicai.aws.invoker for one partition under backend lambda."""
     lam = config["lambda"]
-    args = [input.part, "--manifest", input.manifest, "--checkpoint", input.checkpoint, "--output", output.predictions,
+    args = ["--manifest", input.manifest, "--partition", wildcards.part, "--checkpoint", input.checkpoint, "--output", output.predictions,
             "--sidecar", output.timings, "--batch-size", INF["batch_size"], "--precision", INF["precision"],
             "--on-invalid", INF["on_invalid"], "--runtime", INF["runtime"]]
     args += ["--onnx", input.onnx] if input.onnx else []

@@ -1,4 +1,5 @@
-# Data: the synthetic demo dataset, the demo model, and partitioning.
+# Data: the synthetic demo dataset, the demo model, and partitioning (a manifest of row ranges;
+# per-partition files only with partition_copy).
 
 
 # Under a cluster profile the heavy steps are jobs: training the demo model, partitioning the
@@ -78,19 +79,20 @@ rule export_onnx:
 
 rule partition_dataset:
     input:
-        DATASET,
+        dataset=[] if DATASET_IS_S3 else DATASET,
     output:
         manifest=f"{R}/partitions/manifest.json",
-        parts=expand(f"{R}/partitions/{{part}}.h5", part=PARTS),
+        parts=expand(f"{R}/partitions/{{part}}.h5", part=PARTS) if COPY else [],
     log:
         "logs/partition_dataset.log",
     resources:
         mem_mb=2000,  # streams the dataset in batches
         runtime=lambda wc: max(15, int(N_ROWS * ROW_BYTES / 2**20 / 50 / 60) + 10),  # at >= 50 MB/s
     params:
+        dataset=DATASET,
         mb=config["partition_mb"],
-        outdir=f"{R}/partitions",
+        copy_files=f"--copy --outdir {R}/partitions" if COPY else "",
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai partition {input} --partition-mb {params.mb} --outdir {params.outdir} --manifest {output.manifest} > {log} 2>&1"
+        "cosmicai partition {params.dataset} --partition-mb {params.mb} --manifest {output.manifest} {params.copy_files} > {log} 2>&1"

@@ -1,7 +1,8 @@
 # Inference: one job per partition, with its own outputs and log. Profiles decide where it runs
 # (local, Slurm CPU/GPU nodes). With inference.partitions_per_job > 1, consecutive partitions form
 # a group job (one Slurm job): a `cosmicai serve` service loads the engine once and each partition's
-# job hands it its partition (README, "Slurm"). With backend lambda the job runs the Lambda invoker.
+# job hands it its partition file (partition_copy: true; README, "Slurm"). With backend lambda the job
+# runs the Lambda invoker. A single job reads its partition's rows of the dataset (the manifest's row range).
 
 
 rule serve_engine:
@@ -29,8 +30,8 @@ rule serve_engine:
 
 rule infer_partition:
     input:
-        part=f"{R}/partitions/{{part}}.h5",
-        manifest=f"{R}/partitions/manifest.json",
+        manifest=f"{R}/partitions/manifest.json",  # the partition's row range and the source's identity
+        part=f"{R}/partitions/{{part}}.h5" if COPY else [],  # partition_copy: its own file
         checkpoint=CHECKPOINT,
         onnx=[] if GROUPED else ONNX_INPUT,
         # flagged as a service here too: its name differs between runs, and Snakemake records "<service>"
@@ -61,7 +62,7 @@ rule infer_partition:
         (
             "python {params.invoker} {params.invoker_args:q} > {log} 2>&1"
             if config["backend"] == "lambda"
-            else "cosmicai infer {input.part} --manifest {input.manifest} --output {output.predictions} --sidecar {output.timings}"
+            else "cosmicai infer --manifest {input.manifest} --partition {wildcards.part} --output {output.predictions} --sidecar {output.timings}"
             " --batch-size {params.batch_size} --on-invalid {params.on_invalid} --failure-record {params.failed}"
             " {params.engine} > {log} 2>&1"
         )

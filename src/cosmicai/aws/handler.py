@@ -1,20 +1,26 @@
-"""The AWS Lambda function: infer one partition stored in S3 with the same engine as the local path.
+"""The AWS Lambda function: infer one partition, rows [start, stop) of a dataset in S3, with the local path's engine.
 
 Event (JSON object):
-    bucket, partition_key, model_key, predictions_key, timings_key   required strings
+    source      {"uri": "s3://BUCKET/KEY", "size", "etag", "version_id", "meta_sha256"}: the dataset as
+                partitioned; refused (one line) if its size, ETag or HDF5 layout changed; a versioned
+                object is read at the recorded version
+    start, stop rows of the partition (ints, start <= stop)
+    partition   its name (part_00007), for messages and timings
+    model       {"bucket", "key", "sha256"}: the model (verified after download)
+    output      {"bucket", "key"}: where the predictions parquet goes
     batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag"),
     runtime ("auto" | "torch" | "onnxruntime" | "openvino")
-    partition_sha256, model_sha256                                     optional; verified after download
-Every key must lie under the function's prefix (environment COSMICAI_S3_PREFIX, set by deploy-lambda
-as the IAM policy is) and have no empty, '.' or '..' segment; an event naming any other key is refused.
-Returns a short JSON summary: rows, timings (download, model load, compute, upload), peak RSS, and the
-timings record also uploaded next to the predictions.
+The model and output keys must lie under the function's prefix (environment COSMICAI_S3_PREFIX, set
+by deploy-lambda as the IAM policy is) and have no empty, '.' or '..' segment; an event naming any
+other key is refused. The source is only read, with ranged GETs of its rows (never downloaded whole):
+where it may be is the IAM policy's business. Returns a short JSON summary: rows, timings (model load,
+read, compute, upload), bytes and requests read from S3, peak RSS, and the whole timings record.
 
 The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu): an ONNX graph
-(model_key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
+(model key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
 checkpoint runs in PyTorch. The model is downloaded and loaded once per warm execution environment
-(cached under /tmp, keyed by its key, ETag, precision and runtime); the partition and its
-predictions live under /tmp only during the call.
+(cached under /tmp, keyed by its key, ETag, precision and runtime); the predictions live under /tmp
+only during the call.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.settings import PREFIX_ENV, key_problem
 from cosmicai.aws.storage import download, s3_error, upload_bytes
+from cosmicai.data.s3io import S3RangeFile, parse_s3_uri
+from cosmicai.data.source import is_s3, verify
 from cosmicai.engines.base import RUNTIMES, InferenceEngine
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
@@ -48,17 +56,16 @@ _calls = 0
 class Event:
     """A validated invocation event."""
 
-    bucket: str
-    partition_key: str
-    model_key: str
-    predictions_key: str
-    timings_key: str
+    source: dict
+    start: int
+    stop: int
+    partition: str
+    model: dict
+    output: dict
     batch_size: int = 512
     precision: str = "fp32"
     on_invalid: str = "fail"
     runtime: str = "auto"
-    partition_sha256: str | None = None
-    model_sha256: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> "Event":
@@ -70,25 +77,35 @@ class Event:
         if unknown:
             raise CosmicaiError("event", f"unknown field(s) {', '.join(unknown)}")
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if not event.get(n)]
+        missing = [n for n in required if event.get(n) in (None, "", {})]
         if missing:
             raise CosmicaiError("event", f"missing field(s) {', '.join(missing)} (required: {', '.join(required)})")
         for name, value in event.items():
-            want = int if name == "batch_size" else str
+            want = {"batch_size": int, "start": int, "stop": int, "source": dict, "model": dict, "output": dict}.get(name, str)
             if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
                 raise CosmicaiError("event", f"'{name}' must be {want.__name__}, got {value!r}")
         parsed = cls(**event)
-        if parsed.batch_size < 1:
-            raise CosmicaiError("event", f"'batch_size' must be >= 1, got {parsed.batch_size}")
-        if parsed.on_invalid not in ("fail", "flag"):
-            raise CosmicaiError("event", f"'on_invalid' must be fail or flag, got {parsed.on_invalid!r}")
-        if parsed.runtime not in RUNTIMES:
-            raise CosmicaiError("event", f"'runtime' must be one of {', '.join(RUNTIMES)}, got {parsed.runtime!r}")
-        prefix = os.environ.get(PREFIX_ENV, "")
-        for name in ("partition_key", "model_key", "predictions_key", "timings_key"):
-            if problem := key_problem(getattr(parsed, name), prefix):
-                raise CosmicaiError("event", f"'{name}': {problem}: refused ({PREFIX_ENV}={prefix!r})")
+        parsed._check_values()
         return parsed
+
+    def _check_values(self) -> None:
+        if self.batch_size < 1:
+            raise CosmicaiError("event", f"'batch_size' must be >= 1, got {self.batch_size}")
+        if not 0 <= self.start <= self.stop:
+            raise CosmicaiError("event", f"'start'/'stop' must satisfy 0 <= start <= stop, got {self.start}, {self.stop}")
+        if self.on_invalid not in ("fail", "flag"):
+            raise CosmicaiError("event", f"'on_invalid' must be fail or flag, got {self.on_invalid!r}")
+        if self.runtime not in RUNTIMES:
+            raise CosmicaiError("event", f"'runtime' must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if not is_s3(self.source.get("uri", "")):
+            raise CosmicaiError("event", f"'source.uri' must be an s3:// URI, got {self.source.get('uri')!r}")
+        parse_s3_uri(self.source["uri"])
+        prefix = os.environ.get(PREFIX_ENV, "")
+        for name, obj in (("model", self.model), ("output", self.output)):
+            if not isinstance(obj.get("bucket"), str) or not isinstance(obj.get("key"), str) or not obj["bucket"]:
+                raise CosmicaiError("event", f"'{name}' must have string 'bucket' and 'key'")
+            if problem := key_problem(obj["key"], prefix):
+                raise CosmicaiError("event", f"'{name}.key': {problem}: refused ({PREFIX_ENV}={prefix!r})")
 
 
 def _client() -> Any:
@@ -103,31 +120,32 @@ def _client() -> Any:
 def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     """The engine for the event's model and precision: this environment's, or downloaded and loaded now."""
     global _engine
+    bucket, key = ev.model["bucket"], ev.model["key"]
     try:
-        etag = _client().head_object(Bucket=ev.bucket, Key=ev.model_key)["ETag"].strip('"')
+        etag = _client().head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
     except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, ev.bucket, ev.model_key, "model") from None
-    cache_id = hashlib.sha256(f"{ev.model_key}\0{etag}\0{ev.precision}\0{ev.runtime}".encode()).hexdigest()[:16]
+        raise s3_error(exc, bucket, key, "model") from None
+    cache_id = hashlib.sha256(f"{key}\0{etag}\0{ev.precision}\0{ev.runtime}".encode()).hexdigest()[:16]
     if _engine is not None and _engine[0] == cache_id:
         return _engine[1], 0.0
     t = time.perf_counter()
     models = root / "models"
     shutil.rmtree(models, ignore_errors=True)  # one model at a time: /tmp is small
-    path = models / cache_id / Path(ev.model_key).name
-    download(_client(), ev.bucket, ev.model_key, path, ev.model_sha256)
+    path = models / cache_id / Path(key).name
+    download(_client(), bucket, key, path, ev.model.get("sha256"))
     _engine = None  # free the previous model before loading the next
     # A checkpoint under runtime auto runs in PyTorch: exporting a graph here would cost every cold start.
     runtime = "torch" if ev.runtime == "auto" and path.suffix != ".onnx" else ev.runtime
     try:
         engine = load_engine(path, device="cpu", precision=ev.precision, runtime=runtime)
     except (CosmicaiError, ValueError) as exc:
-        raise CosmicaiError(f"s3://{ev.bucket}/{ev.model_key}", getattr(exc, "problem", str(exc))) from None
+        raise CosmicaiError(f"s3://{bucket}/{key}", getattr(exc, "problem", str(exc))) from None
     _engine = (cache_id, engine)
     return engine, time.perf_counter() - t
 
 
 def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
-    """Lambda entry point: download, infer and upload one partition; return a short summary.
+    """Lambda entry point: read one partition's rows from S3, infer, upload the predictions; return a short summary.
 
     `load_engine(event, root)` -> (engine, load seconds) replaces the model's download and load (the
     stand-ins' scale mode passes one that computes nothing); Lambda itself calls handler(event, context).
@@ -139,47 +157,47 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
     request_id = getattr(context, "aws_request_id", "local")
     root = Path(tempfile.gettempdir()) / "cosmicai"
     work = root / "work" / request_id
-    name = Path(ev.partition_key).name
-    part_uri = f"s3://{ev.bucket}/{ev.partition_key}"
+    uri, version_id = ev.source["uri"], ev.source.get("version_id")
+    reads_before = dict(S3RangeFile.totals)
     try:
         t = time.perf_counter()
-        download(_client(), ev.bucket, ev.partition_key, work / name, ev.partition_sha256)
-        download_s = time.perf_counter() - t
+        verify(ev.source)  # refuse a source that changed since partitioning
+        verify_s = time.perf_counter() - t
         engine, model_load_s = (load_engine or _load_engine)(ev, root)
         predictions = work / "predictions.parquet"
-        try:
-            timings = infer_partition(work / name, engine, predictions, None, ev.batch_size, ev.on_invalid, model_load_s, progress=False)  # type: ignore[arg-type]
-        except CosmicaiError as exc:
-            # Name the object the caller knows, not this environment's /tmp copy; keep the original frames.
-            renamed = CosmicaiError(part_uri if exc.path == str(work / name) else exc.path, exc.problem)
-            raise renamed.with_traceback(exc.__traceback__) from None
+        timings = infer_partition(uri, engine, predictions, None, ev.batch_size, ev.on_invalid, model_load_s,  # type: ignore[arg-type]
+                                  progress=False, rows=(ev.start, ev.stop), name=ev.partition, version_id=version_id)
         t = time.perf_counter()
         body = predictions.read_bytes()
-        upload_bytes(_client(), ev.bucket, ev.predictions_key, body, "application/vnd.apache.parquet")
+        upload_bytes(_client(), ev.output["bucket"], ev.output["key"], body, "application/vnd.apache.parquet")
         upload_s = time.perf_counter() - t
         timings.update(
-            partition=name,
             request_id=request_id,
             cold_start=_calls == 1,
-            download_s=download_s,
+            source=uri,
+            start=ev.start,
+            stop=ev.stop,
+            verify_s=verify_s,
+            s3_bytes_read=S3RangeFile.totals["bytes"] - reads_before["bytes"],
+            s3_requests=S3RangeFile.totals["requests"] - reads_before["requests"],
             upload_s=upload_s,
             function_s=time.perf_counter() - started,
             peak_rss_mb=peak_rss_mb(),
         )
-        upload_bytes(_client(), ev.bucket, ev.timings_key, json.dumps(timings, indent=2).encode(), "application/json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {
         "request_id": request_id,
-        "partition": name,
+        "partition": ev.partition,
         "rows": timings["rows"],
         "cold_start": timings["cold_start"],
-        "timings": {k: round(timings[k], 4) for k in ("download_s", "model_load_s", "compute_s", "upload_s", "function_s")},
+        "timings": {k: round(timings[k], 4) for k in ("verify_s", "model_load_s", "read_s", "compute_s", "upload_s", "function_s")},
+        "s3_bytes_read": timings["s3_bytes_read"],
         "peak_rss_mb": round(timings["peak_rss_mb"], 1),
-        "predictions_key": ev.predictions_key,
+        "predictions_key": ev.output["key"],
         "predictions_sha256": hashlib.sha256(body).hexdigest(),
-        "timings_key": ev.timings_key,
         "timings_record": timings,  # what the invoker keeps: a late write by an earlier, abandoned call cannot swap it
     }
-    print(f"cosmicai: {name}: {summary['rows']} rows, {json.dumps(summary['timings'])}, peak RSS {summary['peak_rss_mb']} MB")
+    print(f"cosmicai: {ev.partition}: {summary['rows']} rows, {json.dumps(summary['timings'])}, "
+          f"read {summary['s3_bytes_read'] / 2**20:.1f} MiB from S3, peak RSS {summary['peak_rss_mb']} MB")
     return summary

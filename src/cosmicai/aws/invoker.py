@@ -1,7 +1,10 @@
 """The Lambda invoker: one partition's inference as one synchronous AWS Lambda invocation.
 
-Per partition: stage the partition (and, once per machine, the model) in S3 unless an object with
-the same sha256 is there; invoke the function (RequestResponse, LogType=Tail); retry throttling,
+Per partition: check the source against the manifest; stage it unless it is there (an S3 dataset is
+read in place; a local dataset is uploaded once, as one object, for all partitions; a copied
+partition as its own object) and the model once per machine; the event names the source object
+and the partition's row range, and the function reads only those rows, with ranged GETs. Then: invoke
+the function (RequestResponse, LogType=Tail); retry throttling,
 5xx and lost responses with bounded exponential backoff and jitter, and the function's own
 transient failures (crash, timeout, out of memory, S3 unavailable) up to FUNCTION_ERROR_ATTEMPTS
 times; turn any other FunctionError into a failure carrying the remote message and stack; download
@@ -50,8 +53,10 @@ from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's inte
     retry_reason,
 )
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import download, ensure_model, ensure_uploaded, s3_error
-from cosmicai.data.integrity import manifest_sha256, verify_sha256
+from cosmicai.aws.storage import download, ensure_dataset, ensure_model, ensure_uploaded
+from cosmicai.data.integrity import PartitionRead, check, partition_read
+from cosmicai.data.s3io import head
+from cosmicai.data.source import is_s3, verify_s3_head
 from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
@@ -118,8 +123,26 @@ def _s3_client(region: str) -> Any:
     return boto3.client("s3", region_name=region or None, config=Config(retries={"mode": "standard", "max_attempts": 5}))
 
 
+def stage_source(read: PartitionRead, settings: LambdaSettings, s3: Any) -> tuple[dict, bool]:
+    """The S3 identity the function reads rows of, staging local data first; return (source, uploaded).
+
+    An S3 dataset is used in place (only HEAD from here: its bytes never pass through this host); a
+    local dataset is uploaded once as one object; a copied partition (partition_copy) as its own object.
+    """
+    if is_s3(read.uri):
+        return read.source or {"uri": read.uri}, False
+    if read.sha256:  # partition_copy: the partition's own file, content-addressed by its sha256
+        key = settings.partition_key(Path(read.uri).name)
+        _, uploaded = ensure_uploaded(s3, read.uri, settings.bucket, key, read.sha256)
+        return {**head(s3, settings.bucket, key), "uri": settings.uri(key)}, uploaded
+    assert read.source is not None
+    key = settings.dataset_key(Path(read.uri).name, read.source["sample_sha256"])
+    staged, uploaded = ensure_dataset(s3, read.source, settings.bucket, key)
+    return {**staged, "meta_sha256": read.source["meta_sha256"]}, uploaded
+
+
 def invoke_partition(
-    partition: str | os.PathLike,
+    read: PartitionRead,
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
     sidecar: str | os.PathLike,
@@ -130,36 +153,35 @@ def invoke_partition(
     backend: Backend | None = None,
     s3: Any = None,
     policy: RetryPolicy | None = None,
-    sha256: str | None = None,
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
     stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None,
 ) -> dict:
     """Infer one partition on Lambda; write predictions and timings (with a `lambda` record) locally.
 
-    Given `sha256` (the manifest's), a partition that differs is refused before anything is sent.
+    A source that changed since partitioning is refused before anything is sent (a local one by its
+    identity, an S3 one by its size and ETag; the function checks the S3 object's layout again).
     The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
     `stage_model(s3, path)` stages the model (a dispatcher passes one that hashes and uploads it once).
     """
     started, t0 = time.time(), time.perf_counter()
-    partition, name = Path(partition), Path(partition).name
-    if sha256:
-        verify_sha256(partition, sha256)
-    elif not partition.is_file():
-        raise CosmicaiError(partition, "no such file")
     s3 = s3 or _s3_client(settings.region)
-    part_key = settings.partition_key(name)
-    part_sha, part_uploaded = ensure_uploaded(s3, partition, settings.bucket, part_key, sha256)
+    if read.sha256 or not is_s3(read.uri):
+        check(read)
+    else:
+        verify_s3_head(read.source or {"uri": read.uri}, s3)
+    source, source_uploaded = stage_source(read, settings, s3)
     stage_model = stage_model or (lambda client, path: ensure_model(client, path, settings.bucket, settings.model_key))
     model_key, model_sha, model_uploaded = stage_model(s3, onnx or checkpoint)
     staging_s = time.perf_counter() - t0
-    predictions_key, timings_key = settings.output_keys(partition.stem)
+    predictions_key = settings.output_key(read.name)
     event = {
-        "bucket": settings.bucket, "partition_key": part_key, "model_key": model_key,
-        "predictions_key": predictions_key, "timings_key": timings_key, "batch_size": batch_size,
-        "precision": precision, "on_invalid": on_invalid, "runtime": runtime,
-        "partition_sha256": part_sha, "model_sha256": model_sha,
+        "source": source, "start": read.start, "stop": read.stop, "partition": read.name,
+        "model": {"bucket": settings.bucket, "key": model_key, "sha256": model_sha},
+        "output": {"bucket": settings.bucket, "key": predictions_key},
+        "batch_size": batch_size, "precision": precision, "on_invalid": on_invalid, "runtime": runtime,
     }
+    payload = json.dumps(event).encode()
     if backend is None:
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
     policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
@@ -169,7 +191,7 @@ def invoke_partition(
     def send() -> Response:
         nonlocal attempts, function_errors
         attempts += 1
-        response = backend.invoke(json.dumps(event).encode())
+        response = backend.invoke(payload)
         if response.function_error:
             log_function_tail(response)
             error_type = function_error_type(response)
@@ -181,12 +203,12 @@ def invoke_partition(
     try:
         response, _ = call_with_retries(send, policy)
     except TransientFunctionError as exc:  # attempts ran out while the function kept failing
-        raise RemoteError(partition, settings, exc.response.payload, attempts) from None
+        raise RemoteError(source["uri"], settings, exc.response.payload, attempts) from None
     except (ClientError, BotoCoreError) as exc:
         raise lambda_error(exc, settings, getattr(backend, "region_name", settings.region), attempts) from None
     invoke_s = time.perf_counter() - t
     if response.function_error:
-        raise RemoteError(partition, settings, response.payload, attempts)
+        raise RemoteError(source["uri"], settings, response.payload, attempts)
     log_function_tail(response)
     try:
         report = parse_report(response.log_tail)
@@ -194,14 +216,9 @@ def invoke_partition(
         raise CosmicaiError(f"lambda:{settings.function_name}", str(exc)) from None
     result = json.loads(response.payload)
     t = time.perf_counter()
-    timings = result.get("timings_record")
-    if timings is None:  # a function deployed before it returned its timings
-        try:
-            timings = json.loads(s3.get_object(Bucket=settings.bucket, Key=timings_key)["Body"].read())
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(exc, settings.bucket, timings_key, "downloading") from None
+    timings = result["timings_record"]
     if timings.get("request_id") != report["request_id"]:
-        raise CosmicaiError(settings.uri(timings_key), f"written by request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
+        raise CosmicaiError(settings.uri(predictions_key), f"timings from request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
     # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
     download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"], small=True)
     fetch_s = time.perf_counter() - t
@@ -223,7 +240,8 @@ def invoke_partition(
         "staging_s": staging_s,
         "invoke_s": invoke_s,
         "fetch_s": fetch_s,
-        "partition_uploaded": part_uploaded,
+        "source_uploaded": source_uploaded,
+        "event_bytes": len(payload),  # what this host sent per invocation (the data stays in S3)
         "model_uploaded": model_uploaded,
     }
     write_json(sidecar, timings)
@@ -233,14 +251,14 @@ def invoke_partition(
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the invoker script (one partition per call, as one Snakemake job)."""
     p = argparse.ArgumentParser(prog="lambda_invoke.py", description="Infer one partition on AWS Lambda (see cosmicai.aws.invoker)")
-    p.add_argument("partition", help="partition .h5 file")
+    p.add_argument("--manifest", required=True, help="partition manifest (cosmicai partition)")
+    p.add_argument("--partition", required=True, help="partition name in the manifest (part_00007)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
     p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
     p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
                    help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)")
     p.add_argument("--output", required=True, help="predictions .parquet to write")
     p.add_argument("--sidecar", required=True, help="timings .json to write")
-    p.add_argument("--manifest", help="refuse the partition unless its sha256 is the one this partition manifest records")
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", default="cosmicai")
     p.add_argument("--function-name", required=True)
@@ -270,9 +288,8 @@ def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
 def run_args(a: argparse.Namespace, backend: Backend | None = None, s3: Any = None,
              stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None) -> dict:
     """One partition from the invoker's parsed arguments: the unit the script and the executor plugin both call."""
-    sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else None
-    return invoke_partition(a.partition, a.checkpoint, a.output, a.sidecar, settings_from_args(a), a.batch_size, a.precision,
-                            a.on_invalid, backend=backend, s3=s3, sha256=sha256, runtime=a.runtime, onnx=a.onnx,
+    return invoke_partition(partition_read(a.manifest, a.partition), a.checkpoint, a.output, a.sidecar, settings_from_args(a),
+                            a.batch_size, a.precision, a.on_invalid, backend=backend, s3=s3, runtime=a.runtime, onnx=a.onnx,
                             stage_model=stage_model)
 
 

@@ -56,16 +56,20 @@ class LambdaSettings:
         return key
 
     def partition_key(self, name: str) -> str:
-        """Where a partition file is staged: PREFIX/partitions/NAME."""
+        """Where a copied partition file (partition_copy) is staged: PREFIX/partitions/NAME."""
         return self.key("partitions", name)
+
+    def dataset_key(self, name: str, digest: str) -> str:
+        """Where a local dataset is staged, keyed by its identity: PREFIX/datasets/DIGEST[:16]/NAME (a changed file never overwrites one in use)."""
+        return self.key("datasets", digest[:16], name)
 
     def model_key(self, name: str, sha256: str) -> str:
         """Content-addressed model key, PREFIX/models/SHA[:16]/NAME: a new checkpoint never overwrites one in use."""
         return self.key("models", sha256[:16], name)
 
-    def output_keys(self, stem: str) -> tuple[str, str]:
-        """Predictions (.parquet) and timings (.json) keys for a partition stem."""
-        return self.key("predictions", f"{stem}.parquet"), self.key("predictions", f"{stem}.json")
+    def output_key(self, stem: str) -> str:
+        """The predictions (.parquet) key of a partition."""
+        return self.key("predictions", f"{stem}.parquet")
 
     def uri(self, key: str) -> str:
         """s3:// URI of a key in the bucket, for messages."""

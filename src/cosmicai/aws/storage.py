@@ -1,5 +1,7 @@
 """S3 objects for the Lambda backend: upload unless the same content is there, download atomically.
 
+A local dataset is staged once, as one object (`ensure_dataset`); the functions read row ranges of it.
+
 Objects carry their sha256 in user metadata (`x-amz-meta-sha256`), so "is it already there?" is one
 HEAD request, and multipart ETags (which are not content hashes) never matter.
 """
@@ -15,59 +17,35 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from boto3.exceptions import S3UploadFailedError
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.atomic import atomic_path
+from cosmicai.data.s3io import UNAVAILABLE_CODES, S3Unavailable, client_error_code, head, s3_error  # noqa: F401 - re-exported
 from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 
 SHA256_META = "sha256"
 SINGLE_PUT_BYTES = 8 * 2**20  # boto3's multipart threshold: smaller files go up in one PUT
-# Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
-UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
-
-
-class S3Unavailable(CosmicaiError):
-    """S3 kept answering 5xx/SlowDown through botocore's retries: transient, worth another attempt later."""
-
-
-def client_error_code(exc: ClientError) -> tuple[str, int]:
-    """The error code and HTTP status of a botocore ClientError."""
-    return exc.response.get("Error", {}).get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-
-
-def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError:
-    """One clear line for an S3 failure, naming the object, what was being done and the likely fix."""
-    uri = f"s3://{bucket}/{key}"
-    if isinstance(exc, NoCredentialsError):
-        return CosmicaiError(uri, f"{doing}: no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
-    if isinstance(exc, EndpointConnectionError):
-        return CosmicaiError(uri, f"{doing}: cannot reach the S3 endpoint ({exc}); is AWS_ENDPOINT_URL_S3 or the region right?")
-    if isinstance(exc, ClientError):
-        code, status = client_error_code(exc)
-        if code == "NoSuchBucket":
-            return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return CosmicaiError(uri, f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
-                                      "on this bucket and prefix (check them and the IAM policy)")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return CosmicaiError(uri, f"{doing}: no such object")
-        if status >= 500 or code in UNAVAILABLE_CODES:
-            message = exc.response.get("Error", {}).get("Message", "")
-            return S3Unavailable(uri, f"{doing}: {code or status}: {message} (HTTP {status}, still after botocore's retries)")
-        return CosmicaiError(uri, f"{doing}: {code or status}: {exc.response.get('Error', {}).get('Message', exc)}")
-    return CosmicaiError(uri, f"{doing}: {exc}")
+# A local dataset staged for the functions carries the identity it was partitioned with (see
+# cosmicai.data.source): a rerun finds it by one HEAD and uploads nothing.
+IDENTITY_META = ("size", "mtime", "meta_sha256", "sample_sha256")
+MULTIPART_MB = 64  # part size of the concurrent multipart upload
 
 
 def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
-    """The sha256 recorded on an object, or None if there is no such object (or it has none).
+    """The sha256 recorded on an object, or None if there is no such object (or it has none)."""
+    return (_metadata(s3, bucket, key) or {}).get(SHA256_META)
+
+
+def _metadata(s3: Any, bucket: str, key: str) -> dict[str, str] | None:
+    """An object's user metadata (keys lowercased), or None when there is no such object.
 
     A HEAD answered 403 counts as missing: S3 answers 403 instead of 404 for a missing key when the
     caller may not list the bucket (the README's policy grants only Get/PutObject), and a HEAD has no
     body to say which. A real permission problem then shows at the upload that follows, named there.
     """
     try:
-        head = s3.head_object(Bucket=bucket, Key=key)
+        h = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         code, status = client_error_code(exc)
         if status == 404 and code != "NoSuchBucket":
@@ -75,8 +53,35 @@ def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
         if status == 403 and code in ("403", "Forbidden", "AccessDenied"):
             return None
         raise
-    # Metadata keys are case-insensitive HTTP headers (AWS lowercases them; other servers may not).
-    return {k.lower(): v for k, v in head.get("Metadata", {}).items()}.get(SHA256_META)
+    return {k.lower(): v for k, v in h.get("Metadata", {}).items()}
+
+
+def ensure_dataset(s3: Any, identity: dict, bucket: str, key: str) -> tuple[dict, bool]:
+    """Stage a local dataset as one object unless it is there with the same identity; return (S3 identity, uploaded).
+
+    One multipart upload with concurrent parts (boto3's transfer manager); the local identity (size,
+    mtime, hashes from partitioning) goes into the object's metadata, so a rerun needs one HEAD.
+    Concurrent jobs on this machine wait for one upload.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    path = identity["uri"]
+    want = {k.replace("_", "-"): str(identity[k]) for k in IDENTITY_META}
+    uploaded = False
+    with host_lock(f"{bucket}/{key}"):
+        try:
+            found = _metadata(s3, bucket, key)
+            if found is None or any(found.get(k) != v for k, v in want.items()):
+                part = MULTIPART_MB << 20
+                config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=8, use_threads=True)
+                s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": want}, Config=config)
+                uploaded = True
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, bucket, key, f"uploading {Path(path).name}") from None
+        except S3UploadFailedError as exc:  # boto3's transfer manager wraps the ClientError
+            cause = exc.__context__ if isinstance(exc.__context__, (ClientError, BotoCoreError)) else exc
+            raise s3_error(cause, bucket, key, f"uploading {Path(path).name}") from None
+    return {**head(s3, bucket, key), "uri": f"s3://{bucket}/{key}"}, uploaded
 
 
 def ensure_uploaded(s3: Any, path: str | os.PathLike, bucket: str, key: str, sha256: str | None = None) -> tuple[str, bool]:
@@ -84,7 +89,7 @@ def ensure_uploaded(s3: Any, path: str | os.PathLike, bucket: str, key: str, sha
     sha = sha256 or sha256_file(path)
     doing = f"uploading {Path(path).name}"
     try:
-        if stored_sha256(s3, bucket, key) == sha:
+        if (_metadata(s3, bucket, key) or {}).get(SHA256_META) == sha:
             return sha, False
         if os.path.getsize(path) <= SINGLE_PUT_BYTES:  # one PUT on this thread; the transfer manager's threads only pay off when large
             with open(path, "rb") as f:

@@ -25,13 +25,17 @@ def _infer(a: argparse.Namespace) -> None:
 
 
 def _infer_one(a: argparse.Namespace) -> dict:
-    from cosmicai.data.integrity import manifest_sha256
+    from cosmicai.data.integrity import partition_read
 
-    sha256 = manifest_sha256(a.manifest, a.partition) if a.manifest else a.sha256
+    if bool(a.manifest) == bool(a.data) or bool(a.manifest) != bool(a.partition):
+        raise CosmicaiError("cosmicai infer", "give either a dataset file or --manifest M --partition NAME")
+    target = partition_read(a.manifest, a.partition) if a.manifest else a.data
     if a.server:
         from cosmicai.serve import ask
 
-        reply = ask(a.server, {"partition": a.partition, "output": a.output, "sidecar": a.sidecar, "sha256": sha256,
+        if isinstance(target, str) or not target.sha256:  # the group service reads partition files (partition_copy)
+            raise CosmicaiError(a.manifest or a.data, "--server needs a manifest of copied partitions (partition_copy: true)")
+        reply = ask(a.server, {"partition": target.uri, "output": a.output, "sidecar": a.sidecar, "sha256": target.sha256,
                                "batch_size": a.batch_size, "on_invalid": a.on_invalid})
         if not reply["ok"]:
             where, _, why = reply["error"].partition(": ")
@@ -42,9 +46,9 @@ def _infer_one(a: argparse.Namespace) -> dict:
     from cosmicai.infer import run_infer
 
     if not a.checkpoint:
-        raise CosmicaiError(a.partition, "--checkpoint is needed (or --server)")
-    return run_infer(a.partition, a.checkpoint, a.output, a.sidecar, a.batch_size, a.device, a.precision, a.on_invalid, a.compile,
-                     a.threads, sha256=sha256, runtime=a.runtime, onnx=a.onnx)
+        raise CosmicaiError(a.partition or a.data, "--checkpoint is needed (or --server)")
+    return run_infer(target, a.checkpoint, a.output, a.sidecar, a.batch_size, a.device, a.precision, a.on_invalid, a.compile,
+                     a.threads, sha256=a.sha256, runtime=a.runtime, onnx=a.onnx)
 
 
 def _serve(a: argparse.Namespace) -> None:
@@ -67,8 +71,8 @@ def _engine_args(s: argparse.ArgumentParser, server: bool = False) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
-    s = sub.add_parser("infer", help="predict redshifts for one partition")
-    s.add_argument("partition")
+    s = sub.add_parser("infer", help="predict redshifts for one partition (or a whole dataset file)")
+    s.add_argument("data", nargs="?", help="a whole dataset file (path or s3:// URI); or use --manifest and --partition")
     _engine_args(s, server=True)
     s.add_argument("--output", required=True, help="predictions .parquet")
     s.add_argument("--sidecar", help="timings .json (default: OUTPUT with .json)")
@@ -76,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
     s.add_argument("--server", help="address file of a running `cosmicai serve`: infer there, with its loaded engine (engine options ignored)")
     s.add_argument("--failure-record", help="on bad input write this JSON (read when sizing a retry); removed on success")
-    check = s.add_mutually_exclusive_group()
-    check.add_argument("--sha256", help="refuse the partition unless its sha256 is this (hex)")
-    check.add_argument("--manifest", help="refuse the partition unless its sha256 is the one this partition manifest records")
+    s.add_argument("--sha256", help="refuse the dataset file unless its sha256 is this (hex)")
+    s.add_argument("--manifest", help="partition manifest (cosmicai partition): read the partition's rows, refusing a changed source")
+    s.add_argument("--partition", help="partition name in the manifest (part_00007)")
     s.set_defaults(fn=_infer)
 
     s = sub.add_parser("serve", help="load an engine once and infer the partitions that `cosmicai infer --server` sends (a group job's service)")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import h5py
 import numpy as np
 
+from cosmicai.data.source import open_h5
 from cosmicai.errors import CosmicaiError
 
 BANDS = ("u", "g", "r", "i", "z")
@@ -33,6 +33,7 @@ class DatasetInfo:
     height: int
     width: int
     has_redshift: bool
+    source_row_bytes: int = ROW_BYTES  # bytes one row occupies in the file (images as stored, before cropping)
 
     @property
     def nbytes(self) -> int:
@@ -54,18 +55,13 @@ class Batch:
         return len(self.object_id)
 
 
-def _open(path: str | os.PathLike) -> h5py.File:
-    if not Path(path).exists():
-        raise CosmicaiError(path, "no such file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise CosmicaiError(path, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+def _open(path: str | os.PathLike, version_id: str | None = None) -> h5py.File:
+    return open_h5(path, version_id)
 
 
-def inspect(path: str | os.PathLike, check_ids: bool = True) -> DatasetInfo:
-    """Validate the layout of an HDF5 dataset and return its shape; raise CosmicaiError naming the problem."""
-    with _open(path) as f:
+def inspect(path: str | os.PathLike, check_ids: bool = True, version_id: str | None = None) -> DatasetInfo:
+    """Validate the layout of an HDF5 dataset (local path or s3:// URI) and return its shape; raise CosmicaiError naming the problem."""
+    with _open(path, version_id) as f:
         for name in ("images", "magnitudes", "object_id"):
             if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise CosmicaiError(path, f"missing dataset '{name}'")
@@ -95,7 +91,8 @@ def inspect(path: str | os.PathLike, check_ids: bool = True) -> DatasetInfo:
             dup = uniq[counts > 1]
             if len(dup):
                 raise CosmicaiError(path, f"{len(dup)} duplicate object_id value(s), first {int(dup[0])}")
-        return DatasetInfo(str(path), int(n), int(height), int(width), has_z)
+        row_bytes = sum(f[k].dtype.itemsize * int(np.prod(f[k].shape[1:])) for k in ("images", "magnitudes", "object_id", "redshift") if k in f)
+        return DatasetInfo(str(path), int(n), int(height), int(width), has_z, row_bytes)
 
 
 def _read(path: str | os.PathLike, dset: h5py.Dataset, sel: slice | tuple) -> np.ndarray:
@@ -106,25 +103,37 @@ def _read(path: str | os.PathLike, dset: h5py.Dataset, sel: slice | tuple) -> np
 
 
 def iter_batches(
-    path: str | os.PathLike, batch_size: int, start: int = 0, stop: int | None = None
+    path: str | os.PathLike, batch_size: int, start: int = 0, stop: int | None = None, version_id: str | None = None
 ) -> Iterator[Batch]:
-    """Stream rows [start, stop) in batches, centre-cropping images and converting to float32."""
-    with _open(path) as f:
+    """Stream rows [start, stop) in batches, centre-cropping images and converting to float32.
+
+    Whole rows are read and cropped in memory: one contiguous read per batch (or per chunk), where
+    a cropped selection would make HDF5 read every image row separately (ruinous over S3).
+    """
+    with _open(path, version_id) as f:
         images, mags, ids = f["images"], f["magnitudes"], f["object_id"]
         z = f["redshift"] if "redshift" in f else None
         n, _, height, width = images.shape
         stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise CosmicaiError(path, f"rows [{start}, {stop}) are past the end of the dataset ({n} rows): changed since partitioning?")
         y0, x0 = (height - IMAGE_SIZE) // 2, (width - IMAGE_SIZE) // 2
-        crop = (slice(None), slice(y0, y0 + IMAGE_SIZE), slice(x0, x0 + IMAGE_SIZE))
         for a in range(start, stop, batch_size):
             rows = slice(a, min(a + batch_size, stop))
+            full = _read(path, images, rows)
             yield Batch(
                 start=a,
-                images=np.ascontiguousarray(_read(path, images, (rows, *crop)), dtype=np.float32),
+                images=np.ascontiguousarray(full[:, :, y0 : y0 + IMAGE_SIZE, x0 : x0 + IMAGE_SIZE], dtype=np.float32),
                 magnitudes=np.ascontiguousarray(_read(path, mags, rows), dtype=np.float32),
                 object_id=_read(path, ids, rows).astype(np.int64, copy=False),
                 redshift=None if z is None else _read(path, z, rows).astype(np.float32, copy=False),
             )
+
+
+def read_ids(path: str | os.PathLike, start: int, stop: int, version_id: str | None = None) -> np.ndarray:
+    """object_id of rows [start, stop) (what merge checks the predictions against)."""
+    with _open(path, version_id) as f:
+        return _read(path, f["object_id"], slice(start, stop)).astype(np.int64, copy=False)
 
 
 class DatasetWriter:

@@ -1,28 +1,72 @@
-"""Partition integrity: check a file's sha256 against the value the partition manifest recorded."""
+"""Partition integrity: read the manifest, find what one partition reads, refuse it if it changed.
+
+A row-range partition reads rows [start, stop) of the source, after the source's identity is
+checked against the manifest's (`cosmicai.data.source.verify`); a copied partition
+(`partition_copy: true`) reads its own file, after its sha256 is checked.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
+from cosmicai.data.source import verify
 from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 
 
-def manifest_sha256(manifest: str | os.PathLike, partition: str | os.PathLike) -> str:
-    """The sha256 the manifest records for this partition (matched by file name)."""
+@dataclasses.dataclass(frozen=True)
+class PartitionRead:
+    """What one partition's job reads: rows [start, stop) of `uri` (a version of it, on S3)."""
+
+    name: str
+    uri: str
+    start: int
+    stop: int
+    version_id: str | None = None
+    sha256: str | None = None  # a copied partition's file
+    source: dict | None = None  # the source identity of a row-range partition
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def load_manifest(manifest: str | os.PathLike) -> dict:
+    """The partition manifest (version 2); one line naming it when it is missing or unreadable."""
     try:
         plan = json.loads(Path(manifest).read_text())
-        entries = {e["file"]: e["sha256"] for e in plan["partitions"]}
+        if plan.get("version") != 2:
+            raise ValueError(f"version {plan.get('version')!r}, expected 2 (re-partition with this cosmicai)")
+        for e in plan["partitions"]:
+            e["name"], e["start"], e["stop"], e["rows"]
     except FileNotFoundError:
         raise CosmicaiError(manifest, "no such file") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CosmicaiError(manifest, f"not a readable partition manifest ({type(exc).__name__}: {exc})") from None
-    name = Path(partition).name
-    if name not in entries:
-        raise CosmicaiError(partition, f"not listed in the partition manifest {manifest}")
-    return entries[name]
+    return plan
+
+
+def partition_read(manifest: str | os.PathLike, name: str, plan: dict | None = None) -> PartitionRead:
+    """What partition `name` of the manifest reads (not yet checked: see `check`)."""
+    plan = plan or load_manifest(manifest)
+    entry = next((e for e in plan["partitions"] if e["name"] == name), None)
+    if entry is None:
+        raise CosmicaiError(manifest, f"no partition '{name}' in the manifest ({len(plan['partitions'])} partitions)")
+    if plan.get("copy"):
+        return PartitionRead(name, str(Path(manifest).parent / entry["path"]), 0, entry["rows"], sha256=entry["sha256"])
+    src = plan["source"]
+    return PartitionRead(name, src["uri"], entry["start"], entry["stop"], src.get("version_id"), source=src)
+
+
+def check(read: PartitionRead) -> None:
+    """Refuse a partition whose data changed since partitioning (one line naming the file and what changed)."""
+    if read.sha256:
+        verify_sha256(read.uri, read.sha256)
+    if read.source:
+        verify(read.source)
 
 
 def verify_sha256(path: str | os.PathLike, expected: str) -> None:

@@ -1,4 +1,12 @@
-"""Split a dataset into partitions of about `partition_mb` MiB each, with a manifest.
+"""Split a dataset into partitions of about `partition_mb` MiB each: a manifest of row ranges.
+
+By default no data is written: each partition is a row range [start, stop) of the source, whose
+identity (`cosmicai.data.source`) the manifest records and every job checks. With `copy` each
+partition is also written as its own model-ready file (cropped, float32) with its sha256, for a
+source on a slow or non-shared filesystem. The manifest (version 2):
+    {"version": 2, "source": {uri, size, ...identity}, "rows", "labelled", "partition_mb", "dataset_mib",
+     "copy", "partitions": [{"name", "start", "stop", "rows", "bytes"[, "path", "sha256"]}]}
+`bytes` is what the rows occupy in the source (a copy's file size with `copy`).
 
 The count is ceil(size / partition size) with sizes in MiB of model-ready rows (float32 32x32
 images, magnitudes, z, id); the paper's 12.6 GiB gives 517/259/173/130 partitions at 25/50/75/100.
@@ -12,7 +20,8 @@ import os
 from pathlib import Path
 
 from cosmicai.atomic import atomic_path, write_json
-from cosmicai.data.dataset import IMAGE_SIZE, ROW_BYTES, DatasetWriter, inspect, iter_batches
+from cosmicai.data.dataset import IMAGE_SIZE, ROW_BYTES, DatasetInfo, DatasetWriter, inspect, iter_batches
+from cosmicai.data.source import identify, normalize
 from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 
@@ -42,41 +51,46 @@ def partition_name(index: int) -> str:
     return f"part_{index:05d}"
 
 
+MANIFEST_VERSION = 2
+
+
 def write_partitions(
-    dataset: str | os.PathLike, outdir: str | os.PathLike, partition_mb: float, manifest: str | os.PathLike
+    dataset: str | os.PathLike, outdir: str | os.PathLike | None, partition_mb: float, manifest: str | os.PathLike, copy: bool = False
 ) -> dict:
-    """Write model-ready partition files (cropped to 32x32, float32) and a manifest with row ranges and sha256."""
-    info = inspect(dataset)
+    """Write the partition manifest (row ranges over the source); with `copy`, also one file per partition."""
+    uri = normalize(dataset)
+    identity = identify(uri)  # first: a missing or unreadable source is named before anything else
+    info = inspect(uri, version_id=identity.get("version_id"))
     try:
         n_parts = partition_count(info.n_rows, partition_mb)
     except ValueError as exc:
         raise CosmicaiError(dataset, str(exc)) from None
-    outdir = Path(outdir)
     entries = []
     for index, (start, stop) in enumerate(partition_ranges(info.n_rows, n_parts)):
-        path = outdir / f"{partition_name(index)}.h5"
-        with atomic_path(path) as tmp:
-            with DatasetWriter(tmp, stop - start, (IMAGE_SIZE, IMAGE_SIZE), info.has_redshift) as out:
-                for b in iter_batches(dataset, 1024, start, stop):
-                    out.write(b.images, b.magnitudes, b.object_id, b.redshift)
-        entries.append(
-            {
-                "name": partition_name(index),
-                "file": path.name,
-                "row_start": start,
-                "row_stop": stop,
-                "rows": stop - start,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
+        entry = {"name": partition_name(index), "start": start, "stop": stop, "rows": stop - start,
+                 "bytes": (stop - start) * info.source_row_bytes}
+        if copy:
+            entry.update(_copy_partition(uri, identity, info, Path(outdir or Path(manifest).parent), entry, Path(manifest).parent))
+        entries.append(entry)
     plan = {
-        "dataset": str(dataset),
+        "version": MANIFEST_VERSION,
+        "source": identity,
         "rows": info.n_rows,
         "labelled": info.has_redshift,
         "partition_mb": partition_mb,
         "dataset_mib": info.nbytes / MIB,
+        "copy": copy,
         "partitions": entries,
     }
     write_json(manifest, plan)
     return plan
+
+
+def _copy_partition(uri: str, identity: dict, info: DatasetInfo, outdir: Path, entry: dict, manifest_dir: Path) -> dict:
+    """Write one partition's rows to their own model-ready file; return its path (relative to the manifest) and sha256."""
+    path = outdir / f"{entry['name']}.h5"
+    with atomic_path(path) as tmp:
+        with DatasetWriter(tmp, entry["rows"], (IMAGE_SIZE, IMAGE_SIZE), info.has_redshift) as out:
+            for b in iter_batches(uri, 1024, entry["start"], entry["stop"], identity.get("version_id")):
+                out.write(b.images, b.magnitudes, b.object_id, b.redshift)
+    return {"bytes": path.stat().st_size, "path": os.path.relpath(path, manifest_dir), "sha256": sha256_file(path)}

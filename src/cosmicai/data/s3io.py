@@ -1,0 +1,199 @@
+"""Read an S3 object as a seekable file through ranged GETs, and one-line messages for S3 failures.
+
+`S3RangeFile` is what h5py opens for an `s3://` dataset: HDF5 asks for small metadata reads and
+large data reads. Small reads go through an LRU cache of `block_size` blocks, fetched with
+read-ahead (the next blocks are fetched in the same concurrent round, so chunked datasets read
+sequentially cost one round trip per `(1 + readahead) * block_size` bytes (consecutive blocks are one
+GET of up to `part_size`), while the scattered
+metadata reads of opening a file fetch one small block each); a read of `part_size` or more (a
+contiguous dataset's rows, a large chunk) bypasses the cache and is split into `part_size` ranged
+GETs run concurrently. Every response is checked: its ETag must be the one the file was opened
+with (the object was not replaced mid-read) and its length the one asked for (no truncation).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
+
+from cosmicai.errors import CosmicaiError
+
+MIB = 1 << 20
+# Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
+UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+
+
+class S3Unavailable(CosmicaiError):
+    """S3 kept answering 5xx/SlowDown through botocore's retries: transient, worth another attempt later."""
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3://BUCKET/KEY URI; a malformed one raises CosmicaiError."""
+    rest = uri[len("s3://"):] if uri.startswith("s3://") else ""
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise CosmicaiError(uri, "not an S3 object URI (expected s3://BUCKET/KEY)")
+    return bucket, key
+
+
+def client_error_code(exc: ClientError) -> tuple[str, int]:
+    """The error code and HTTP status of a botocore ClientError."""
+    return exc.response.get("Error", {}).get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError:
+    """One clear line for an S3 failure, naming the object, what was being done and the likely fix."""
+    uri = f"s3://{bucket}/{key}"
+    if isinstance(exc, NoCredentialsError):
+        return CosmicaiError(uri, f"{doing}: no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
+    if isinstance(exc, EndpointConnectionError):
+        return CosmicaiError(uri, f"{doing}: cannot reach the S3 endpoint ({exc}); is AWS_ENDPOINT_URL_S3 or the region right?")
+    if isinstance(exc, ClientError):
+        code, status = client_error_code(exc)
+        if code == "NoSuchBucket":
+            return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
+        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return CosmicaiError(uri, f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
+                                      "on this bucket and prefix (check them and the IAM policy)")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return CosmicaiError(uri, f"{doing}: no such object")
+        if code in ("NoSuchVersion", "InvalidArgument") and "version" in str(exc).lower():
+            return CosmicaiError(uri, f"{doing}: the version recorded at partitioning is gone ({code}); re-partition")
+        if status >= 500 or code in UNAVAILABLE_CODES:
+            message = exc.response.get("Error", {}).get("Message", "")
+            return S3Unavailable(uri, f"{doing}: {code or status}: {message} (HTTP {status}, still after botocore's retries)")
+        return CosmicaiError(uri, f"{doing}: {code or status}: {exc.response.get('Error', {}).get('Message', exc)}")
+    return CosmicaiError(uri, f"{doing}: {exc}")
+
+
+def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict:
+    """HEAD an object: {size, etag, version_id} (version_id None when the bucket is not versioned)."""
+    try:
+        h = s3.head_object(Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {}))
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, bucket, key, "reading the dataset") from None
+    vid = h.get("VersionId")
+    return {"size": int(h["ContentLength"]), "etag": h["ETag"].strip('"'), "version_id": None if vid in (None, "null") else vid}
+
+
+class S3RangeFile(io.RawIOBase):
+    """A read-only, seekable view of one S3 object (one version of it) over ranged GETs."""
+
+    totals: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0}  # over all files of this process: what a function reports it read
+
+    def __init__(
+        self, s3: Any, bucket: str, key: str, version_id: str | None = None, block_size: int = 1 * MIB,
+        readahead: int = 7, cache_blocks: int = 32, part_size: int = 8 * MIB, max_workers: int = 8,
+    ) -> None:
+        super().__init__()
+        self.s3, self.bucket, self.key, self.uri = s3, bucket, key, f"s3://{bucket}/{key}"
+        meta = head(s3, bucket, key, version_id)
+        self.size, self.etag, self.version_id = meta["size"], meta["etag"], version_id or meta["version_id"]
+        self.block_size, self.readahead, self.cache_blocks, self.part_size = block_size, readahead, cache_blocks, part_size
+        self._last_fetched = -2  # the last block fetched: a miss on the block after it is a sequential read
+        self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3range")
+        self._pos = 0
+        self.requests = 0  # ranged GETs made
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self._pos))
+        if n:
+            self._read_into(self._pos, view[:n])
+            self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        n = self.size - self._pos if size is None or size < 0 else size
+        buf = bytearray(max(0, min(n, self.size - self._pos)))
+        self.readinto(buf)
+        return bytes(buf)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._cache.clear()
+        super().close()
+
+    def _get(self, start: int, stop: int) -> bytes:
+        """One ranged GET of [start, stop), checked for length and ETag."""
+        args = {"VersionId": self.version_id} if self.version_id else {}
+        try:
+            r = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{stop - 1}", **args)
+            data = r["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, self.bucket, self.key, f"reading bytes {start}-{stop - 1}") from None
+        if r.get("ETag", "").strip('"') not in ("", self.etag):
+            raise CosmicaiError(self.uri, f"the object changed while being read (ETag {self.etag} -> {r['ETag'].strip(chr(34))})")
+        if len(data) != stop - start:
+            raise CosmicaiError(self.uri, f"truncated read: bytes {start}-{stop - 1} returned {len(data)} bytes, expected {stop - start}")
+        with self._lock:
+            self.requests += 1
+            self.bytes_fetched += len(data)
+            S3RangeFile.totals["requests"] += 1
+            S3RangeFile.totals["bytes"] += len(data)
+        return data
+
+    def _fetch_parallel(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        if len(ranges) == 1:
+            return [self._get(*ranges[0])]
+        return list(self._pool.map(lambda r: self._get(*r), ranges))
+
+    def _read_into(self, pos: int, out: memoryview) -> None:
+        n, bs, ps = len(out), self.block_size, self.part_size
+        if n >= ps:  # large read: concurrent part-sized GETs straight into the caller's buffer
+            ranges = [(a, min(a + ps, pos + n)) for a in range(pos, pos + n, ps)]
+            for (a, b), data in zip(ranges, self._fetch_parallel(ranges)):
+                out[a - pos : b - pos] = data
+            return
+        first, last = pos // bs, (pos + n - 1) // bs
+        missing = [i for i in range(first, last + 1) if i not in self._cache]
+        if missing:
+            sequential = missing[0] == self._last_fetched + 1
+            ahead = range(last + 1, min(last + 1 + self.readahead, -(-self.size // bs))) if sequential else range(0)
+            fetch = missing + [i for i in ahead if i not in self._cache]
+            # Runs of consecutive blocks, at most part_size each, are one GET (fewer round trips).
+            runs: list[list[int]] = []
+            for i in fetch:
+                if runs and i == runs[-1][-1] + 1 and len(runs[-1]) * bs < ps:
+                    runs[-1].append(i)
+                else:
+                    runs.append([i])
+            ranges = [(r[0] * bs, min((r[-1] + 1) * bs, self.size)) for r in runs]
+            for run, data in zip(runs, self._fetch_parallel(ranges)):
+                for j, i in enumerate(run):
+                    self._cache[i] = data[j * bs : (j + 1) * bs]
+            self._last_fetched = fetch[-1]
+        for i in range(first, last + 1):
+            block = self._cache[i]
+            self._cache.move_to_end(i)
+            a, b = max(pos, i * bs), min(pos + n, (i + 1) * bs)
+            out[a - pos : b - pos] = block[a - i * bs : b - i * bs]
+        while len(self._cache) > self.cache_blocks:
+            self._cache.popitem(last=False)
