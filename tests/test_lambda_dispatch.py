@@ -83,7 +83,7 @@ def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_e
     part = tmp_path / "part_00000.h5"
     part.write_bytes(b"never read")
     lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
-    argv = [str(part), "--checkpoint", str(part), "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"),
+    argv = ["--manifest", str(tmp_path / "never-read.json"), "--partition", "part_00000", "--checkpoint", str(part), "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"),
             "--bucket", BUCKET, *[x for k, v in lam.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
@@ -149,7 +149,7 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
         futures = {}
         for entry in manifest["partitions"]:
             stem = entry["name"]
-            argv = [str(tmp_path / "parts" / entry["file"]), "--manifest", str(tmp_path / "parts" / "manifest.json"),
+            argv = ["--manifest", str(tmp_path / "parts" / "manifest.json"), "--partition", stem,
                     "--checkpoint", str(model), "--output", str(tmp_path / "out" / f"{stem}.parquet"), "--sidecar",
                     str(tmp_path / "out" / f"{stem}.json"), "--bucket", BUCKET, "--prefix", settings.prefix, "--function-name",
                     FUNCTION, "--timeout-s", "120", "--memory-mb", "2048"]
