@@ -41,8 +41,22 @@ def snakemake(workdir: Path, profile: str, config: dict, env: dict, *args: str) 
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     files = [str(workdir / "config.yaml")] + ([str(REPO / "config" / "lambda.yaml")] if profile == "lambda" else [])
     t = time.perf_counter()
-    proc = subprocess.run(["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile),
-                           "--configfile", *files, *args], cwd=workdir, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            "snakemake",
+            "-s",
+            str(REPO / "workflow" / "Snakefile"),
+            "--profile",
+            str(REPO / "profiles" / profile),
+            "--configfile",
+            *files,
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         sys.exit(proc.stderr[-4000:])
     return time.perf_counter() - t
@@ -71,23 +85,70 @@ def main() -> None:
 
     s3_port, lambda_port = free_port(), free_port()
     base = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
-    base.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
-                AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{s3_port}")
+    base.update(
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{s3_port}",
+    )
     rclone = Path(sys.executable).parent / "rclone"
-    procs = [subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{s3_port}",
-                               "--auth-key", f"{KEY},{SECRET}", str(work / "s3")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
-    functions = {"functions": [{"name": FUNCTION, "handler": "cosmicai.aws.handler.handler", "memory_mb": 2048, "timeout_s": 300,
-                                "reserved_concurrency": a.jobs, "code_dirs": [str(REPO / "src")]}]}
+    procs = [
+        subprocess.Popen(
+            [
+                str(rclone),
+                "serve",
+                "s3",
+                "--config",
+                "/dev/null",
+                "--addr",
+                f"127.0.0.1:{s3_port}",
+                "--auth-key",
+                f"{KEY},{SECRET}",
+                str(work / "s3"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    functions = {
+        "functions": [
+            {
+                "name": FUNCTION,
+                "handler": "cosmicai.aws.handler.handler",
+                "memory_mb": 2048,
+                "timeout_s": 300,
+                "reserved_concurrency": a.jobs,
+                "code_dirs": [str(REPO / "src")],
+            }
+        ]
+    }
     (work / "functions.json").write_text(json.dumps(functions))
-    procs.append(subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(lambda_port),
-                                   "--function-config", str(work / "functions.json")],
-                                  env={**base, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'standins'}"},
-                                  stdout=(work / "lambda.log").open("wb"), stderr=subprocess.STDOUT))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aws_standins.lambda_server",
+                "--port",
+                str(lambda_port),
+                "--function-config",
+                str(work / "functions.json"),
+            ],
+            env={**base, "PYTHONPATH": f"{REPO / 'src'}:{REPO / 'standins'}"},
+            stdout=(work / "lambda.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    )
     try:
         time.sleep(3)
         s3_relay, lambda_relay = CountingRelay(("127.0.0.1", s3_port)), CountingRelay(("127.0.0.1", lambda_port))
-        host = {**base, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_relay.port}",
-                "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_relay.port}"}
+        host = {
+            **base,
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_relay.port}",
+            "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_relay.port}",
+        }
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
         config.update(dataset=f"s3://{BUCKET}/inputs/data.h5", checkpoint=str(a.checkpoint), partition_mb=a.partition_mb)
         config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name=FUNCTION)
@@ -103,10 +164,12 @@ def main() -> None:
             l_sent, l_recv = lambda_relay.sent - before[2], lambda_relay.received - before[3]
             sidecars = [json.loads(p.read_text()) for p in sorted((lam / "results" / "predictions").glob("part_*.json"))]
             sent = s3_sent + l_sent
-            print(f"lambda profile, {run}: {wall:.0f} s, {len(sidecars)} partitions of a {size / 2**20:.0f} MiB dataset in S3; "
-                  f"submit host sent {sent / 1e6:.3f} MB = {100 * sent / size:.3f}% of the dataset (S3 {s3_sent / 1e6:.3f} MB, "
-                  f"Lambda {l_sent / 1e6:.3f} MB), received {(s3_recv + l_recv) / 1e6:.3f} MB (S3 {s3_recv / 1e6:.3f}, Lambda {l_recv / 1e6:.3f}); "
-                  f"functions read {sum(r['s3_bytes_read'] for r in sidecars) / 2**20:.1f} MiB in {sum(r['s3_requests'] for r in sidecars)} GETs")
+            print(
+                f"lambda profile, {run}: {wall:.0f} s, {len(sidecars)} partitions of a {size / 2**20:.0f} MiB dataset in S3; "
+                f"submit host sent {sent / 1e6:.3f} MB = {100 * sent / size:.3f}% of the dataset (S3 {s3_sent / 1e6:.3f} MB, "
+                f"Lambda {l_sent / 1e6:.3f} MB), received {(s3_recv + l_recv) / 1e6:.3f} MB (S3 {s3_recv / 1e6:.3f}, Lambda {l_recv / 1e6:.3f}); "
+                f"functions read {sum(r['s3_bytes_read'] for r in sidecars) / 2**20:.1f} MiB in {sum(r['s3_requests'] for r in sidecars)} GETs"
+            )
         local = work / "local-run"
         local.mkdir()
         snakemake(local, "local", config, base, "--cores", "2")

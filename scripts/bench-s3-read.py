@@ -88,27 +88,73 @@ def main() -> None:
     port = free_port()
     key, secret = "bench-key", "bench-secret"
     rclone = Path(sys.executable).parent / "rclone"
-    server = subprocess.Popen([str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}",
-                               "--auth-key", f"{key},{secret}", str(work / "s3")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update(AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
-                      AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    server = subprocess.Popen(
+        [
+            str(rclone),
+            "serve",
+            "s3",
+            "--config",
+            "/dev/null",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{key},{secret}",
+            str(work / "s3"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ.update(
+        AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID=key,
+        AWS_SECRET_ACCESS_KEY=secret,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
     try:
         time.sleep(1.5)
         best = lambda results: min(results, key=lambda r: r["seconds"])
         d = best([download_read("s3://bench/blob.bin", nbytes) for _ in range(a.rounds)])
-        print(f"download as one object (boto3 transfer manager, 8 x 8 MiB parts): {d['bytes'] / 2**20:.0f} MiB in {d['seconds']:.2f} s = {d['mb_per_s']:.0f} MiB/s")
+        print(
+            f"download as one object (boto3 transfer manager, 8 x 8 MiB parts): {d['bytes'] / 2**20:.0f} MiB in {d['seconds']:.2f} s = {d['mb_per_s']:.0f} MiB/s"
+        )
         for name, path in files.items():
             uri = f"s3://bench/{path.name}"
             r = best([range_read(uri, rows, 2 * rows) for _ in range(a.rounds)])
-            print(f"row range from S3, {name}: {r['row_bytes'] / 2**20:.0f} MiB of rows in {r['seconds']:.2f} s = {r['mb_per_s']:.0f} MiB/s; "
-                  f"fetched {r['s3_bytes_fetched'] / 2**20:.0f} MiB in {r['s3_requests']} GETs")
+            print(
+                f"row range from S3, {name}: {r['row_bytes'] / 2**20:.0f} MiB of rows in {r['seconds']:.2f} s = {r['mb_per_s']:.0f} MiB/s; "
+                f"fetched {r['s3_bytes_fetched'] / 2**20:.0f} MiB in {r['s3_requests']} GETs"
+            )
             if a.s3fs_python:
                 for cache, block in (("readahead", 5 * 2**20), ("blockcache", 8 * 2**20)):
-                    out = [json.loads(subprocess.run([a.s3fs_python, "-c", S3FS_READ, f"bench/{path.name}", str(rows), str(2 * rows), cache,
-                                                      str(block), key, secret, os.environ["AWS_ENDPOINT_URL_S3"]],
-                                                     capture_output=True, text=True, check=True).stdout) for _ in range(a.rounds)]
+                    out = [
+                        json.loads(
+                            subprocess.run(
+                                [
+                                    a.s3fs_python,
+                                    "-c",
+                                    S3FS_READ,
+                                    f"bench/{path.name}",
+                                    str(rows),
+                                    str(2 * rows),
+                                    cache,
+                                    str(block),
+                                    key,
+                                    secret,
+                                    os.environ["AWS_ENDPOINT_URL_S3"],
+                                ],
+                                capture_output=True,
+                                text=True,
+                                check=True,
+                            ).stdout
+                        )
+                        for _ in range(a.rounds)
+                    ]
                     s = min(o["seconds"] for o in out)
-                    print(f"  same rows via h5py over s3fs ({cache}, {block >> 20} MiB blocks): {s:.2f} s = {r['row_bytes'] / 2**20 / s:.0f} MiB/s")
+                    print(
+                        f"  same rows via h5py over s3fs ({cache}, {block >> 20} MiB blocks): {s:.2f} s = {r['row_bytes'] / 2**20 / s:.0f} MiB/s"
+                    )
         r = best([range_read(str(files["contiguous"]), rows, 2 * rows) for _ in range(a.rounds)])
         print(f"row range from the local file (page cache), contiguous: {r['mb_per_s']:.0f} MiB/s")
     finally:

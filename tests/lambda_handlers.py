@@ -65,7 +65,9 @@ def fork_copies(event: dict[str, Any], context: Any) -> dict[str, int]:
 
 def child_hog(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Run a child process that touches event['mb'] MiB of its own and holds it for event['hold_s']."""
-    code = (f"b = bytearray({int(event['mb'])} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
-            f"import time; time.sleep({float(event.get('hold_s', 1.0))})")
+    code = (
+        f"b = bytearray({int(event['mb'])} << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+        f"import time; time.sleep({float(event.get('hold_s', 1.0))})"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     return {"mb": int(event["mb"])}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from helpers.cli import assert_clean_failure, run_cli
+from safetensors.torch import save_file
 
 
 def _write(path: Path, n: int = 20, shape: tuple = (5, 32, 32), **override: object) -> Path:

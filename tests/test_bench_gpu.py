@@ -31,8 +31,16 @@ def test_tiled_dataset_has_fresh_ids(tmp_path: Path, tiny_dataset: Path) -> None
 @pytest.mark.timeout(900)  # the engines bench and the whole local profile on CPU
 def test_same_steps_on_cpu(tmp_path: Path, random_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "gpu.json"
-    result = run_gpu_bench(str(out), str(random_checkpoint), n=256, rows=600, device="cpu",
-                           variants=["cai", "torch-fp32", "torch-bf16"], partition_mb=3, batch_size=128)
+    result = run_gpu_bench(
+        str(out),
+        str(random_checkpoint),
+        n=256,
+        rows=600,
+        device="cpu",
+        variants=["cai", "torch-fp32", "torch-bf16"],
+        partition_mb=3,
+        batch_size=128,
+    )
     saved = json.loads(out.read_text())
     assert saved["end_to_end"] == result["end_to_end"]
     rows = {r["variant"]: r for r in saved["engines"]["table"]}

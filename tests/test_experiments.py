@@ -17,8 +17,16 @@ from cosmicai.planning.experiments import cells, load_grid, subset
 
 
 def grid_file(tmp_path: Path, **over: object) -> Path:
-    grid = {"name": "t", "dataset": "d.h5", "checkpoint": "m.safetensors", "rows": [100, 200], "partition_mb": [1, 2],
-            "memory_mb": [2048, 4096], "repetitions": 2, **over}
+    grid = {
+        "name": "t",
+        "dataset": "d.h5",
+        "checkpoint": "m.safetensors",
+        "rows": [100, 200],
+        "partition_mb": [1, 2],
+        "memory_mb": [2048, 4096],
+        "repetitions": 2,
+        **over,
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -28,8 +36,12 @@ def test_grid_cells(tmp_path: Path) -> None:
     grid = load_grid(grid_file(tmp_path))
     assert len(cells(grid, "lambda")) == 2 * 2 * 2 * 2 and len(cells(grid, "local")) == 2 * 2 * 2  # memory: Lambda only
     assert cells(grid, "lambda")[0].name == "r100_p1_m2048_rep1" and cells(grid, "local")[0].name == "r100_p1_rep1"
-    for bad, why in (({"rows": [0]}, "rows"), ({"colour": 1}, "unknown key"), ({"dataset": ""}, "dataset: required"),
-                     ({"partition_mb": "x"}, "partition_mb")):
+    for bad, why in (
+        ({"rows": [0]}, "rows"),
+        ({"colour": 1}, "unknown key"),
+        ({"dataset": ""}, "dataset: required"),
+        ({"partition_mb": "x"}, "partition_mb"),
+    ):
         with pytest.raises(CosmicaiError, match=why):
             load_grid(grid_file(tmp_path, **bad))
 
@@ -45,10 +57,26 @@ def test_subset_is_the_first_rows(tmp_path: Path, tiny_dataset: Path) -> None:
 
 @pytest.mark.slow
 def test_small_grid_runs_end_to_end(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
-    grid = grid_file(tmp_path, dataset=str(tiny_dataset), checkpoint=str(random_checkpoint), rows=[150, 300], partition_mb=[1.5],
-                     memory_mb=None, repetitions=2)
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
-           "--config", f"experiments={grid}"]
+    grid = grid_file(
+        tmp_path,
+        dataset=str(tiny_dataset),
+        checkpoint=str(random_checkpoint),
+        rows=[150, 300],
+        partition_mb=[1.5],
+        memory_mb=None,
+        repetitions=2,
+    )
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+        "--cores",
+        "2",
+        "--config",
+        f"experiments={grid}",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, check=False, capture_output=True, text=True, env=env_with_venv())
     assert proc.returncode == 0, proc.stderr[-3000:] + (tmp_path / "logs" / "run_experiments.log").read_text()[-3000:]
     out = tmp_path / "results" / "experiments" / "t"
@@ -60,6 +88,8 @@ def test_small_grid_runs_end_to_end(tmp_path: Path, tiny_dataset: Path, random_c
         cost = json.loads((out / cell / "summary" / "cost_summary.json").read_text())
         assert cost["plan_vs_actual"]["rows"][0]["quantity"] == "wall_s"
     # the second repetition started from the first one's partitions (hard links), not a new partitioning
-    assert (out / "r150_p1.5_rep2" / "partitions" / "part_00000.h5").stat().st_ino == (out / "r150_p1.5_rep1" / "partitions" / "part_00000.h5").stat().st_ino
+    assert (out / "r150_p1.5_rep2" / "partitions" / "part_00000.h5").stat().st_ino == (
+        out / "r150_p1.5_rep1" / "partitions" / "part_00000.h5"
+    ).stat().st_ino
     for png in ("measured_vs_planned.png", "wall_cost_by_size.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

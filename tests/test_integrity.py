@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.cli import assert_clean_failure, run_cli
 
 from cosmicai.data.partition import write_partitions
 from cosmicai.data.synth import synthesize
 from cosmicai.reporting.summary import row_accounting
-from helpers.cli import assert_clean_failure, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +97,17 @@ def _fewer_rows_keeping_mtime(data: Path) -> None:
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.parametrize("change,message", [
-    (_touch, "changed since partitioning: mtime"),
-    (_append, "changed since partitioning: size"),
-    (_rewrite_keeping_size_and_mtime, "changed since partitioning: sampled content hash differs"),
-    (_fewer_rows_keeping_mtime, "changed since partitioning: size"),
-], ids=["touched", "appended", "rewritten-same-size-and-mtime", "shape-changed"])
-def test_changed_source_is_refused(change, message: str, row_ranges: tuple[Path, Path], tmp_path: Path,
-                                   random_checkpoint: Path) -> None:
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (_touch, "changed since partitioning: mtime"),
+        (_append, "changed since partitioning: size"),
+        (_rewrite_keeping_size_and_mtime, "changed since partitioning: sampled content hash differs"),
+        (_fewer_rows_keeping_mtime, "changed since partitioning: size"),
+    ],
+    ids=["touched", "appended", "rewritten-same-size-and-mtime", "shape-changed"],
+)
+def test_changed_source_is_refused(change, message: str, row_ranges: tuple[Path, Path], tmp_path: Path, random_checkpoint: Path) -> None:
     data, manifest = row_ranges
     size = data.stat().st_size
     change(data)
@@ -122,7 +125,9 @@ def test_row_range_past_the_end(row_ranges: tuple[Path, Path], tmp_path: Path, r
     manifest.write_text(json.dumps(plan))
     out = tmp_path / "out"
     out.mkdir()
-    assert_clean_failure(_infer(manifest, "part_00003", random_checkpoint, out), data, "rows [225, 310) are past the end of the dataset (300 rows)", out)
+    assert_clean_failure(
+        _infer(manifest, "part_00003", random_checkpoint, out), data, "rows [225, 310) are past the end of the dataset (300 rows)", out
+    )
 
 
 def test_infer_checks_the_manifest_sha256(partitions: Path, tmp_path: Path, random_checkpoint: Path) -> None:
@@ -167,7 +172,9 @@ def test_integrity_arguments(case: str, partitions: Path, tmp_path: Path, random
         proc = run_cli("infer", part, "--sha256", "0" * 64, "--checkpoint", random_checkpoint, "--output", out / "p.parquet")
         assert_clean_failure(proc, part, "sha256 mismatch: expected 00000000", out)
     elif case == "not in the manifest":
-        assert_clean_failure(_infer(manifest, "part_99999", random_checkpoint, out), manifest, "no partition 'part_99999' in the manifest", out)
+        assert_clean_failure(
+            _infer(manifest, "part_99999", random_checkpoint, out), manifest, "no partition 'part_99999' in the manifest", out
+        )
     else:
         absent = tmp_path / "absent.json"
         assert_clean_failure(_infer(absent, "part_00002", random_checkpoint, out), absent, "no such file", out)
@@ -177,7 +184,9 @@ def test_row_accounting_finds_a_short_partition(partitions: Path, tmp_path: Path
     plan = json.loads((partitions / "manifest.json").read_text())
     for entry in plan["partitions"]:
         rows = entry["rows"] - (3 if entry["name"] == "part_00002" else 0)
-        pq.write_table(pa.table({"object_id": np.arange(rows), "z_pred": np.zeros(rows, np.float32)}), tmp_path / f"{entry['name']}.parquet")
+        pq.write_table(
+            pa.table({"object_id": np.arange(rows), "z_pred": np.zeros(rows, np.float32)}), tmp_path / f"{entry['name']}.parquet"
+        )
     acc = row_accounting(partitions / "manifest.json", tmp_path)
     assert acc["rows_in"] == 300 and acc["rows_out"] == 297 and acc["rows_lost"] == 3
     assert acc["partitions_mismatched"] == ["part_00002"]

@@ -39,8 +39,16 @@ def _objects(stands: Stands) -> list[Path]:
 @pytest.fixture(scope="module")
 def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
     """The scale-mode function on threads (no process, no model), reserved concurrency 3, behind the S3 fault proxy."""
-    function = {"name": FUNCTION, "handler": "aws_standins.scale_function.handler", "mode": "thread", "memory_mb": 2048,
-                "timeout_s": 120, "reserved_concurrency": 3, "retry_after_s": 1, "environment": {"COSMICAI_S3_PREFIX": ROOT}}
+    function = {
+        "name": FUNCTION,
+        "handler": "aws_standins.scale_function.handler",
+        "mode": "thread",
+        "memory_mb": 2048,
+        "timeout_s": 120,
+        "reserved_concurrency": 3,
+        "retry_after_s": 1,
+        "environment": {"COSMICAI_S3_PREFIX": ROOT},
+    }
     with running_stands(tmp_path_factory.mktemp("aws"), [function], fault_proxy=True) as running:
         yield running
 
@@ -60,15 +68,23 @@ def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
     checkpoint.write_bytes(b"never read: the run stops before any job")
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=1.5)
-    config["lambda"].update({"bucket": BUCKET, "prefix": f"{ROOT}/run", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, **lam})
+    config["lambda"].update(
+        {"bucket": BUCKET, "prefix": f"{ROOT}/run", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, **lam}
+    )
     return config
 
 
 MISMATCHES = [
     ({"memory_mb": 1024}, "lambda:cosmicai-infer: does not match the config: its memory is 2048 MB, lambda.memory_mb is 1024"),
-    ({"prefix": "elsewhere"}, "lambda:cosmicai-infer: does not match the config: its prefix (COSMICAI_S3_PREFIX) is 'disp', "
-                              "lambda.prefix 'elsewhere' is outside it"),
-    ({"architecture": "arm64"}, "lambda:cosmicai-infer: does not match the config: its architecture is x86_64, lambda.architecture is arm64"),
+    (
+        {"prefix": "elsewhere"},
+        "lambda:cosmicai-infer: does not match the config: its prefix (COSMICAI_S3_PREFIX) is 'disp', "
+        "lambda.prefix 'elsewhere' is outside it",
+    ),
+    (
+        {"architecture": "arm64"},
+        "lambda:cosmicai-infer: does not match the config: its architecture is x86_64, lambda.architecture is arm64",
+    ),
     ({"timeout_s": 60}, "lambda:cosmicai-infer: does not match the config: its timeout is 120 s, lambda.timeout_s is 60"),
     ({"function_name": "no-such-function"}, "lambda:no-such-function: function not found"),
 ]
@@ -76,15 +92,29 @@ MISMATCH_IDS = ["memory", "prefix", "architecture", "timeout", "missing"]
 
 
 @pytest.mark.parametrize("change,line", MISMATCHES, ids=MISMATCH_IDS)
-def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_env: Stands, change: dict, line: str,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_invoker_checks_the_function_before_any_upload(
+    tmp_path: Path, aws_env: Stands, change: dict, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from cosmicai.aws.invoker import main
 
     part = tmp_path / "part_00000.h5"
     part.write_bytes(b"never read")
     lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
-    argv = ["--manifest", str(tmp_path / "never-read.json"), "--partition", "part_00000", "--checkpoint", str(part), "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"),
-            "--bucket", BUCKET, *[x for k, v in lam.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+    argv = [
+        "--manifest",
+        str(tmp_path / "never-read.json"),
+        "--partition",
+        "part_00000",
+        "--checkpoint",
+        str(part),
+        "--output",
+        str(tmp_path / "p.parquet"),
+        "--sidecar",
+        str(tmp_path / "p.json"),
+        "--bucket",
+        BUCKET,
+        *[x for k, v in lam.items() for x in (f"--{k.replace('_', '-')}", str(v))],
+    ]
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"lambda_invoke: error: {line}")
@@ -94,7 +124,8 @@ def test_the_invoker_checks_the_function_before_any_upload(tmp_path: Path, aws_e
 @pytest.mark.slow
 @pytest.mark.parametrize("change,line", MISMATCHES, ids=MISMATCH_IDS)
 def test_a_function_that_differs_from_the_config_stops_the_run_before_any_upload(
-        tmp_path: Path, stands: Stands, tiny_dataset: Path, change: dict, line: str) -> None:
+    tmp_path: Path, stands: Stands, tiny_dataset: Path, change: dict, line: str
+) -> None:
     before = stands.stats()["invocations"]
     proc = snakemake(tmp_path, "lambda", _config(tiny_dataset, tmp_path / "model.safetensors", **change), env=stands.env)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -107,8 +138,15 @@ def test_a_function_that_differs_from_the_config_stops_the_run_before_any_upload
 def test_a_configfile_without_the_lambda_settings_stops_the_lambda_profile(tmp_path: Path, stands: Stands, tiny_dataset: Path) -> None:
     config = _config(tiny_dataset, tmp_path / "model.safetensors")
     (tmp_path / "test-config.yaml").write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"),
-           "--configfile", str(tmp_path / "test-config.yaml")]  # replaces the profile's config/lambda.yaml: backend local
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "lambda"),
+        "--configfile",
+        str(tmp_path / "test-config.yaml"),
+    ]  # replaces the profile's config/lambda.yaml: backend local
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=stands.env, timeout=300)
     assert proc.returncode == 1
     assert "executor cosmicai-lambda: the config's backend is 'local', not 'lambda'" in proc.stderr, proc.stderr[-3000:]
@@ -149,10 +187,28 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
         futures = {}
         for entry in manifest["partitions"]:
             stem = entry["name"]
-            argv = ["--manifest", str(tmp_path / "parts" / "manifest.json"), "--partition", stem,
-                    "--checkpoint", str(model), "--output", str(tmp_path / "out" / f"{stem}.parquet"), "--sidecar",
-                    str(tmp_path / "out" / f"{stem}.json"), "--bucket", BUCKET, "--prefix", settings.prefix, "--function-name",
-                    FUNCTION, "--timeout-s", "120", "--memory-mb", "2048"]
+            argv = [
+                "--manifest",
+                str(tmp_path / "parts" / "manifest.json"),
+                "--partition",
+                stem,
+                "--checkpoint",
+                str(model),
+                "--output",
+                str(tmp_path / "out" / f"{stem}.parquet"),
+                "--sidecar",
+                str(tmp_path / "out" / f"{stem}.json"),
+                "--bucket",
+                BUCKET,
+                "--prefix",
+                settings.prefix,
+                "--function-name",
+                FUNCTION,
+                "--timeout-s",
+                "120",
+                "--memory-mb",
+                "2048",
+            ]
             futures[stem] = dispatcher.submit(argv, tmp_path / "logs" / f"{stem}.log")
         results = {stem: f.result(timeout=120) for stem, f in futures.items()}
         dispatcher.shutdown()
@@ -165,6 +221,10 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
     rows = sum(pq.read_metadata(tmp_path / "out" / f"{stem}.parquet").num_rows for stem in futures)
     assert rows == sum(e["rows"] for e in manifest["partitions"]) == 300
     # Every wait after a 429 honoured its Retry-After (1 s), where plain backoff could have waited 0.5 s.
-    waits = [float(text.split("retrying in ")[1].split(" s")[0]) for log in (tmp_path / "logs").glob("*.log")
-             for text in log.read_text().splitlines() if "throttled" in text and "retrying in" in text]
+    waits = [
+        float(text.split("retrying in ")[1].split(" s")[0])
+        for log in (tmp_path / "logs").glob("*.log")
+        for text in log.read_text().splitlines()
+        if "throttled" in text and "retrying in" in text
+    ]
     assert waits and min(waits) >= 1.0

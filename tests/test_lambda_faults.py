@@ -23,7 +23,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
 from helpers.cli import REPO
 from helpers.processes import done_partitions, group_gone, incomplete_outputs
 from helpers.stands import Stands, cosmicai_function, running_stands
@@ -33,8 +32,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # long fault runs; th
 FAULTY = "cosmicai-faulty"
 ROOT = "faults"  # the functions' COSMICAI_S3_PREFIX: every run's lambda.prefix lies under it
 N_PARTS = 12  # 300 rows at partition_mb 0.5
-NO_FAULTS = {"throttle": 0, "throttle_for_s": 0, "crash": 0, "timeout": 0, "oom": 0, "lost_response": 0,
-             "max_hits": None, "once_per_event": False}
+NO_FAULTS = {
+    "throttle": 0,
+    "throttle_for_s": 0,
+    "crash": 0,
+    "timeout": 0,
+    "oom": 0,
+    "lost_response": 0,
+    "max_hits": None,
+    "once_per_event": False,
+}
 NO_S3_FAULTS = {"slow_down": 0, "unavailable": 0, "methods": None, "match": "", "max_hits": None}
 
 
@@ -46,8 +53,12 @@ def _test_function(name: str, handler: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
     prefix_env = {"environment": {"COSMICAI_S3_PREFIX": ROOT}}
-    functions = [cosmicai_function(FUNCTION, concurrency=4, **prefix_env), cosmicai_function(FAULTY, concurrency=2, **prefix_env),
-                 _test_function("forker", "fork_copies"), _test_function("childhog", "child_hog")]
+    functions = [
+        cosmicai_function(FUNCTION, concurrency=4, **prefix_env),
+        cosmicai_function(FAULTY, concurrency=2, **prefix_env),
+        _test_function("forker", "fork_copies"),
+        _test_function("childhog", "child_hog"),
+    ]
     with running_stands(tmp_path_factory.mktemp("aws"), functions, fault_proxy=True) as running:
         yield running
 
@@ -77,12 +88,22 @@ def _check_rows(workdir: Path, reference: Path) -> None:
     assert len(accounting["per_partition"]) == N_PARTS and all(p["rows_in"] == p["rows_out"] for p in accounting["per_partition"])
 
 
-def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
-                                                             stands: Stands, reference: Path) -> None:
+def test_every_fault_once_is_survived_without_duplicate_rows(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stands: Stands, reference: Path
+) -> None:
     # One of each Lambda fault, each on a different event (a retry of a faulted event is spared), a
     # throttling storm, and S3 503s for the invoker's and the function's requests alike.
-    faults = {"crash": 1, "timeout": 1, "oom": 1, "lost_response": 1, "max_hits": 1, "once_per_event": True,
-              "throttle": 0.9, "throttle_for_s": 6, "seed": 7}
+    faults = {
+        "crash": 1,
+        "timeout": 1,
+        "oom": 1,
+        "lost_response": 1,
+        "max_hits": 1,
+        "once_per_event": True,
+        "throttle": 0.9,
+        "throttle_for_s": 6,
+        "seed": 7,
+    }
     stands.patch({"faults": faults, "timeout_s": 15})  # a frozen environment times out after 15 s
     stands.s3_faults({"slow_down": 0.08, "unavailable": 0.04, "seed": 3})
     before, s3_before = stands.stats(), stands.s3_stats()
@@ -98,7 +119,12 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     _check_rows(tmp_path, reference)
 
     injected = {name: after["faults"][name] - before["faults"][name] for name in after["faults"]}
-    assert {k: injected[k] for k in ("crash", "timeout", "oom", "lost_response")} == {"crash": 1, "timeout": 1, "oom": 1, "lost_response": 1}
+    assert {k: injected[k] for k in ("crash", "timeout", "oom", "lost_response")} == {
+        "crash": 1,
+        "timeout": 1,
+        "oom": 1,
+        "lost_response": 1,
+    }
     assert injected["throttle"] >= 1
     s3_injected = sum(s3_after["injected"].values()) - sum(s3_before["injected"].values())
     assert s3_injected >= 1
@@ -114,16 +140,39 @@ def test_every_fault_once_is_survived_without_duplicate_rows(tmp_path: Path, tin
     # S3 unavailable) by the invoker, the lost response by botocore inside one invoker attempt.
     assert invocations == N_PARTS + 4 + s3_unavailable
     assert sum(r["lambda"]["throttles"] for r in runs) == after["throttles"] - before["throttles"]
-    print(f"\nfaults survived in {proc.wall_s:.0f} s: {injected} plus {s3_injected} S3 503s; {invocations} invocations for {N_PARTS} partitions")
+    print(
+        f"\nfaults survived in {proc.wall_s:.0f} s: {injected} plus {s3_injected} S3 503s; {invocations} invocations for {N_PARTS} partitions"
+    )
 
 
 def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: str) -> subprocess.CompletedProcess:
     """The inference job's command (workflow/scripts/lambda_invoke.py) on reference partition 0 against the faulty function."""
     res = reference / "results"
-    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), "--partition", "part_00000",
-           "--manifest", str(res / "partitions" / "manifest.json"), "--checkpoint", str(res / "model" / "astromae.onnx"),
-           "--onnx", str(res / "model" / "astromae.onnx"), "--output", str(workdir / "p.parquet"), "--sidecar", str(workdir / "p.json"),
-           "--bucket", BUCKET, "--prefix", f"{ROOT}/{prefix}", "--function-name", FAULTY, "--timeout-s", "120", *args]
+    cmd = [
+        sys.executable,
+        str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
+        "--partition",
+        "part_00000",
+        "--manifest",
+        str(res / "partitions" / "manifest.json"),
+        "--checkpoint",
+        str(res / "model" / "astromae.onnx"),
+        "--onnx",
+        str(res / "model" / "astromae.onnx"),
+        "--output",
+        str(workdir / "p.parquet"),
+        "--sidecar",
+        str(workdir / "p.json"),
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        f"{ROOT}/{prefix}",
+        "--function-name",
+        FAULTY,
+        "--timeout-s",
+        "120",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=stands.env)
 
 
@@ -138,20 +187,53 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     return next(line for line in proc.stderr.splitlines() if line.startswith("lambda_invoke: error:"))
 
 
-@pytest.mark.parametrize("fault,patch,args,cause,invocations", [
-    ("crash", {"faults": {"crash": 1.0}}, (), "Runtime.ExitError: RequestId: {rid} Error: Runtime exited with error: signal: killed (3 attempts)", 3),
-    ("timeout", {"faults": {"timeout": 1.0}, "timeout_s": 2}, ("--timeout-s", "2"), "Sandbox.Timedout: RequestId: {rid} Error: Task timed out after 2.00 seconds "
-     "(raise lambda.timeout_s) (3 attempts)", 3),
-    # No switch: the function really needs more than 128 MB, and the stand-in's limit kills it.
-    ("oom", {"memory_mb": 128}, ("--memory-mb", "128"), "Runtime.OutOfMemory: RequestId: {rid} Error: Runtime exited with error: signal: killed "
-     "(raise lambda.memory_mb) (3 attempts)", 3),
-    ("throttle", {"faults": {"throttle": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: still throttled after 2 attempt(s) "
-     "(TooManyRequestsException: Rate Exceeded.); lower the profile's jobs or raise the function's concurrency", 0),
-    ("lost_response", {"faults": {"lost_response": 1.0}}, ("--max-attempts", "2"), "lambda:cosmicai-faulty: the connection closed without "
-     "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output", 6),
-], ids=["crash", "timeout", "oom", "throttle", "lost_response"])
-def test_fault_that_persists_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path, fault: str,
-                                                          patch: dict, args: tuple[str, ...], cause: str, invocations: int) -> None:
+@pytest.mark.parametrize(
+    "fault,patch,args,cause,invocations",
+    [
+        (
+            "crash",
+            {"faults": {"crash": 1.0}},
+            (),
+            "Runtime.ExitError: RequestId: {rid} Error: Runtime exited with error: signal: killed (3 attempts)",
+            3,
+        ),
+        (
+            "timeout",
+            {"faults": {"timeout": 1.0}, "timeout_s": 2},
+            ("--timeout-s", "2"),
+            "Sandbox.Timedout: RequestId: {rid} Error: Task timed out after 2.00 seconds (raise lambda.timeout_s) (3 attempts)",
+            3,
+        ),
+        # No switch: the function really needs more than 128 MB, and the stand-in's limit kills it.
+        (
+            "oom",
+            {"memory_mb": 128},
+            ("--memory-mb", "128"),
+            "Runtime.OutOfMemory: RequestId: {rid} Error: Runtime exited with error: signal: killed (raise lambda.memory_mb) (3 attempts)",
+            3,
+        ),
+        (
+            "throttle",
+            {"faults": {"throttle": 1.0}},
+            ("--max-attempts", "2"),
+            "lambda:cosmicai-faulty: still throttled after 2 attempt(s) "
+            "(TooManyRequestsException: Rate Exceeded.); lower the profile's jobs or raise the function's concurrency",
+            0,
+        ),
+        (
+            "lost_response",
+            {"faults": {"lost_response": 1.0}},
+            ("--max-attempts", "2"),
+            "lambda:cosmicai-faulty: the connection closed without "
+            "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output",
+            6,
+        ),
+    ],
+    ids=["crash", "timeout", "oom", "throttle", "lost_response"],
+)
+def test_fault_that_persists_fails_the_job_with_its_cause(
+    tmp_path: Path, stands: Stands, reference: Path, fault: str, patch: dict, args: tuple[str, ...], cause: str, invocations: int
+) -> None:
     stands.patch(patch, FAULTY)
     before = stands.stats(FAULTY)
     try:
@@ -185,9 +267,11 @@ def test_s3_unavailable_in_the_function_fails_the_job_with_its_cause(tmp_path: P
         stands.s3_faults(NO_S3_FAULTS)
         stands.patch({"environment": {"COSMICAI_S3_PREFIX": ROOT}}, FAULTY)
     line = _error_line(proc)
-    assert line.endswith(f"Lambda function {FAULTY} failed: S3Unavailable: s3://{BUCKET}/{ROOT}/fail-s3/predictions/part_00000.parquet: "
-                         "uploading: SlowDown: Please reduce your request rate. (HTTP 503, still after botocore's retries) "
-                         "(S3 is shedding load: rerun later, or lower the profile's jobs) (3 attempts)"), line
+    assert line.endswith(
+        f"Lambda function {FAULTY} failed: S3Unavailable: s3://{BUCKET}/{ROOT}/fail-s3/predictions/part_00000.parquet: "
+        "uploading: SlowDown: Please reduce your request rate. (HTTP 503, still after botocore's retries) "
+        "(S3 is shedding load: rerun later, or lower the profile's jobs) (3 attempts)"
+    ), line
     assert after["invocations"] - before["invocations"] == 3
     assert s3_after["injected"]["slow_down"] - s3_before["injected"]["slow_down"] == 3 * 2
     assert not (tmp_path / "p.parquet").exists()
@@ -219,8 +303,9 @@ def test_dataset_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands
     other = tmp_path / "other.h5"
     synthesize(other, 250, seed=5, size=64)
     key = _dataset_key(reference, "fail-replaced")
-    stands.client("s3").put_object(Bucket=BUCKET, Key=key, Body=other.read_bytes(),
-                                   Metadata={k.replace("_", "-"): str(source[k]) for k in IDENTITY_META})
+    stands.client("s3").put_object(
+        Bucket=BUCKET, Key=key, Body=other.read_bytes(), Metadata={k.replace("_", "-"): str(source[k]) for k in IDENTITY_META}
+    )
     before = stands.stats(FAULTY)
     proc = _invoke(stands, tmp_path, reference, "fail-replaced")
     line = _error_line(proc)
@@ -232,16 +317,26 @@ def test_dataset_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands
 def test_key_outside_the_prefix_is_refused(tmp_path: Path, stands: Stands, reference: Path) -> None:
     before = stands.stats(FAULTY)
     proc = _invoke(stands, tmp_path, reference, "../escape")
-    assert _error_line(proc).endswith(f"lambda.prefix: key '{_dataset_key(reference, '../escape')}' has an empty, '.' or '..' "
-                                      "segment: refused (the function may only read and write under the configured prefix)")
+    assert _error_line(proc).endswith(
+        f"lambda.prefix: key '{_dataset_key(reference, '../escape')}' has an empty, '.' or '..' "
+        "segment: refused (the function may only read and write under the configured prefix)"
+    )
     assert not (stands.s3_data.parent / "escape").exists() and not (stands.s3_data / "escape").exists()
 
     # The function refuses, by its own configuration, any key an event names outside its prefix.
-    event = {"source": {"uri": f"s3://{BUCKET}/{ROOT}/p/datasets/d.h5"}, "start": 0, "stop": 1, "partition": "part_00000",
-             "model": {"bucket": BUCKET, "key": f"{ROOT}/models/m.onnx"}, "output": {"bucket": BUCKET, "key": f"{ROOT}/p/predictions/x.parquet"}}
+    event = {
+        "source": {"uri": f"s3://{BUCKET}/{ROOT}/p/datasets/d.h5"},
+        "start": 0,
+        "stop": 1,
+        "partition": "part_00000",
+        "model": {"bucket": BUCKET, "key": f"{ROOT}/models/m.onnx"},
+        "output": {"bucket": BUCKET, "key": f"{ROOT}/p/predictions/x.parquet"},
+    }
     lam = stands.client("lambda")
-    for field, key, problem in [("model", "elsewhere/models/m.onnx", "is outside the prefix 'faults/'"),
-                                ("output", f"{ROOT}/../x.parquet", "has an empty, '.' or '..' segment")]:
+    for field, key, problem in [
+        ("model", "elsewhere/models/m.onnx", "is outside the prefix 'faults/'"),
+        ("output", f"{ROOT}/../x.parquet", "has an empty, '.' or '..' segment"),
+    ]:
         response = lam.invoke(FunctionName=FAULTY, Payload=json.dumps({**event, field: {"bucket": BUCKET, "key": key}}).encode())
         body = json.loads(response["Payload"].read())
         assert response["FunctionError"] == "Unhandled" and body["errorType"] == "CosmicaiError"
@@ -272,8 +367,9 @@ def test_memory_counts_forked_copies_once(stands: Stands) -> None:
     assert int(_report(over)["Max Memory Used"].split()[0]) >= 128
 
 
-def test_sigkill_mid_run_then_resume_on_lambda(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
-                                              stands: Stands, reference: Path) -> None:
+def test_sigkill_mid_run_then_resume_on_lambda(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stands: Stands, reference: Path
+) -> None:
     config = lambda_config(tiny_dataset, random_checkpoint, "resume")
     cmd = snakemake_cmd(tmp_path, "lambda", config, "--jobs", "2")
     with open(tmp_path / "killed-run.log", "w") as out:

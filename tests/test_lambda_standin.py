@@ -22,7 +22,6 @@ pytest.importorskip("awslambdaric")
 boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
-
 from helpers.stands import KEY, SECRET, free_port, start_lambda, start_s3, stop, wait_http  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -67,8 +66,9 @@ def lambda_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def lam(lambda_url: str) -> Any:
     # No botocore retries: the tests must see each 429 and error as the server sent it.
     config = Config(retries={"total_max_attempts": 1}, read_timeout=30, connect_timeout=5)
-    return boto3.client("lambda", endpoint_url=lambda_url, region_name="us-east-1",
-                        aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=config)
+    return boto3.client(
+        "lambda", endpoint_url=lambda_url, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=config
+    )
 
 
 def invoke(lam: Any, name: str, event: dict[str, Any]) -> tuple[dict[str, Any], Any, re.Match[str], str]:
@@ -213,8 +213,7 @@ def test_fault_injection(lam: Any, lambda_url: str) -> None:
 
 def test_sigterm_kills_workers(tmp_path: Path) -> None:
     proc, url, _ = _start_lambda(tmp_path, [_fn("echo", "echo")])
-    client = boto3.client("lambda", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    client = boto3.client("lambda", endpoint_url=url, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
     pid = json.loads(client.invoke(FunctionName="echo", Payload=b"{}")["Payload"].read())["pid"]
     assert Path(f"/proc/{pid}").exists()
     stop(proc)
@@ -230,8 +229,9 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     log = data.parent / "rclone.log"
     proc = start_s3(data, port, log)
     wait_http(f"http://127.0.0.1:{port}/", proc, log)
-    yield boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                       aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    yield boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET
+    )
     stop(proc)
 
 
@@ -243,7 +243,8 @@ def test_s3_put_get_head(s3: Any) -> None:
     with pytest.raises(ClientError) as err:
         s3.head_object(Bucket="bucket", Key="missing")
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
-    bad = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
-                       aws_access_key_id=KEY, aws_secret_access_key="wrong")
+    bad = boto3.client(
+        "s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key="wrong"
+    )
     with pytest.raises(ClientError):
         bad.get_object(Bucket="bucket", Key="parts/p0.h5")

@@ -17,17 +17,19 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from cosmicai.resources import sha256_file
 from helpers.cli import REPO
 from helpers.stands import KEY, SECRET, Stands
 from helpers.workflow import BUCKET, FUNCTION, sidecars, snakemake, tiny_config
+
+from cosmicai.resources import sha256_file
 
 CONCURRENCY = 4  # the `stand` fixture's function (tests/conftest.py)
 
 
 @pytest.mark.timeout(600)
-def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+def test_lambda_profile_matches_local_and_costs_match_reports(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     local_dir, lambda_dir = tmp_path / "local", tmp_path / "lambda"
     local_dir.mkdir()
     lambda_dir.mkdir()
@@ -61,7 +63,11 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
         record = run["lambda"]
         report = reports[record["request_id"]]  # every sidecar names an invocation the stand-in really ran
         assert (record["duration_ms"], record["billed_ms"], record["memory_mb"], record["max_memory_mb"]) == (
-            float(report[2]), float(report[3]), float(report[4]), float(report[5]))
+            float(report[2]),
+            float(report[3]),
+            float(report[4]),
+            float(report[5]),
+        )
         assert record["init_ms"] == float(report[6] or 0) and record["cold_start"] == (report[6] is not None)
         assert record["memory_mb"] == 2048 and 0 < record["max_memory_mb"] < 2048
         expected_gb_s += int(report[3]) / 1000 * int(report[4]) / 1024
@@ -81,18 +87,24 @@ def test_lambda_profile_matches_local_and_costs_match_reports(tmp_path: Path, ti
     print(f"\nwall: lambda profile {lam.wall_s:.1f} s, local profile {local.wall_s:.1f} s")
     for r in runs:
         lr = r["lambda"]
-        print(f"  {r['partition']}: {'cold' if lr['cold_start'] else 'warm'} duration {lr['duration_ms']:.0f} ms, "
-              f"init {lr['init_ms']:.0f} ms, billed {lr['billed_ms']:.0f} ms, max memory {lr['max_memory_mb']:.0f} MB, "
-              f"invoke round trip {lr['invoke_s']:.2f} s")
-    print(f"  {len(cold)} cold, {len(warm)} warm; cost ${cost['total_usd']:.8f} ({expected_gb_s:.2f} GB-s, 4 requests); "
-          f"scaled to the paper's 659,178 rows ${cost['paper']['scaled_to_paper_rows_usd']:.4f}")
+        print(
+            f"  {r['partition']}: {'cold' if lr['cold_start'] else 'warm'} duration {lr['duration_ms']:.0f} ms, "
+            f"init {lr['init_ms']:.0f} ms, billed {lr['billed_ms']:.0f} ms, max memory {lr['max_memory_mb']:.0f} MB, "
+            f"invoke round trip {lr['invoke_s']:.2f} s"
+        )
+    print(
+        f"  {len(cold)} cold, {len(warm)} warm; cost ${cost['total_usd']:.8f} ({expected_gb_s:.2f} GB-s, 4 requests); "
+        f"scaled to the paper's 659,178 rows ${cost['paper']['scaled_to_paper_rows_usd']:.4f}"
+    )
 
     again = snakemake(lambda_dir, "lambda", tiny_config(tiny_dataset, random_checkpoint, "match"), "-n", env=stand.env)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
 @pytest.mark.slow
-def test_bad_partition_fails_alone_then_rerun_invokes_only_it(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+def test_bad_partition_fails_alone_then_rerun_invokes_only_it(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     # partition_copy: one partition's own file can be broken alone (a row-range partition's source is shared).
     config = tiny_config(tiny_dataset, random_checkpoint, "bad", partition_copy=True)
     proc = snakemake(tmp_path, "lambda", config, "--until", "partition_dataset", env=stand.env)
@@ -138,13 +150,31 @@ def _invoke(tmp_path: Path, env: dict[str, str], dataset: Path, checkpoint: Path
     from cosmicai.data.partition import write_partitions
 
     write_partitions(dataset, None, 1.5, tmp_path / "manifest.json")
-    cmd = [sys.executable, str(REPO / "workflow" / "scripts" / "lambda_invoke.py"), "--manifest", str(tmp_path / "manifest.json"),
-           "--partition", "part_00000", "--checkpoint", str(checkpoint),
-           "--output", str(tmp_path / "p.parquet"), "--sidecar", str(tmp_path / "p.json"), "--prefix", "errors", "--timeout-s", "120", *args]
+    cmd = [
+        sys.executable,
+        str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
+        "--manifest",
+        str(tmp_path / "manifest.json"),
+        "--partition",
+        "part_00000",
+        "--checkpoint",
+        str(checkpoint),
+        "--output",
+        str(tmp_path / "p.parquet"),
+        "--sidecar",
+        str(tmp_path / "p.json"),
+        "--prefix",
+        "errors",
+        "--timeout-s",
+        "120",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
-def test_wrong_bucket_or_missing_function_is_a_clear_error(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+def test_wrong_bucket_or_missing_function_is_a_clear_error(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     proc = _invoke(tmp_path, stand.env, tiny_dataset, random_checkpoint, "--bucket", "no-such-bucket", "--function-name", FUNCTION)
     assert proc.returncode == 1
     assert "bucket 'no-such-bucket' does not exist (set lambda.bucket" in proc.stderr.splitlines()[-1]
@@ -163,7 +193,9 @@ def test_wrong_bucket_or_missing_function_is_a_clear_error(tmp_path: Path, tiny_
 
 
 @pytest.mark.slow
-def test_the_dispatcher_keeps_to_the_functions_concurrency(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands) -> None:
+def test_the_dispatcher_keeps_to_the_functions_concurrency(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     # Last in this module: changing the function's settings retires its warm environments.
     # The executor reads the reserved concurrency at start and keeps that many in flight: no 429 at all
     # (throttling storms and their Retry-After: tests/test_lambda_dispatch.py).
@@ -184,8 +216,9 @@ def test_the_dispatcher_keeps_to_the_functions_concurrency(tmp_path: Path, tiny_
 
 
 @pytest.mark.timeout(600)
-def test_s3_dataset_is_read_in_place_on_lambda_and_local_profiles(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path,
-                                                                  stand: Stands) -> None:
+def test_s3_dataset_is_read_in_place_on_lambda_and_local_profiles(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     uri = f"s3://{BUCKET}/inputs/tiny.h5"
     stand.client("s3").upload_file(str(tiny_dataset), BUCKET, "inputs/tiny.h5")
     runs = {}
@@ -207,8 +240,10 @@ def test_s3_dataset_is_read_in_place_on_lambda_and_local_profiles(tmp_path: Path
     listed = stand.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="in-s3/")["Contents"]
     assert not [o["Key"] for o in listed if "/datasets/" in o["Key"] or "/partitions/" in o["Key"]]
     sent = sum(r["lambda"]["event_bytes"] for r in runs_)
-    print(f"\nS3 dataset, lambda profile: {sent} bytes of events sent for {tiny_dataset.stat().st_size} bytes of data; "
-          f"functions read {sum(r['s3_bytes_read'] for r in runs_)} bytes in {sum(r['s3_requests'] for r in runs_)} ranged GETs")
+    print(
+        f"\nS3 dataset, lambda profile: {sent} bytes of events sent for {tiny_dataset.stat().st_size} bytes of data; "
+        f"functions read {sum(r['s3_bytes_read'] for r in runs_)} bytes in {sum(r['s3_requests'] for r in runs_)} ranged GETs"
+    )
 
 
 def _one_line(proc: subprocess.CompletedProcess, uri: str, message: str, outdir: Path) -> None:
@@ -243,8 +278,17 @@ def test_s3_bad_inputs_give_one_line_and_no_output(tmp_path: Path, tiny_dataset:
     s3.upload_file(str(tiny_dataset), BUCKET, "inputs/changing.h5")
     manifests = tmp_path / "manifests"
     assert _cli(stand.env, partition[0], uri, "--partition-mb", "1.5", "--manifest", manifests / "manifest.json").returncode == 0
-    infer = ("infer", "--manifest", manifests / "manifest.json", "--partition", "part_00001", "--checkpoint", random_checkpoint,
-             "--output", out / "p.parquet")
+    infer = (
+        "infer",
+        "--manifest",
+        manifests / "manifest.json",
+        "--partition",
+        "part_00001",
+        "--checkpoint",
+        random_checkpoint,
+        "--output",
+        out / "p.parquet",
+    )
     plan = json.loads((manifests / "manifest.json").read_text())
     plan["partitions"][1]["stop"] = 400  # a row range past the end
     (manifests / "bad-range.json").write_text(json.dumps(plan))

@@ -19,11 +19,11 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from cosmicai.data.synth import synthesize
 from helpers.cli import env_with_venv
 from helpers.stands import Stands, cosmicai_function, running_stands
 from helpers.workflow import snakemake_cmd, tiny_config
+
+from cosmicai.data.synth import synthesize
 
 N_ROWS, N_PARTS = 4000, 1000
 PARTITION_MB = 0.0783  # 4 rows of 20,512 bytes: 4,000 rows make exactly 1,000 partitions
@@ -46,7 +46,7 @@ class MemoryWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = time.monotonic()
 
-    def __enter__(self) -> "MemoryWatch":
+    def __enter__(self) -> MemoryWatch:
         self._thread.start()
         return self
 
@@ -72,8 +72,9 @@ class MemoryWatch:
             while frontier:
                 frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
                 mine |= frontier
-            available = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                             if line.startswith("MemAvailable:"))
+            available = next(
+                int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:")
+            )
             self.samples.append((time.monotonic() - self._t0, sum(rss.get(p, 0) for p in mine) >> 20, available >> 10))
 
     def check(self, label: str) -> str:
@@ -128,8 +129,14 @@ def run(workdir: Path, profile: str, config: dict, env: dict[str, str], *args: s
     """The workflow from the repository in workdir, output to workdir/snakemake.log; the process and its wall time."""
     start = time.perf_counter()
     with open(workdir / "snakemake.log", "w") as log:
-        proc = subprocess.run(snakemake_cmd(workdir, profile, config, *SCHEDULER, *args), cwd=workdir, stdout=log,
-                              stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.run(
+            snakemake_cmd(workdir, profile, config, *SCHEDULER, *args),
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
     return proc, time.perf_counter() - start
 
 
@@ -148,8 +155,9 @@ def stand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
         yield stands
 
 
-def test_thousand_partitions_lambda_stand_ins_concurrency_32(tmp_path: Path, load_dataset: Path, random_checkpoint: Path,
-                                                           stand: Stands) -> None:
+def test_thousand_partitions_lambda_stand_ins_concurrency_32(
+    tmp_path: Path, load_dataset: Path, random_checkpoint: Path, stand: Stands
+) -> None:
     env = stand.env
     config = load_config(load_dataset, random_checkpoint)
     config["lambda"]["timeout_s"] = 300
@@ -162,6 +170,8 @@ def test_thousand_partitions_lambda_stand_ins_concurrency_32(tmp_path: Path, loa
     assert fn["peak_concurrency"] <= CONCURRENCY and fn["cold_starts"] <= CONCURRENCY
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "results" / "predictions").glob("part_*.json")]
     max_memory = max(s["lambda"]["max_memory_mb"] for s in sidecars)
-    print(f"\n1,000 partitions, lambda stand-ins, 32 jobs at concurrency 32: {wall:.0f} s; {fn['cold_starts']} cold starts, "
-          f"peak concurrency {fn['peak_concurrency']}, {fn['throttles']} throttles, max memory used {max_memory:.0f} MB; "
-          f"{watch.check('lambda')}")
+    print(
+        f"\n1,000 partitions, lambda stand-ins, 32 jobs at concurrency 32: {wall:.0f} s; {fn['cold_starts']} cold starts, "
+        f"peak concurrency {fn['peak_concurrency']}, {fn['throttles']} throttles, max memory used {max_memory:.0f} MB; "
+        f"{watch.check('lambda')}"
+    )

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cosmicai.errors import CosmicaiError
 from cosmicai.data.merge import merge_predictions
 from cosmicai.data.partition import write_partitions
 from cosmicai.data.predictions import write_predictions
+from cosmicai.errors import CosmicaiError
 
 
 def _fake_predictions(dataset: Path, preds: Path, plan: dict) -> None:

@@ -9,15 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.cli import run_cli
+from reference_astromae import random_state_dict, reference_forward
 from safetensors.torch import save_file
 
-from cosmicai.model.checkpoint import load_model
 from cosmicai.engines.loader import load_engine
 from cosmicai.engines.torch_engine import TorchEngine, fold_batchnorm
 from cosmicai.model.astromae import build_model
-
-from helpers.cli import run_cli
-from reference_astromae import random_state_dict, reference_forward
+from cosmicai.model.checkpoint import load_model
 
 REFERENCE_TSV = Path(__file__).resolve().parent / "data" / "astromae_state_dict.tsv"
 

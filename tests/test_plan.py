@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import workflow
 from helpers.cli import env_with_venv, run_cli
 from helpers.stands import Stands
@@ -38,8 +37,19 @@ def simple_calibrations(**lam: float) -> dict[str, Calibration]:
         "local": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=0.5, **base),
         "slurm": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=2.0, **base),
         "slurm-gpu": Calibration(samples_per_s=10_000, threads=1, fixed_s=4.0, overhead_s=2.0, **base),
-        "lambda": Calibration(**{"samples_per_s": 100, "threads": 1, "fixed_s": 0.5, "overhead_s": 0.25, "cold_s": 2.0,
-                                 "transfer_mb_per_s": 50, "staging_mb_per_s": 0, **lam}, **base),
+        "lambda": Calibration(
+            **{
+                "samples_per_s": 100,
+                "threads": 1,
+                "fixed_s": 0.5,
+                "overhead_s": 0.25,
+                "cold_s": 2.0,
+                "transfer_mb_per_s": 50,
+                "staging_mb_per_s": 0,
+                **lam,
+            },
+            **base,
+        ),
     }
 
 
@@ -116,8 +126,18 @@ def test_timeout_flags() -> None:
 
 def test_cluster_backends_by_hand() -> None:
     cals = simple_calibrations()
-    s = Settings("slurm", 64 * 1000 * ROW_BYTES, 1000 * ROW_BYTES / 2**20, threads=2, nodes=2, cores_per_node=16,
-                 queue_wait_s=30, cpu_hour_usd=0.05, gpus=4, gpu_hour_usd=2.0)
+    s = Settings(
+        "slurm",
+        64 * 1000 * ROW_BYTES,
+        1000 * ROW_BYTES / 2**20,
+        threads=2,
+        nodes=2,
+        cores_per_node=16,
+        queue_wait_s=30,
+        cpu_hour_usd=0.05,
+        gpus=4,
+        gpu_hour_usd=2.0,
+    )
     slurm = estimate(s, cals)  # 64 jobs of 1,000 rows on 2 x 8 slots: 4 waves of 1 + 2 + 1000/200 s
     assert (slurm.partitions, slurm.concurrency, slurm.waves) == (64, 16, 4)
     assert slurm.wall_s == pytest.approx(30 + 4 * (2.0 + 1.0 + 5.0))
@@ -154,8 +174,20 @@ def test_plan_plot_and_errors(tmp_path: Path) -> None:
 
 def test_calibration_from_runs_and_persistence(tmp_path: Path) -> None:
     # Two sequential local jobs of 6,000 rows: 10 s inference, 1 s else each, 0.5 s between them.
-    runs = [{"rows": 6000, "compute_s": 10.0, "total_s": 11.0, "threads": 2, "device": "cpu", "runtime": "onnxruntime",
-             "precision": "fp32", "started_at": t, "ended_at": t + 11.0} for t in (0.0, 11.5)]
+    runs = [
+        {
+            "rows": 6000,
+            "compute_s": 10.0,
+            "total_s": 11.0,
+            "threads": 2,
+            "device": "cpu",
+            "runtime": "onnxruntime",
+            "precision": "fp32",
+            "started_at": t,
+            "ended_at": t + 11.0,
+        }
+        for t in (0.0, 11.5)
+    ]
     prior = calibration.load(calibration.DEFAULT_FILE)
     name, cal = calibration.from_runs(runs, "local", 22.5, prior, "test run")
     assert name == "local" and cal.measured and cal.samples_per_s == pytest.approx(600) and cal.threads == 2
@@ -187,10 +219,12 @@ def tiny_config(dataset: Path, checkpoint: Path) -> dict:
 
 @pytest.mark.parametrize("profile", ["local", "slurm", "slurm-gpu", "lambda"])
 def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, profile: str) -> None:
-    proc = snakemake(tmp_path, profile, tiny_config(tiny_dataset, random_checkpoint), "-n", *(["--cores", "2"] if profile == "local" else []))
+    proc = snakemake(
+        tmp_path, profile, tiny_config(tiny_dataset, random_checkpoint), "-n", *(["--cores", "2"] if profile == "local" else [])
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(BLOCK) == 1
-    block = proc.stdout[proc.stdout.index(BLOCK):].split("\n  (cosmicai plan")[0]
+    block = proc.stdout[proc.stdout.index(BLOCK) :].split("\n  (cosmicai plan")[0]
     assert f"{BLOCK} ({profile})" in block
     # the Slurm profiles group partitions (config/slurm*.yaml: 16 and 512 per job): one job for these 4
     jobs = "1 inference jobs" if profile.startswith("slurm") else "4 inference jobs"
@@ -206,7 +240,7 @@ def test_lambda_dry_run_without_bucket_plans_and_recommends(tmp_path: Path, tiny
     config.update(plan_recommend=True, plan_deadline="10min")
     proc = snakemake(tmp_path, "lambda", config, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    block = proc.stdout[proc.stdout.index(BLOCK):]
+    block = proc.stdout[proc.stdout.index(BLOCK) :]
     assert f"{BLOCK} (lambda)" in block
     assert "64 at once" in block or "4 at once" in block  # profiles/lambda's in-flight default, not the account's 1,000
     assert "recommendation (the cheapest within 10 min 00 s): lambda " in block
@@ -258,8 +292,10 @@ def test_lambda_run_reports_plan_against_actual(tmp_path: Path, tiny_dataset: Pa
     rows = {r["quantity"]: r for r in pva["rows"]}
     assert pva["backend"] == "lambda" and rows["lambda_requests"]["estimate"] == rows["lambda_requests"]["actual"] == 4
     assert rows["lambda_x86_64_gb_s"]["actual"] > 0 and rows["cost_usd"]["actual"] > 0
-    print(f"\nlambda plan vs actual: wall {rows['wall_s']['estimate']:.2f} s estimated, {rows['wall_s']['actual']:.2f} s actual; "
-          f"GB-s {rows['lambda_x86_64_gb_s']['estimate']:.2f} vs {rows['lambda_x86_64_gb_s']['actual']:.2f}; "
-          f"cost ${rows['cost_usd']['estimate']:.6f} vs ${rows['cost_usd']['actual']:.6f}")
+    print(
+        f"\nlambda plan vs actual: wall {rows['wall_s']['estimate']:.2f} s estimated, {rows['wall_s']['actual']:.2f} s actual; "
+        f"GB-s {rows['lambda_x86_64_gb_s']['estimate']:.2f} vs {rows['lambda_x86_64_gb_s']['actual']:.2f}; "
+        f"cost ${rows['cost_usd']['estimate']:.6f} vs ${rows['cost_usd']['actual']:.6f}"
+    )
     # The ratio itself is a measurement (it depends on the machine's load), reported by the run, not asserted.
     assert isinstance(pva["time_within_factor_2"], bool) and rows["wall_s"]["estimate"] > 0 and rows["wall_s"]["actual"] > 0

@@ -29,8 +29,19 @@ def cals(**lam: float) -> dict[str, Calibration]:
         "local": Calibration(samples_per_s=200, threads=2, fixed_s=1.0, overhead_s=0.5, **BASE),
         "slurm": Calibration(samples_per_s=200, threads=2, fixed_s=10.0, overhead_s=2.0, **BASE),
         "slurm-gpu": Calibration(samples_per_s=10_000, threads=1, fixed_s=4.0, overhead_s=2.0, **BASE),
-        "lambda": Calibration(**{"samples_per_s": 100, "threads": 1, "fixed_s": 0.5, "overhead_s": 0.25, "cold_s": 2.0,
-                                 "transfer_mb_per_s": 50, "staging_mb_per_s": 100, **lam}, **BASE),
+        "lambda": Calibration(
+            **{
+                "samples_per_s": 100,
+                "threads": 1,
+                "fixed_s": 0.5,
+                "overhead_s": 0.25,
+                "cold_s": 2.0,
+                "transfer_mb_per_s": 50,
+                "staging_mb_per_s": 100,
+                **lam,
+            },
+            **BASE,
+        ),
     }
 
 
@@ -114,8 +125,26 @@ def test_sweep_rows_and_columns(tmp_path: Path) -> None:
     plans = sweep(Settings("lambda", 2**30, 25), axes, cals())
     assert len(plans) == 2 * 2 * 2 + 2 * 2  # memory varies Lambda only
     out = tmp_path / "sweep"
-    proc = run_cli("plan", "--backend", "lambda,slurm", "--data-size", "1GB,4GB", "--partition-mb", "25,100", "--memory-mb", "2048:4096:2048",
-                   "--output", f"{out}.csv", "--output", f"{out}.parquet", "--output", f"{out}.json", "--plot", f"{out}.png", check=True)
+    proc = run_cli(
+        "plan",
+        "--backend",
+        "lambda,slurm",
+        "--data-size",
+        "1GB,4GB",
+        "--partition-mb",
+        "25,100",
+        "--memory-mb",
+        "2048:4096:2048",
+        "--output",
+        f"{out}.csv",
+        "--output",
+        f"{out}.parquet",
+        "--output",
+        f"{out}.json",
+        "--plot",
+        f"{out}.png",
+        check=True,
+    )
     assert "lambda" in proc.stdout
     frame = pd.read_parquet(f"{out}.parquet")
     csv = pd.read_csv(f"{out}.csv")
@@ -147,11 +176,28 @@ def test_recommendation_picks_the_known_best() -> None:
 
 
 def test_cli_recommendation_and_broken_pipe() -> None:
-    proc = run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--partition-mb", "25,50,75,100", "--memory-mb", "2048:10240:2048",
-                   "--concurrency", "1000", "--data-in-s3", "--deadline", "3min", check=True)
+    proc = run_cli(
+        "plan",
+        "--backend",
+        "lambda",
+        "--data-size",
+        "1TB",
+        "--partition-mb",
+        "25,50,75,100",
+        "--memory-mb",
+        "2048:10240:2048",
+        "--concurrency",
+        "1000",
+        "--data-in-s3",
+        "--deadline",
+        "3min",
+        check=True,
+    )
     assert "recommendation (the cheapest within 3 min 00 s)" in proc.stdout and "misses the deadline" in proc.stdout
     cmd = "cosmicai plan --compare --data-size 1GB,2GB,4GB --partition-mb 1:100:1 --format csv | head -1"
-    piped = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=False, capture_output=True, text=True, env=env_with_venv(), cwd=REPO)
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], check=False, capture_output=True, text=True, env=env_with_venv(), cwd=REPO
+    )
     assert piped.stdout.startswith("backend,") and "Broken pipe" not in piped.stderr and "Traceback" not in piped.stderr
 
 

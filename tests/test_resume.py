@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from helpers.cli import env_with_venv
 from helpers.processes import done_partitions, group_gone, incomplete_outputs
 from helpers.workflow import snakemake, snakemake_cmd, tiny_config
@@ -23,8 +22,14 @@ N_PARTS = 6  # 300 rows at partition_mb 1.0
 def _start_detached(workdir: Path, config: dict) -> subprocess.Popen:
     """Snakemake in a process group of its own (its jobs join it), output to a log file."""
     log = open(workdir / "killed-run.log", "w")
-    return subprocess.Popen(snakemake_cmd(workdir, "local", config), cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                            env=env_with_venv(), start_new_session=True)
+    return subprocess.Popen(
+        snakemake_cmd(workdir, "local", config),
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env_with_venv(),
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow

@@ -14,14 +14,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers.cli import REPO, assert_clean_failure, run_cli
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from helpers.cli import REPO, assert_clean_failure, run_cli
-from cosmicai.model.checkpoint import load_model
 from cosmicai.data.dataset import inspect
-from cosmicai.errors import CosmicaiError
 from cosmicai.data.import_cai import import_pt
+from cosmicai.errors import CosmicaiError
+from cosmicai.model.checkpoint import load_model
 from cosmicai.model.safe_pickle import UnsafePickleError, safe_load
 
 TSV = REPO / "tests" / "data" / "astromae_state_dict.tsv"
@@ -120,8 +120,9 @@ def test_convert_checkpoint_loads_strictly_and_predicts_the_same(lookalike: Path
 
 
 def test_legacy_format_checkpoint_gives_the_same_tensors(lookalike: Path, tmp_path: Path) -> None:
-    from cosmicai.data.import_cai import convert_checkpoint
     from safetensors.torch import load_file
+
+    from cosmicai.data.import_cai import convert_checkpoint
 
     legacy = lookalike / "model_legacy.pt"
     assert not zipfile.is_zipfile(legacy)
@@ -198,11 +199,23 @@ BAD_PT = {
     "not a pickle": (lambda p: p.write_bytes(b"\x00garbage" * 50), "not a PyTorch file"),
     "a dict, not a TensorDataset": (lambda p: torch.save({"x": torch.zeros(3)}, p), "expected a TensorDataset"),
     "two tensors": (lambda p: torch.save(TensorDataset(torch.zeros(2, 5, 32, 32), torch.zeros(2, 5)), p), "expected 3 tensors"),
-    "band count": (lambda p: torch.save(TensorDataset(torch.zeros(2, 3, 32, 32), torch.zeros(2, 5), torch.zeros(2)), p), "shape (N, 5, H, W)"),
+    "band count": (
+        lambda p: torch.save(TensorDataset(torch.zeros(2, 3, 32, 32), torch.zeros(2, 5), torch.zeros(2)), p),
+        "shape (N, 5, H, W)",
+    ),
     "row counts disagree": (lambda p: torch.save((torch.zeros(2, 5, 32, 32), torch.zeros(2, 5), torch.zeros(3)), p), "row counts disagree"),
-    "integer images": (lambda p: torch.save((torch.zeros(2, 5, 32, 32, dtype=torch.int32), torch.zeros(2, 5), torch.zeros(2)), p), "must be floating point"),
-    "image too small": (lambda p: torch.save((torch.zeros(2, 5, 16, 16), torch.zeros(2, 5), torch.zeros(2)), p), "smaller than the model's"),
-    "truncated": (lambda p: p.write_bytes(_saved_bytes(TensorDataset(torch.zeros(9, 5, 32, 32), torch.zeros(9, 5), torch.zeros(9)))[:30000]), "not a"),
+    "integer images": (
+        lambda p: torch.save((torch.zeros(2, 5, 32, 32, dtype=torch.int32), torch.zeros(2, 5), torch.zeros(2)), p),
+        "must be floating point",
+    ),
+    "image too small": (
+        lambda p: torch.save((torch.zeros(2, 5, 16, 16), torch.zeros(2, 5), torch.zeros(2)), p),
+        "smaller than the model's",
+    ),
+    "truncated": (
+        lambda p: p.write_bytes(_saved_bytes(TensorDataset(torch.zeros(9, 5, 32, 32), torch.zeros(9, 5), torch.zeros(9)))[:30000]),
+        "not a",
+    ),
 }
 
 

@@ -120,7 +120,10 @@ def _slurm_up() -> bool:
 def test_query_real_gpu_job(tmp_path):
     out = subprocess.run(
         ["sbatch", "--parsable", "--gres=gpu:1", "-c", "1", f"--chdir={tmp_path}", "--wrap", "sleep 2"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     job_id = out.stdout.strip().split(";")[0]
     # Poll accounting (faster than sbatch --wait); steps are recorded asynchronously.

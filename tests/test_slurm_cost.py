@@ -14,15 +14,31 @@ from cosmicai.errors import CosmicaiError
 def record(job_id: str, state: str = "COMPLETED", cpus: int = 2, gpus: int = 0, elapsed: int = 36, rss: float | None = 900.0) -> dict:
     """One aggregated sacct job, as query_jobs returns it."""
     return {
-        "job_id": job_id, "rule": "infer_partition", "state": state, "partition": "debug", "node_list": "n1",
-        "elapsed_s": elapsed, "alloc_cpus": cpus, "alloc_gpus": gpus, "alloc_mem_mb": 1500.0, "max_rss_mb": rss,
+        "job_id": job_id,
+        "rule": "infer_partition",
+        "state": state,
+        "partition": "debug",
+        "node_list": "n1",
+        "elapsed_s": elapsed,
+        "alloc_cpus": cpus,
+        "alloc_gpus": gpus,
+        "alloc_mem_mb": 1500.0,
+        "max_rss_mb": rss,
     }
 
 
 def run(part: int, job_id: str, device: str = "cpu") -> dict:
     """One inference sidecar."""
-    return {"partition": f"part_{part:05d}.h5", "rows": 100, "total_s": 10.0, "compute_s": 8.0, "device": device,
-            "slurm_job_id": job_id, "started_at": 0.0, "ended_at": 10.0}
+    return {
+        "partition": f"part_{part:05d}.h5",
+        "rows": 100,
+        "total_s": 10.0,
+        "compute_s": 8.0,
+        "device": device,
+        "slurm_job_id": job_id,
+        "started_at": 0.0,
+        "ended_at": 10.0,
+    }
 
 
 class FakeSacct:

@@ -31,9 +31,7 @@ RATES = {"cpu_hour_usd": 0.05, "gpu_hour_usd": 2.5, "su_per_cpu_hour": 1.0, "su_
 def slurm_status() -> tuple[bool, str]:
     """Whether scripts/slurm-local.sh reports every daemon up, and its output."""
     try:
-        proc = subprocess.run(
-            ["bash", str(REPO / "scripts" / "slurm-local.sh"), "status"], capture_output=True, text=True, timeout=60
-        )
+        proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm-local.sh"), "status"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
@@ -73,9 +71,7 @@ def run_workflow(workdir: Path, profile: str, config: Path, *args: str) -> tuple
     """Run the workflow in `workdir`; return the process and its wall time in seconds."""
     workdir.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
-    proc = subprocess.run(
-        snakemake_cmd(profile, config, *args), cwd=workdir, capture_output=True, text=True, env=env_with_venv()
-    )
+    proc = subprocess.run(snakemake_cmd(profile, config, *args), cwd=workdir, capture_output=True, text=True, env=env_with_venv())
     return proc, time.monotonic() - t
 
 
@@ -150,7 +146,10 @@ def max_abs_dz(a: Path, b: Path) -> float:
 def time_limits(job_ids: list[str]) -> dict[str, str]:
     out = subprocess.run(
         ["sacct", "-n", "-X", "-P", f"--jobs={','.join(job_ids)}", "--format=JobIDRaw,Timelimit"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     return dict(line.split("|") for line in out.split())
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from helpers.cli import run_cli
 
 from cosmicai.model.train import train
-from helpers.cli import run_cli
 
 
 def test_train_writes_loadable_checkpoint(tmp_path: Path, tiny_dataset: Path) -> None:
@@ -19,7 +18,9 @@ def test_train_writes_loadable_checkpoint(tmp_path: Path, tiny_dataset: Path) ->
     stats = json.loads(proc.stdout)
     assert stats["rows"] == 300 and stats["steps"] == 3 and np.isfinite(stats["final_loss"]) and not stats["stopped_at_max_minutes"]
     out = tmp_path / "pred.parquet"
-    run_cli("infer", tiny_dataset, "--checkpoint", ckpt, "--output", out, "--runtime", "torch", check=True)  # no ONNX export: the layout is what is checked
+    run_cli(
+        "infer", tiny_dataset, "--checkpoint", ckpt, "--output", out, "--runtime", "torch", check=True
+    )  # no ONNX export: the layout is what is checked
     z = pq.read_table(out).column("z_pred").to_numpy()
     assert len(z) == 300 and np.isfinite(z).all()
 

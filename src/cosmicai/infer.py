@@ -195,5 +195,15 @@ def run_infer(
     t = time.perf_counter()
     engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
     load_s = time.perf_counter() - t
-    return infer_partition(read.uri, engine, output, sidecar, batch_size, on_invalid, model_load_s=load_s,
-                           rows=(read.start, read.stop), name=read.name, version_id=read.version_id)
+    return infer_partition(
+        read.uri,
+        engine,
+        output,
+        sidecar,
+        batch_size,
+        on_invalid,
+        model_load_s=load_s,
+        rows=(read.start, read.stop),
+        name=read.name,
+        version_id=read.version_id,
+    )

@@ -82,8 +82,15 @@ class _Queue:
         try:
             check_partition(req["partition"], req.get("sha256"))
             timings = infer_partition(
-                req["partition"], self.engine, req["output"], None, req["batch_size"], req["on_invalid"],
-                model_load_s=0.0 if self.served else self.load_s, progress=False, batches=item["batches"],
+                req["partition"],
+                self.engine,
+                req["output"],
+                None,
+                req["batch_size"],
+                req["on_invalid"],
+                model_load_s=0.0 if self.served else self.load_s,
+                progress=False,
+                batches=item["batches"],
             )
         except CosmicaiError as exc:  # bad input: more resources would not help
             return {"ok": False, "error": str(exc), "retryable": False}
@@ -141,8 +148,10 @@ def serve(address: str | os.PathLike, engine_args: dict) -> None:
             queue.broken = str(exc)
         queue.load_s = time.perf_counter() - t
         if queue.engine is not None:
-            print(f"engine loaded in {queue.load_s:.1f} s: {queue.engine.runtime} on {queue.engine.device} "
-                  f"({queue.engine.precision})", flush=True)
+            print(
+                f"engine loaded in {queue.load_s:.1f} s: {queue.engine.runtime} on {queue.engine.device} ({queue.engine.precision})",
+                flush=True,
+            )
         queue.run()
 
 
@@ -159,7 +168,9 @@ def ask(address: str | os.PathLike, request: dict, wait_s: float = 900.0) -> dic
             break
         except (FileNotFoundError, ValueError, KeyError, ConnectionRefusedError):
             if time.monotonic() > deadline:
-                raise ServiceLost(address, f"no engine service answered within {wait_s:.0f} s (see its log under logs/serve_engine/)") from None
+                raise ServiceLost(
+                    address, f"no engine service answered within {wait_s:.0f} s (see its log under logs/serve_engine/)"
+                ) from None
             time.sleep(POLL_S)
     if not line:
         raise ServiceLost(address, "the engine service ended without answering (see its log under logs/serve_engine/)")

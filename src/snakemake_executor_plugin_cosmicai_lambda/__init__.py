@@ -50,21 +50,28 @@ class Executor(RemoteExecutor):
         try:
             settings = LambdaSettings.from_config(config["lambda"])
             if not settings.bucket:  # the same line as the workflow's onstart check (which runs after executor start-up)
-                raise WorkflowError("config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'")
+                raise WorkflowError(
+                    "config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'"
+                )
             self.dispatcher = Dispatcher(settings)
         except CosmicaiError as exc:
             raise WorkflowError(str(exc)) from None
         info = self.dispatcher.info
-        self.logger.info(f"cosmicai-lambda: {info.arn}: up to {info.in_flight} invocations in flight ({info.limit_source} concurrency, "
-                         f"lambda.max_in_flight {settings.max_in_flight})")
+        self.logger.info(
+            f"cosmicai-lambda: {info.arn}: up to {info.in_flight} invocations in flight ({info.limit_source} concurrency, "
+            f"lambda.max_in_flight {settings.max_in_flight})"
+        )
 
     def run_job(self, job: JobExecutorInterface) -> None:
         """Queue the job's invocation; it counts as submitted at once (the pool bounds what is in flight)."""
         info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
         argv = getattr(job.params, "invoker_args", None) if hasattr(job, "params") else None
         if not argv:
-            self.report_job_error(info, msg=f"rule {job.name} has no params.invoker_args: the cosmicai-lambda executor runs only the "
-                                            "Lambda invoker (make other rules localrules)")
+            self.report_job_error(
+                info,
+                msg=f"rule {job.name} has no params.invoker_args: the cosmicai-lambda executor runs only the "
+                "Lambda invoker (make other rules localrules)",
+            )
             return
         try:
             info.aux = {"future": self.dispatcher.submit([str(a) for a in argv], job.log[0]), "log": job.log[0]}

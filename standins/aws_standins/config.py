@@ -30,9 +30,17 @@ from typing import Any
 # credentials and the region that real Lambda injects; everything else must be
 # configured per function so workers do not silently depend on the caller's shell.
 PASSTHROUGH_ENV = (
-    "PATH", "HOME", "LANG", "LC_ALL",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
 )
 
 

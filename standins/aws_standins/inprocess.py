@@ -93,8 +93,12 @@ class ThreadWorker:
             result = self._handler(json.loads(inv.payload or b"null"), _Context(inv, self.fn))
             inv.finish("response", json.dumps(result).encode())
         except Exception as exc:
-            body = {"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": inv.request_id,
-                    "stackTrace": traceback.format_tb(exc.__traceback__)}
+            body = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "requestId": inv.request_id,
+                "stackTrace": traceback.format_tb(exc.__traceback__),
+            }
             inv.finish("error", json.dumps(body).encode(), type(exc).__name__)
 
     def kill(self, oom: bool = False) -> None:

@@ -70,10 +70,17 @@ class LambdaStandin(http.server.ThreadingHTTPServer):
     def describe(self, fn: FunctionConfig) -> dict[str, object]:
         """A GetFunctionConfiguration-shaped description."""
         return {
-            "FunctionName": fn.name, "FunctionArn": self.arn(fn.name), "Runtime": "python3.11",
-            "Handler": fn.handler, "MemorySize": fn.memory_mb, "Timeout": int(fn.timeout_s),
-            "Version": "$LATEST", "State": "Active", "LastUpdateStatus": "Successful",
-            "PackageType": "Zip", "Architectures": [fn.architecture],
+            "FunctionName": fn.name,
+            "FunctionArn": self.arn(fn.name),
+            "Runtime": "python3.11",
+            "Handler": fn.handler,
+            "MemorySize": fn.memory_mb,
+            "Timeout": int(fn.timeout_s),
+            "Version": "$LATEST",
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": [fn.architecture],
             "EphemeralStorage": {"Size": fn.ephemeral_storage_mb},
             "Environment": {"Variables": dict(fn.environment)},
         }
@@ -161,9 +168,16 @@ class _InvokeAPIHandler(http.server.BaseHTTPRequestHandler):
         """GetAccountSettings: the regional limit, less what functions reserve."""
         total = self.server.config.account_concurrency
         reserved = sum(p.fn.reserved_concurrency or 0 for p in self.server.pools.values())
-        return {"AccountLimit": {"ConcurrentExecutions": total, "UnreservedConcurrentExecutions": max(0, total - reserved),
-                                 "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800, "TotalCodeSize": 80530636800},
-                "AccountUsage": {"FunctionCount": len(self.server.pools), "TotalCodeSize": 0}}
+        return {
+            "AccountLimit": {
+                "ConcurrentExecutions": total,
+                "UnreservedConcurrentExecutions": max(0, total - reserved),
+                "CodeSizeUnzipped": 262144000,
+                "CodeSizeZipped": 52428800,
+                "TotalCodeSize": 80530636800,
+            },
+            "AccountUsage": {"FunctionCount": len(self.server.pools), "TotalCodeSize": 0},
+        }
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -182,7 +196,9 @@ class _InvokeAPIHandler(http.server.BaseHTTPRequestHandler):
             return
         if len(payload) > MAX_PAYLOAD:
             # What AWS answers a synchronous payload over 6 MB (the API reference's RequestTooLargeException is the model's name).
-            self._error(413, "RequestEntityTooLargeException", f"Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation")
+            self._error(
+                413, "RequestEntityTooLargeException", f"Request must be smaller than {MAX_PAYLOAD} bytes for the InvokeFunction operation"
+            )
             return
         try:
             json.loads(payload or b"{}")
@@ -237,8 +253,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cosmicai-lambda-standin", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--function-config", help="JSON or YAML file with a `functions:` list (see config.FunctionConfig)")
-    parser.add_argument("--function", action="append", default=[], metavar="NAME=MODULE.HANDLER",
-                        help="add a function; the flags below apply to functions given this way")
+    parser.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE.HANDLER",
+        help="add a function; the flags below apply to functions given this way",
+    )
     parser.add_argument("--memory-mb", type=int, default=128)
     parser.add_argument("--timeout-s", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=None, help="reserved concurrency")
@@ -253,15 +274,23 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: serve until SIGTERM/SIGINT, then kill all workers."""
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
     cli_functions = []
     for spec in args.function:
         name, _, handler = spec.partition("=")
-        cli_functions.append({
-            "name": name, "handler": handler, "memory_mb": args.memory_mb, "timeout_s": args.timeout_s,
-            "reserved_concurrency": args.concurrency, "code_dirs": args.code_dir, "environment": parse_env_pairs(args.env),
-        })
+        cli_functions.append(
+            {
+                "name": name,
+                "handler": handler,
+                "memory_mb": args.memory_mb,
+                "timeout_s": args.timeout_s,
+                "reserved_concurrency": args.concurrency,
+                "code_dirs": args.code_dir,
+                "environment": parse_env_pairs(args.env),
+            }
+        )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a thousand connections at once, and their workers' pipes
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
     config = load_config(args.function_config, cli_functions)

@@ -99,8 +99,11 @@ class Sandbox:
         try:
             with open(self.image, "wb") as f:
                 f.truncate(self.ephemeral_mb * 1024 * 1024)  # sparse: takes disk only as it fills
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "nodiscard", "-m", "0", str(self.image)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "nodiscard", "-m", "0", str(self.image)],
+                check=True,
+                capture_output=True,
+            )
             subprocess.run(["mount", "-o", "loop", str(self.image), str(self.tmpdir)], check=True, capture_output=True)
             self.mounted = True
             os.chmod(self.tmpdir, 0o1777)

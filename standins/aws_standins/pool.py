@@ -49,8 +49,14 @@ class FunctionPool:
         self._idle: list[Worker] = []
         self._busy = 0
         self._workers: set[Worker] = set()  # every live worker, so shutdown can kill busy ones too
-        self.stats: dict[str, Any] = {"invocations": 0, "cold_starts": 0, "throttles": 0, "errors": 0, "peak_concurrency": 0,
-                                      "faults": dict.fromkeys(FAULTS, 0)}
+        self.stats: dict[str, Any] = {
+            "invocations": 0,
+            "cold_starts": 0,
+            "throttles": 0,
+            "errors": 0,
+            "peak_concurrency": 0,
+            "faults": dict.fromkeys(FAULTS, 0),
+        }
 
     def _fault(self, name: str, payload: bytes | None = None) -> bool:
         """Whether fault `name` fires now; counted in stats when it does."""
@@ -99,11 +105,18 @@ class FunctionPool:
         """Run one synchronous invocation and shape the answer like AWS."""
         acquired = self._acquire()
         if acquired is None:
-            reason = "ReservedFunctionConcurrentInvocationLimitExceeded" if self.fn.reserved_concurrency is not None else "ConcurrentInvocationLimitExceeded"
+            reason = (
+                "ReservedFunctionConcurrentInvocationLimitExceeded"
+                if self.fn.reserved_concurrency is not None
+                else "ConcurrentInvocationLimitExceeded"
+            )
             body = json.dumps({"Reason": reason, "Type": "User", "message": "Rate Exceeded."}).encode()
             # AWS's TooManyRequestsException carries retryAfterSeconds in the Retry-After header.
-            headers = {"x-amzn-ErrorType": "TooManyRequestsException", "Content-Type": "application/json",
-                       "Retry-After": f"{self.fn.retry_after_s:g}"}
+            headers = {
+                "x-amzn-ErrorType": "TooManyRequestsException",
+                "Content-Type": "application/json",
+                "Retry-After": f"{self.fn.retry_after_s:g}",
+            }
             return InvokeResult(429, headers, body)
         worker, cold = acquired
         with self._lock:
@@ -155,7 +168,9 @@ class FunctionPool:
         lines = worker.take_log()
         body, status_note = inv.body, ""
         if inv.outcome == "response" and len(body) > MAX_PAYLOAD:
-            body = error_body("Function.ResponseSizeTooLarge", f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).")
+            body = error_body(
+                "Function.ResponseSizeTooLarge", f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+            )
             headers["X-Amz-Function-Error"] = "Unhandled"
         elif inv.outcome == "error":
             headers["X-Amz-Function-Error"] = "Unhandled"
@@ -185,12 +200,18 @@ class FunctionPool:
             f"Billed Duration: {math.ceil(duration + init_ms)} ms\tMemory Size: {self.fn.memory_mb} MB\t"
             f"Max Memory Used: {worker.max_memory_mb()} MB\t"
             + (f"Init Duration: {init_ms:.2f} ms\t" if cold else "")
-            + status_note.lstrip("\t") + ("\t" if status_note else "")
+            + status_note.lstrip("\t")
+            + ("\t" if status_note else "")
         )
-        text = "\n".join(
-            (["INIT_START Runtime Version: python:standin"] if cold else [])
-            + [f"START RequestId: {rid} Version: $LATEST"] + lines + [f"END RequestId: {rid}", report]
-        ) + "\n"
+        text = (
+            "\n".join(
+                (["INIT_START Runtime Version: python:standin"] if cold else [])
+                + [f"START RequestId: {rid} Version: $LATEST"]
+                + lines
+                + [f"END RequestId: {rid}", report]
+            )
+            + "\n"
+        )
         log.info("%s %s", self.fn.name, report.strip())
         if tail:
             headers["X-Amz-Log-Result"] = base64.b64encode(text.encode()[-LOG_TAIL:]).decode()

@@ -101,7 +101,7 @@ class _RuntimeAPIHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as separate writes; Nagle + delayed ACK adds 40 ms
-    server: "_RuntimeAPIServer"
+    server: _RuntimeAPIServer
 
     def log_message(self, fmt: str, *args: object) -> None:
         log.debug("runtime-api %s: " + fmt, self.server.worker.name, *args)
@@ -138,7 +138,7 @@ class _RuntimeAPIHandler(http.server.BaseHTTPRequestHandler):
         worker = self.server.worker
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type", "")
-        parts = self.path[len(RUNTIME_PREFIX):].split("/")
+        parts = self.path[len(RUNTIME_PREFIX) :].split("/")
         if parts == ["init", "error"]:
             worker.init_failed(body, error_type)
         elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
@@ -154,7 +154,7 @@ class _RuntimeAPIHandler(http.server.BaseHTTPRequestHandler):
 class _RuntimeAPIServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
         super().__init__(("127.0.0.1", 0), _RuntimeAPIHandler)
 
@@ -197,28 +197,34 @@ class Worker:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.sandbox.setup()  # CPU share and memory limit (cgroup), /tmp of ephemeral_storage_mb
         env = worker_base_env()
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self._api.server_address[1]}",
-            "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.fn.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{self.fn.name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + self.name.split("/")[1],
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "_HANDLER": self.fn.handler,
-            "LAMBDA_TASK_ROOT": self.fn.code_dirs[0] if self.fn.code_dirs else os.getcwd(),
-            "TMPDIR": str(self.tmpdir),  # private /tmp per execution environment, as on AWS
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self._api.server_address[1]}",
+                "AWS_LAMBDA_FUNCTION_NAME": self.fn.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.fn.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{self.fn.name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + self.name.split("/")[1],
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "_HANDLER": self.fn.handler,
+                "LAMBDA_TASK_ROOT": self.fn.code_dirs[0] if self.fn.code_dirs else os.getcwd(),
+                "TMPDIR": str(self.tmpdir),  # private /tmp per execution environment, as on AWS
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.fn.code_dirs:
             env["PYTHONPATH"] = os.pathsep.join(self.fn.code_dirs)
         env.update(self.fn.environment)
         self._spawned = time.monotonic()
         self._proc = subprocess.Popen(
             [*self.sandbox.prefix(), self.fn.python, "-m", "awslambdaric", self.fn.handler],
-            env=env, cwd=env["LAMBDA_TASK_ROOT"], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+            env=env,
+            cwd=env["LAMBDA_TASK_ROOT"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
             start_new_session=True,  # own process group: kill the handler's children too
         )
         log.info("cold start %s pid %d", self.name, self._proc.pid)
@@ -401,4 +407,3 @@ class Worker:
         self.ready.set()
         if inv is not None:
             inv.finish("oom" if self.oom else "exit")
-

@@ -113,8 +113,12 @@ class FaultProxy(http.server.ThreadingHTTPServer):
     def snapshot(self) -> dict[str, Any]:
         """Counters and settings for GET /_standin/stats."""
         with self.lock:
-            return {"requests": self.stats["requests"], "injected": dict(self.stats["injected"]),
-                    "denied_missing": self.stats.get("denied_missing", 0), "faults": self.faults.settings()}
+            return {
+                "requests": self.stats["requests"],
+                "injected": dict(self.stats["injected"]),
+                "denied_missing": self.stats.get("denied_missing", 0),
+                "faults": self.faults.settings(),
+            }
 
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -173,8 +177,10 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         if fault:
             code, message = ANSWERS[fault]
             request_id = uuid.uuid4().hex[:16].upper()
-            xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-                   f"<RequestId>{request_id}</RequestId></Error>").encode()
+            xml = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+                f"<RequestId>{request_id}</RequestId></Error>"
+            ).encode()
             log.info("%s %s: injected 503 %s", self.command, self.path, code)
             self._send(503, xml, {"Content-Type": "application/xml", "x-amz-request-id": request_id})
             return
@@ -193,8 +199,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                 response.read()
                 with self.server.lock:
                     self.server.stats["denied_missing"] = self.server.stats.get("denied_missing", 0) + 1
-                xml = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-                       b"<Message>Access Denied</Message></Error>")
+                xml = b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
                 self._send(403, xml, {"Content-Type": "application/xml"})
                 return
             self.send_response(response.status, response.reason)
@@ -230,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="{}", help="initial fault settings as JSON (see the module docstring)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
     server = FaultProxy(args.port, args.upstream, S3Faults(**json.loads(args.faults)))
 
     def stop(signum: int, _frame: object) -> None:

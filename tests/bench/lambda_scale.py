@@ -93,8 +93,17 @@ def make_inputs(work: Path, partitions: int, rows_per_partition: int) -> tuple[P
 
 
 def snakemake(work: Path, env: dict[str, str], *targets: str) -> subprocess.Popen:
-    cmd = ["snakemake", *targets, "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "lambda"),
-           "--configfile", str(work / "bench-config.yaml"), str(REPO / "config" / "lambda.yaml")]
+    cmd = [
+        "snakemake",
+        *targets,
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "lambda"),
+        "--configfile",
+        str(work / "bench-config.yaml"),
+        str(REPO / "config" / "lambda.yaml"),
+    ]
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=(work / "snakemake.log").open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -114,13 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     (work / "bench-config.yaml").write_text(yaml.safe_dump(config))
 
     s3_port, lambda_port = free_port(), free_port()
-    aws = {"LOCAL_AWS_DIR": str(work / "aws"), "LOCAL_AWS_S3_PORT": str(s3_port), "LOCAL_AWS_LAMBDA_PORT": str(lambda_port),
-           "LOCAL_AWS_KEY": KEY, "LOCAL_AWS_SECRET": SECRET, "LOCAL_AWS_BUCKETS": BUCKET, "LOCAL_AWS_PYTHON": sys.executable,
-           "LOCAL_AWS_FUNCTIONS": str(REPO / "deploy" / "lambda" / "standin-scale.yaml"),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")])}
-    env = {**os.environ, **aws, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}", "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
-           "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    aws = {
+        "LOCAL_AWS_DIR": str(work / "aws"),
+        "LOCAL_AWS_S3_PORT": str(s3_port),
+        "LOCAL_AWS_LAMBDA_PORT": str(lambda_port),
+        "LOCAL_AWS_KEY": KEY,
+        "LOCAL_AWS_SECRET": SECRET,
+        "LOCAL_AWS_BUCKETS": BUCKET,
+        "LOCAL_AWS_PYTHON": sys.executable,
+        "LOCAL_AWS_FUNCTIONS": str(REPO / "deploy" / "lambda" / "standin-scale.yaml"),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")]),
+    }
+    env = {
+        **os.environ,
+        **aws,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}",
+        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     script = str(REPO / "scripts" / "local-aws.sh")
     subprocess.run(["bash", script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
@@ -149,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     rows_in = a.partitions * a.rows_per_partition
     rows_out = pq.read_metadata(work / "results" / "predictions.parquet").num_rows
     result = {
-        "partitions": a.partitions, "rows": rows_in, "invocations": stats["invocations"],
-        "peak_in_flight": stats["peak_concurrency"], "throttles": stats["throttles"],
-        "inference_span_s": round(span, 2), "invocations_per_s": round(len(sidecars) / span, 1),
+        "partitions": a.partitions,
+        "rows": rows_in,
+        "invocations": stats["invocations"],
+        "peak_in_flight": stats["peak_concurrency"],
+        "throttles": stats["throttles"],
+        "inference_span_s": round(span, 2),
+        "invocations_per_s": round(len(sidecars) / span, 1),
         "invocations_started_per_s": round((len(starts) - 1) / (starts[-1] - starts[0]), 1),
         "workflow_wall_s": round(wall, 1),
-        "peak_rss_snakemake_tree_mb": round(sampler.peak_mb), "peak_processes": sampler.peak_processes,
-        "peak_rss_standin_mb": round(standin_peak), "rows_lost": rows_in - rows_out,
+        "peak_rss_snakemake_tree_mb": round(sampler.peak_mb),
+        "peak_processes": sampler.peak_processes,
+        "peak_rss_standin_mb": round(standin_peak),
+        "rows_lost": rows_in - rows_out,
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,8 +25,10 @@ from helpers.cli import REPO, env_with_venv
 from helpers.workflow import BUCKET, FUNCTION
 
 KEY, SECRET = "standin-key", "standin-secret"
-REPORT = re.compile(r"REPORT RequestId: (\S+)\tDuration: ([\d.]+) ms\tBilled Duration: (\d+) ms\tMemory Size: (\d+) MB\t"
-                    r"Max Memory Used: (\d+) MB\t(?:Init Duration: ([\d.]+) ms)?")
+REPORT = re.compile(
+    r"REPORT RequestId: (\S+)\tDuration: ([\d.]+) ms\tBilled Duration: (\d+) ms\tMemory Size: (\d+) MB\t"
+    r"Max Memory Used: (\d+) MB\t(?:Init Duration: ([\d.]+) ms)?"
+)
 
 
 def free_port() -> int:
@@ -72,16 +74,22 @@ def rclone() -> str:
 
 def start_s3(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """rclone serve s3 over the folder data (one bucket per subfolder), credentials KEY/SECRET."""
-    return subprocess.Popen([rclone(), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}",
-                             "--auth-key", f"{KEY},{SECRET}", str(data)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [rclone(), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{KEY},{SECRET}", str(data)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def start_lambda(functions: list[dict[str, Any]], port: int, tmp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """The Lambda stand-in serving these functions (logs to tmp/lambda.log)."""
     (tmp / "functions.json").write_text(json.dumps({"functions": functions}))
-    return subprocess.Popen([sys.executable, "-m", "aws_standins.lambda_server", "--port", str(port),
-                             "--function-config", str(tmp / "functions.json")],
-                            env=_python_env(env), stdout=(tmp / "lambda.log").open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aws_standins.lambda_server", "--port", str(port), "--function-config", str(tmp / "functions.json")],
+        env=_python_env(env),
+        stdout=(tmp / "lambda.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _python_env(env: dict[str, str]) -> dict[str, str]:
@@ -91,8 +99,15 @@ def _python_env(env: dict[str, str]) -> dict[str, str]:
 
 def cosmicai_function(name: str = FUNCTION, concurrency: int = 4, timeout_s: int = 120, **extra: Any) -> dict[str, Any]:
     """A stand-in function running cosmicai.aws.handler.handler from this checkout (2,048 MB)."""
-    return {"name": name, "handler": "cosmicai.aws.handler.handler", "memory_mb": 2048, "timeout_s": timeout_s,
-            "reserved_concurrency": concurrency, "code_dirs": [str(REPO / "src")], **extra}
+    return {
+        "name": name,
+        "handler": "cosmicai.aws.handler.handler",
+        "memory_mb": 2048,
+        "timeout_s": timeout_s,
+        "reserved_concurrency": concurrency,
+        "code_dirs": [str(REPO / "src")],
+        **extra,
+    }
 
 
 def _get(url: str) -> Any:
@@ -139,8 +154,14 @@ class Stands:
         from botocore.config import Config
 
         endpoint = self.env["AWS_ENDPOINT_URL_S3" if service == "s3" else "AWS_ENDPOINT_URL_LAMBDA"]
-        return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY,
-                            aws_secret_access_key=SECRET, config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=KEY,
+            aws_secret_access_key=SECRET,
+            config=Config(retries={"total_max_attempts": 1}, read_timeout=60),
+        )
 
 
 @contextlib.contextmanager
@@ -154,9 +175,13 @@ def running_stands(tmp: Path, functions: list[dict[str, Any]], fault_proxy: bool
     s3_url = f"http://127.0.0.1:{proxy_port if fault_proxy else s3_port}"  # with the proxy, every S3 client goes through it
     env = {
         **env_with_venv(),
-        "AWS_ENDPOINT_URL_S3": s3_url, "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
-        "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),  # never the user's
+        "AWS_ENDPOINT_URL_S3": s3_url,
+        "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{lambda_port}",
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),  # never the user's
     }
     env.pop("AWS_SESSION_TOKEN", None)
     env.pop("AWS_PROFILE", None)
@@ -165,9 +190,22 @@ def running_stands(tmp: Path, functions: list[dict[str, Any]], fault_proxy: bool
         started.append(start_s3(tmp / "s3", s3_port, tmp / "rclone.log"))
         wait_http(f"http://127.0.0.1:{s3_port}", started[-1], tmp / "rclone.log")
         if fault_proxy:
-            started.append(subprocess.Popen([sys.executable, "-m", "aws_standins.s3_faults", "--port", str(proxy_port),
-                                             "--upstream", f"http://127.0.0.1:{s3_port}"], env=_python_env(env),
-                                            stdout=(tmp / "proxy.log").open("wb"), stderr=subprocess.STDOUT))
+            started.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "aws_standins.s3_faults",
+                        "--port",
+                        str(proxy_port),
+                        "--upstream",
+                        f"http://127.0.0.1:{s3_port}",
+                    ],
+                    env=_python_env(env),
+                    stdout=(tmp / "proxy.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
             wait_http(f"{s3_url}/_standin/stats", started[-1], tmp / "proxy.log")
         started.append(start_lambda(functions, lambda_port, tmp, env))
         wait_http(f"{env['AWS_ENDPOINT_URL_LAMBDA']}/_standin/health", started[-1], tmp / "lambda.log")

@@ -30,12 +30,14 @@ def snakemake_cmd(workdir: Path, profile: str, config: dict[str, Any] | None, *a
     return cmd + list(args)
 
 
-def snakemake(workdir: Path, profile: str, config: dict[str, Any] | None, *args: str,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, profile: str, config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the workflow in workdir; the process, with its wall time in seconds as `.wall_s`."""
     start = time.perf_counter()
-    proc = subprocess.run(snakemake_cmd(workdir, profile, config, *args), cwd=workdir, capture_output=True, text=True,
-                          env=env or env_with_venv())
+    proc = subprocess.run(
+        snakemake_cmd(workdir, profile, config, *args), cwd=workdir, capture_output=True, text=True, env=env or env_with_venv()
+    )
     proc.wall_s = time.perf_counter() - start  # type: ignore[attr-defined]
     return proc
 

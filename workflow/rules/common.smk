@@ -15,12 +15,16 @@ from cosmicai.config import config_error
 # Nested values given with --config (inference={partitions_per_job: 64}) arrive as text: Snakemake
 # parses them with YAML's BaseLoader.
 if str(config.get("inference", {}).get("partitions_per_job", "")).isdigit():
-    config["inference"]["partitions_per_job"] = int(config["inference"]["partitions_per_job"])
+    config["inference"]["partitions_per_job"] = int(
+        config["inference"]["partitions_per_job"]
+    )
 
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as exc:
-    raise WorkflowError(config_error(config, f"{workflow.basedir}/schemas/config.schema.yaml")) from None
+    raise WorkflowError(
+        config_error(config, f"{workflow.basedir}/schemas/config.schema.yaml")
+    ) from None
 
 # Where workflow/envs/cosmicai.yaml installs the package from under --sdm conda (pip expands it).
 os.environ.setdefault("COSMICAI_SRC", os.path.dirname(workflow.basedir))
@@ -28,10 +32,16 @@ os.environ.setdefault("COSMICAI_SRC", os.path.dirname(workflow.basedir))
 R = config["results"]
 IS_DEMO = config["dataset"] == "demo"
 DATASET = f"{R}/data/demo.h5" if IS_DEMO else config["dataset"]
-DATASET_IS_S3 = is_s3(DATASET)  # read in place (ranged GETs); Snakemake does not track it as a file
-COPY = config["partition_copy"]  # per-partition files (rule partition_dataset) instead of row ranges
+DATASET_IS_S3 = is_s3(
+    DATASET
+)  # read in place (ranged GETs); Snakemake does not track it as a file
+COPY = config[
+    "partition_copy"
+]  # per-partition files (rule partition_dataset) instead of row ranges
 CHECKPOINT = config["checkpoint"] or f"{R}/model/demo.safetensors"
 INF = config["inference"]
+
+
 # Where the inference jobs run decides the engine, and so what they read and ask for: the GPU path
 # (PyTorch on CUDA) when the device is cuda, or auto on a GPU backend (slurm-gpu, or GPUs asked for
 # with gres/gpu/gpus) or on a local machine with one; the CPU graph (OpenVINO/ONNX Runtime)
@@ -48,7 +58,9 @@ def inference_resources() -> dict:
 def gpu_path() -> bool:
     if INF["device"] != "auto":
         return INF["device"] == "cuda"
-    if config["backend"] == "slurm-gpu" or {"gres", "gpu", "gpus"} & set(inference_resources()):
+    if config["backend"] == "slurm-gpu" or {"gres", "gpu", "gpus"} & set(
+        inference_resources()
+    ):
         return True
     if config["backend"] != "local":  # Slurm CPU nodes, Lambda functions
         return False
@@ -62,9 +74,15 @@ RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 # The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
 ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
 PER_JOB = INF["partitions_per_job"]
-GROUPED = PER_JOB > 1 and config["backend"] != "lambda"  # Lambda jobs each invoke a function: nothing to share
-if GROUPED and not COPY:  # the group service (cosmicai serve) reads partition files; row ranges are for single jobs
-    raise WorkflowError("config: inference.partitions_per_job > 1 (group jobs) needs partition_copy: true (the engine service reads partition files)")
+GROUPED = (
+    PER_JOB > 1 and config["backend"] != "lambda"
+)  # Lambda jobs each invoke a function: nothing to share
+if (
+    GROUPED and not COPY
+):  # the group service (cosmicai serve) reads partition files; row ranges are for single jobs
+    raise WorkflowError(
+        "config: inference.partitions_per_job > 1 (group jobs) needs partition_copy: true (the engine service reads partition files)"
+    )
 
 
 def dataset_rows() -> int:
@@ -97,7 +115,9 @@ def final_outputs() -> list[str]:
 
 
 def _done(part: str) -> bool:
-    return all(Path(f"{R}/predictions/{part}.{ext}").exists() for ext in ("parquet", "json"))
+    return all(
+        Path(f"{R}/predictions/{part}.{ext}").exists() for ext in ("parquet", "json")
+    )
 
 
 # Partitions whose outputs exist when the workflow is read. Snakemake reruns every consumer of a
@@ -124,7 +144,9 @@ def group_of(part: str) -> str:
 
 def group_parts(group: str) -> list[str]:
     block, done = int(group.split("_")[1]), group.endswith("_done")
-    return [p for p in PARTS[block * PER_JOB : (block + 1) * PER_JOB] if (p in DONE) == done]
+    return [
+        p for p in PARTS[block * PER_JOB : (block + 1) * PER_JOB] if (p in DONE) == done
+    ]
 
 
 def failure_record(part: str) -> str:
@@ -138,13 +160,19 @@ def failure_record(part: str) -> str:
 # padded for other machines. A group job adds, per partition, its client process (~15 MB measured)
 # and, for the two partitions in flight, their output columns and read-ahead.
 RUNTIME_MB = 3000 if GPU_PATH else (800 if RUNTIME == "torch" else 350)
-HOST_ACTIVATION_MB_PER_ROW = 0.0 if GPU_PATH else 0.5  # ~0.35 MB per batch row at 32x32 fp32 on CPU
+HOST_ACTIVATION_MB_PER_ROW = (
+    0.0 if GPU_PATH else 0.5
+)  # ~0.35 MB per batch row at 32x32 fp32 on CPU
 CLIENT_MB = 20
-OUTPUT_BYTES_PER_ROW = 64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
+OUTPUT_BYTES_PER_ROW = (
+    64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
+)
 # Pessimistic rates for the wall-time limit (measured: ~300/s on 2 CPU threads; 94K/s fp32 on an
 # H200, where reading from a shared filesystem at ~100 MB/s, ~5K rows/s, is the bound).
 SAMPLES_PER_S = 5000 if GPU_PATH else 25 * INF["threads"]
-STARTUP_S = 120  # interpreter, imports, CUDA start and checkpoint read from a shared filesystem
+STARTUP_S = (
+    120  # interpreter, imports, CUDA start and checkpoint read from a shared filesystem
+)
 
 
 def model_mb() -> float:
@@ -163,7 +191,9 @@ def retry_factor(parts: list[str], attempt: int) -> int:
 def engine_mem_mb(parts: list[str], attempt: int) -> int:
     """Host memory for one engine (a job's or a group's service) inferring `parts`, two at a time."""
     in_flight = min(2, len(parts))
-    prefetch_mb = 3 * INF["batch_size"] * ROW_BYTES / 2**20  # the batch being computed and two read ahead
+    prefetch_mb = (
+        3 * INF["batch_size"] * ROW_BYTES / 2**20
+    )  # the batch being computed and two read ahead
     need = (
         RUNTIME_MB
         + 2 * model_mb()  # the weights and the state_dict they are loaded from
@@ -187,7 +217,9 @@ def infer_mem_mb(wildcards, attempt: int) -> int:
 
 def infer_runtime_min(wildcards, attempt: int) -> int:
     # A group member waits for the whole group: its limit is the group's, which Slurm takes as the maximum.
-    return engine_runtime_min(group_parts(group_of(wildcards.part)) if GROUPED else [wildcards.part], attempt)
+    return engine_runtime_min(
+        group_parts(group_of(wildcards.part)) if GROUPED else [wildcards.part], attempt
+    )
 
 
 def serve_mem_mb(wildcards, attempt: int) -> int:
@@ -199,15 +231,42 @@ def serve_runtime_min(wildcards, attempt: int) -> int:
 
 
 # The invoker's arguments for one partition (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).
-LAMBDA_ARGS = ("bucket", "prefix", "function_name", "region", "timeout_s", "memory_mb", "architecture", "ephemeral_storage_mb", "max_attempts")
+LAMBDA_ARGS = (
+    "bucket",
+    "prefix",
+    "function_name",
+    "region",
+    "timeout_s",
+    "memory_mb",
+    "architecture",
+    "ephemeral_storage_mb",
+    "max_attempts",
+)
 
 
 def lambda_invoker_args(wildcards, input, output) -> list[str]:
     """Arguments of cosmicai.aws.invoker for one partition under backend lambda."""
     lam = config["lambda"]
-    args = ["--manifest", input.manifest, "--partition", wildcards.part, "--checkpoint", input.checkpoint, "--output", output.predictions,
-            "--sidecar", output.timings, "--batch-size", INF["batch_size"], "--precision", INF["precision"],
-            "--on-invalid", INF["on_invalid"], "--runtime", INF["runtime"]]
+    args = [
+        "--manifest",
+        input.manifest,
+        "--partition",
+        wildcards.part,
+        "--checkpoint",
+        input.checkpoint,
+        "--output",
+        output.predictions,
+        "--sidecar",
+        output.timings,
+        "--batch-size",
+        INF["batch_size"],
+        "--precision",
+        INF["precision"],
+        "--on-invalid",
+        INF["on_invalid"],
+        "--runtime",
+        INF["runtime"],
+    ]
     args += ["--onnx", input.onnx] if input.onnx else []
     for key in LAMBDA_ARGS:
         args += [f"--{key.replace('_', '-')}", lam[key]]

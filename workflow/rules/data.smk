@@ -15,12 +15,12 @@ rule synth_demo:
         f"{R}/data/demo.h5",
     log:
         "logs/synth_demo.log",
+    conda:
+        "../envs/cosmicai.yaml"
     params:
         n=config["demo"]["n"],
         seed=config["demo"]["seed"],
         size=config["demo"]["image_size"],
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
@@ -30,12 +30,12 @@ rule synth_training_set:
         f"{R}/data/train.h5",
     log:
         "logs/synth_training_set.log",
+    conda:
+        "../envs/cosmicai.yaml"
     params:
         n=config["train"]["n"],
         seed=config["train"]["seed"],
         size=config["demo"]["image_size"],
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
@@ -47,6 +47,8 @@ rule train_demo_model:
         f"{R}/model/demo.safetensors",
     log:
         "logs/train_demo_model.log",
+    conda:
+        "../envs/cosmicai.yaml"
     threads: INF["threads"] if config["backend"] in ("slurm", "slurm-gpu") else workflow.cores  # a Slurm job: the per-job cores
     resources:
         mem_mb=4000,  # torch, the model and its optimizer state, the training set read in batches
@@ -54,8 +56,6 @@ rule train_demo_model:
         cpus_per_task=lambda wc, threads: threads,
     params:
         t=config["train"],
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai -v train {input} --output {output} --epochs {params.t[epochs]} --batch-size {params.t[batch_size]}"
         " --lr {params.t[lr]} --seed {params.t[seed]} --max-minutes {params.t[max_minutes]} > {log} 2>&1"
@@ -68,11 +68,11 @@ rule export_onnx:
         f"{R}/model/astromae.onnx",
     log:
         "logs/export_onnx.log",
+    conda:
+        "../envs/cosmicai.yaml"
     resources:
         mem_mb=3000,  # torch and the traced graph
         runtime=15,
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai export-onnx {input} --output {output} > {log} 2>&1"
 
@@ -85,6 +85,8 @@ rule partition_dataset:
         parts=expand(f"{R}/partitions/{{part}}.h5", part=PARTS) if COPY else [],
     log:
         "logs/partition_dataset.log",
+    conda:
+        "../envs/cosmicai.yaml"
     resources:
         mem_mb=2000,  # streams the dataset in batches
         runtime=lambda wc: max(15, int(N_ROWS * ROW_BYTES / 2**20 / 50 / 60) + 10),  # at >= 50 MB/s
@@ -92,7 +94,5 @@ rule partition_dataset:
         dataset=DATASET,
         mb=config["partition_mb"],
         copy_files=f"--copy --outdir {R}/partitions" if COPY else "",
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai partition {params.dataset} --partition-mb {params.mb} --manifest {output.manifest} {params.copy_files} > {log} 2>&1"

@@ -18,17 +18,25 @@ rule run_experiments:
         grid=config["experiments"],
     output:
         table=f"{GRID_DIR}/table.csv",
-        vs=report(f"{GRID_DIR}/measured_vs_planned.png", caption="../report/plan_scaling.rst", category="Experiments"),
-        by_size=report(f"{GRID_DIR}/wall_cost_by_size.png", caption="../report/plan_scaling.rst", category="Experiments"),
+        vs=report(
+            f"{GRID_DIR}/measured_vs_planned.png",
+            caption="../report/plan_scaling.rst",
+            category="Experiments",
+        ),
+        by_size=report(
+            f"{GRID_DIR}/wall_cost_by_size.png",
+            caption="../report/plan_scaling.rst",
+            category="Experiments",
+        ),
     log:
         "logs/run_experiments.log",
+    conda:
+        "../envs/cosmicai.yaml"
     params:
         outdir=GRID_DIR,
         config=json.dumps(config, sort_keys=True),
         snakefile=f"{workflow.basedir}/Snakefile",
         profiles=f"{workflow.basedir}/../profiles",
-    conda:
-        "../envs/cosmicai.yaml"
     shell:
         "cosmicai experiments {input.grid} --outdir {params.outdir} --config-json {params.config:q}"
         " --snakefile {params.snakefile} --profiles {params.profiles} > {log} 2>&1"

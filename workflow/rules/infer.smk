@@ -6,8 +6,6 @@
 
 
 rule serve_engine:
-    wildcard_constraints:
-        group=r"group_\d+(_done)?",
     input:
         checkpoint=CHECKPOINT,
         onnx=ONNX_INPUT,
@@ -15,13 +13,15 @@ rule serve_engine:
         service(f"{R}/engine/{{group}}.json"),
     log:
         "logs/serve_engine/{group}.log",
+    wildcard_constraints:
+        group=r"group_\d+(_done)?",
+    conda:
+        "../envs/cosmicai.yaml"
     threads: INF["threads"]
     resources:
         mem_mb=serve_mem_mb,
         runtime=serve_runtime_min,
         cpus_per_task=INF["threads"],
-    conda:
-        "../envs/cosmicai.yaml"
     params:
         engine=lambda wc, input, threads: engine_options(input, threads),
     shell:
@@ -35,29 +35,37 @@ rule infer_partition:
         checkpoint=CHECKPOINT,
         onnx=[] if GROUPED else ONNX_INPUT,
         # flagged as a service here too: its name differs between runs, and Snakemake records "<service>"
-        server=lambda wc: [service(f"{R}/engine/{group_of(wc.part)}.json")] if GROUPED else [],
+        server=lambda wc: (
+            [service(f"{R}/engine/{group_of(wc.part)}.json")] if GROUPED else []
+        ),
     output:
         predictions=f"{R}/predictions/{{part}}.parquet",
         timings=f"{R}/predictions/{{part}}.json",
     log:
         "logs/infer_partition/{part}.log",
+    conda:
+        "../envs/cosmicai.yaml"
     # A group member only waits for the service, which holds the group's cores and memory.
     threads: 0 if GROUPED else INF["threads"]
     resources:
         mem_mb=infer_mem_mb,
         runtime=infer_runtime_min,
         cpus_per_task=lambda wc, threads: threads,
-    conda:
-        "../envs/cosmicai.yaml"
     params:
         batch_size=INF["batch_size"],
         on_invalid=INF["on_invalid"],
-        engine=lambda wc, input, threads: f"--server {input.server}" if GROUPED else engine_options(input, threads),
+        engine=lambda wc, input, threads: (
+            f"--server {input.server}" if GROUPED else engine_options(input, threads)
+        ),
         failed=lambda wc: failure_record(wc.part),
         # backend lambda: the invoker stages the partition and model in S3 and invokes the function; profiles/lambda's
         # executor (cosmicai-lambda) runs these arguments on its shared pool, another executor runs the script.
         invoker=f"{workflow.basedir}/scripts/lambda_invoke.py",
-        invoker_args=lambda wc, input, output: lambda_invoker_args(wc, input, output) if config["backend"] == "lambda" else [],
+        invoker_args=lambda wc, input, output: (
+            lambda_invoker_args(wc, input, output)
+            if config["backend"] == "lambda"
+            else []
+        ),
     shell:
         (
             "python {params.invoker} {params.invoker_args:q} > {log} 2>&1"

@@ -43,8 +43,16 @@ def plan_block() -> str:
         plan = estimate(workflow_settings(PLAN_CONTEXT, N_ROWS * ROW_BYTES), cals)
         rec = ""
         if config["plan_recommend"]:
-            deadline = parse_duration(config["plan_deadline"], "plan_deadline") if config["plan_deadline"] else None
-            budget = parse_money(config["plan_budget"], "plan_budget") if config["plan_budget"] else None
+            deadline = (
+                parse_duration(config["plan_deadline"], "plan_deadline")
+                if config["plan_deadline"]
+                else None
+            )
+            budget = (
+                parse_money(config["plan_budget"], "plan_budget")
+                if config["plan_budget"]
+                else None
+            )
             rec = workflow_recommendation(plan, cals, deadline, budget)
         return format_dry_run(plan, config["backend"], rec)
     except CosmicaiError as exc:
@@ -58,7 +66,9 @@ if workflow.is_main_process:
 onstart:
     # A run (not a dry-run: Snakemake skips onstart there) under the lambda backend needs a bucket.
     if config["backend"] == "lambda" and not config["lambda"]["bucket"]:
-        raise WorkflowError("config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'")
+        raise WorkflowError(
+            "config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'"
+        )
 
 
 localrules:
@@ -101,7 +111,11 @@ rule plot_plan:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
     output:
-        report(f"{R}/plots/plan_scaling.png", caption="../report/plan_scaling.rst", category="Plan"),
+        report(
+            f"{R}/plots/plan_scaling.png",
+            caption="../report/plan_scaling.rst",
+            category="Plan",
+        ),
     log:
         "logs/plot_plan.log",
     conda:
@@ -117,16 +131,32 @@ rule report_tables:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
     output:
-        metrics=report(f"{R}/report/metrics.html", caption="../report/metrics.rst", category="Metrics"),
-        run=report(f"{R}/report/run_summary.html", caption="../report/run_summary.rst", category="Run"),
-        cost=report(f"{R}/report/cost_summary.html", caption="../report/cost_summary.rst", category="Run"),
-        plan=report(f"{R}/report/plan_vs_actual.html", caption="../report/plan_vs_actual.rst", category="Plan"),
+        metrics=report(
+            f"{R}/report/metrics.html",
+            caption="../report/metrics.rst",
+            category="Metrics",
+        ),
+        run=report(
+            f"{R}/report/run_summary.html",
+            caption="../report/run_summary.rst",
+            category="Run",
+        ),
+        cost=report(
+            f"{R}/report/cost_summary.html",
+            caption="../report/cost_summary.rst",
+            category="Run",
+        ),
+        plan=report(
+            f"{R}/report/plan_vs_actual.html",
+            caption="../report/plan_vs_actual.rst",
+            category="Plan",
+        ),
     log:
         "logs/report_tables.log",
-    params:
-        outdir=lambda wc, output: os.path.dirname(output.metrics),
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.metrics),
     shell:
         "cosmicai report-tables --metrics {input.metrics} --run-summary {input.run} --cost-summary {input.cost}"
         " --outdir {params.outdir} > {log} 2>&1"

@@ -16,10 +16,10 @@ rule merge_predictions:
         f"{R}/predictions.parquet",
     log:
         "logs/merge_predictions.log",
-    params:
-        pred_dir=f"{R}/predictions",
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        pred_dir=f"{R}/predictions",
     shell:
         "cosmicai merge --manifest {input.manifest} --predictions-dir {params.pred_dir} --output {output} > {log} 2>&1"
 
@@ -29,8 +29,16 @@ rule compute_metrics:
         f"{R}/predictions.parquet",
     output:
         metrics=f"{R}/metrics/metrics.json",
-        by_zspec=report(f"{R}/metrics/by_zspec.csv", caption="../report/by_zspec.rst", category="Metrics"),
-        by_rmag=report(f"{R}/metrics/by_rmag.csv", caption="../report/by_rmag.rst", category="Metrics"),
+        by_zspec=report(
+            f"{R}/metrics/by_zspec.csv",
+            caption="../report/by_zspec.rst",
+            category="Metrics",
+        ),
+        by_rmag=report(
+            f"{R}/metrics/by_rmag.csv",
+            caption="../report/by_rmag.rst",
+            category="Metrics",
+        ),
     log:
         "logs/compute_metrics.log",
     conda:
@@ -44,15 +52,27 @@ rule plot_results:
         predictions=f"{R}/predictions.parquet",
         timings=expand(f"{R}/predictions/{{part}}.json", part=PARTS),
     output:
-        z=report(f"{R}/plots/z_pred_vs_z_spec.png", caption="../report/z_pred_vs_z_spec.rst", category="Predictions"),
-        delta=report(f"{R}/plots/delta_vs_z_spec.png", caption="../report/delta_vs_z_spec.rst", category="Predictions"),
-        timings=report(f"{R}/plots/partition_timings.png", caption="../report/partition_timings.rst", category="Run"),
+        z=report(
+            f"{R}/plots/z_pred_vs_z_spec.png",
+            caption="../report/z_pred_vs_z_spec.rst",
+            category="Predictions",
+        ),
+        delta=report(
+            f"{R}/plots/delta_vs_z_spec.png",
+            caption="../report/delta_vs_z_spec.rst",
+            category="Predictions",
+        ),
+        timings=report(
+            f"{R}/plots/partition_timings.png",
+            caption="../report/partition_timings.rst",
+            category="Run",
+        ),
     log:
         "logs/plot_results.log",
-    params:
-        outdir=f"{R}/plots",
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        outdir=f"{R}/plots",
     shell:
         "cosmicai plots {input.predictions} --sidecars {input.timings} --outdir {params.outdir} > {log} 2>&1"
 
@@ -68,11 +88,13 @@ rule summarize_run:
         cost=f"{R}/summary/cost_summary.json",
     log:
         "logs/summarize_run.log",
-    params:
-        rates=lambda wc: json.dumps({**config["cost"], "lambda": config["lambda"]["prices"]}),
-        pred_dir=f"{R}/predictions",
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        rates=lambda wc: json.dumps(
+            {**config["cost"], "lambda": config["lambda"]["prices"]}
+        ),
+        pred_dir=f"{R}/predictions",
     shell:
         "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
         " --run-output {output.run} --cost-output {output.cost} --plan {input.context}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cosmicai.accounting.lambda_cost import lambda_invocations, lambda_usage, paper_reference
-from cosmicai.accounting.slurm import slurm_jobs, slurm_usage
 from cosmicai.accounting.lines import cost_line
+from cosmicai.accounting.slurm import slurm_jobs, slurm_usage
 
 CostFn = Callable[[list[dict], dict], list[dict]]
 

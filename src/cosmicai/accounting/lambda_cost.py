@@ -6,9 +6,9 @@ requests_per_million, ephemeral_gb_s (per GB-s of /tmp above 512 MB) and the dat
 
 from __future__ import annotations
 
+from cosmicai.accounting.lines import cost_line
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
 from cosmicai.data.dataset import ROW_BYTES
-from cosmicai.accounting.lines import cost_line
 
 # Defaults: us-east-1, first tier, as listed on aws.amazon.com/lambda/pricing on 2026-11-28.
 DEFAULT_PRICES = {
@@ -32,7 +32,9 @@ def lambda_usage(runs: list[dict], rates: dict) -> list[dict]:
         seconds = lam["billed_ms"] / 1000
         gb_s[lam.get("architecture", "x86_64")] += seconds * lam["memory_mb"] / 1024
         ephemeral_gb_s += seconds * max(0, lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB) - FREE_EPHEMERAL_MB) / 1024
-    lines = [cost_line(f"lambda_{arch}_gb_s", q, "GB-s", float(prices[f"{arch}_gb_s"])) for arch, q in gb_s.items() if q or arch == "x86_64"]
+    lines = [
+        cost_line(f"lambda_{arch}_gb_s", q, "GB-s", float(prices[f"{arch}_gb_s"])) for arch, q in gb_s.items() if q or arch == "x86_64"
+    ]
     lines.append(cost_line("lambda_requests", len(runs), "requests", float(prices["requests_per_million"]) / 1e6))
     lines.append(cost_line("lambda_ephemeral_gb_s", ephemeral_gb_s, "GB-s", float(prices["ephemeral_gb_s"])))
     return lines
@@ -51,7 +53,8 @@ def paper_reference(runs: list[dict], total_usd: float) -> dict:
         "paper_partition_mb": nearest if comparable else None,
         "paper_requests": PAPER["requests"][nearest] if comparable else None,
         "scaled_to_paper_rows_usd": total_usd * PAPER["rows"] / rows if rows else 0.0,
-        "note": "the partitioning matches one of the paper's" if comparable
+        "note": "the partitioning matches one of the paper's"
+        if comparable
         else f"partitions of {partition_mib:.1f} MiB: not one of the paper's 25/50/75/100 MB; the scaled cost is indicative only",
     }
 
@@ -62,11 +65,13 @@ def lambda_invocations(runs: list[dict], rates: dict) -> list[dict]:
     for r in runs:
         lam = r["lambda"]
         priced = lambda_usage([r], rates)
-        rows.append({
-            "partition": r["partition"],
-            "request_id": lam["request_id"],
-            "cold_start": lam["cold_start"],
-            **{k: lam[k] for k in ("duration_ms", "billed_ms", "init_ms", "memory_mb", "max_memory_mb", "attempts", "throttles")},
-            "cost_usd": sum(line["cost_usd"] for line in priced),
-        })
+        rows.append(
+            {
+                "partition": r["partition"],
+                "request_id": lam["request_id"],
+                "cold_start": lam["cold_start"],
+                **{k: lam[k] for k in ("duration_ms", "billed_ms", "init_ms", "memory_mb", "max_memory_mb", "attempts", "throttles")},
+                "cost_usd": sum(line["cost_usd"] for line in priced),
+            }
+        )
     return rows

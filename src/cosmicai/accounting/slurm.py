@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cosmicai.errors import CosmicaiError
 from cosmicai.accounting.lines import cost_line
+from cosmicai.errors import CosmicaiError
 
 # Comment goes last: it is free text and may contain the '|' delimiter.
 SACCT_FIELDS: tuple[str, ...] = (
@@ -171,9 +171,7 @@ def query_jobs(
     return aggregate_jobs(parse_sacct(proc.stdout))
 
 
-def cost_from_jobs(
-    jobs: Iterable[Mapping[str, Any]], cpu_hour_rate: float, gpu_hour_rate: float
-) -> dict[str, Any]:
+def cost_from_jobs(jobs: Iterable[Mapping[str, Any]], cpu_hour_rate: float, gpu_hour_rate: float) -> dict[str, Any]:
     """Per-job and total CPU-hours, GPU-hours, max RSS, elapsed and cost (cpu_h*cpu_rate + gpu_h*gpu_rate)."""
     per_job = []
     for job in jobs:
@@ -224,9 +222,7 @@ def _settled(job: Mapping[str, Any]) -> bool:
     return job["state"] in FINAL_STATES and (job["state"] != "COMPLETED" or job["max_rss_mb"] is not None)
 
 
-def accounted_jobs(
-    job_ids: Sequence[str], query: Query | None = None, waits: int = 10, delay_s: float = 1.0
-) -> dict[str, dict[str, Any]]:
+def accounted_jobs(job_ids: Sequence[str], query: Query | None = None, waits: int = 10, delay_s: float = 1.0) -> dict[str, dict[str, Any]]:
     """sacct's record of each job id, waiting a bounded time for slurmdbd to settle them (steps arrive late)."""
     query = query or query_jobs
     for attempt in range(waits + 1):
@@ -251,9 +247,9 @@ def slurm_jobs(runs: list[dict], rates: dict, query: Query | None = None) -> lis
     for run in runs:
         by_job.setdefault(str(run["slurm_job_id"]), []).append(run)
     accounted = accounted_jobs(list(by_job), query)
-    priced = cost_from_jobs(
-        [accounted[j] for j in by_job], float(rates.get("cpu_hour_usd", 0.0)), float(rates.get("gpu_hour_usd", 0.0))
-    )["jobs"]
+    priced = cost_from_jobs([accounted[j] for j in by_job], float(rates.get("cpu_hour_usd", 0.0)), float(rates.get("gpu_hour_usd", 0.0)))[
+        "jobs"
+    ]
     rows = []
     for usage, (job_id, job_runs) in zip(priced, by_job.items()):
         job = accounted[job_id]

@@ -116,8 +116,9 @@ class ThrottleGate:
 class LambdaBackend:
     """AWS Lambda through boto3: its own client (created on first use), or a shared one given as `client`."""
 
-    def __init__(self, function_name: str, region: str = "", read_timeout_s: float = 960.0, client: Any = None,
-                 gate: ThrottleGate | None = None) -> None:
+    def __init__(
+        self, function_name: str, region: str = "", read_timeout_s: float = 960.0, client: Any = None, gate: ThrottleGate | None = None
+    ) -> None:
         self.function_name = function_name
         self.region = region
         self.read_timeout_s = read_timeout_s
@@ -232,17 +233,29 @@ def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts
     if isinstance(exc, EndpointConnectionError):
         return CosmicaiError(where, f"cannot reach the Lambda endpoint ({exc}); is AWS_ENDPOINT_URL_LAMBDA or the region right?")
     if isinstance(exc, ReadTimeoutError):
-        return CosmicaiError(where, f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)")
+        return CosmicaiError(
+            where,
+            f"no response within {settings.timeout_s + READ_TIMEOUT_MARGIN_S} s (lambda.timeout_s + {READ_TIMEOUT_MARGIN_S}), {attempts} attempt(s)",
+        )
     if isinstance(exc, ConnectionClosedError):
-        return CosmicaiError(where, f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
-                                    "botocore tries); the function may have run: a rerun overwrites its output")
+        return CosmicaiError(
+            where,
+            f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
+            "botocore tries); the function may have run: a rerun overwrites its output",
+        )
     if isinstance(exc, ClientError):
         code, status = client_error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
         if code == "ResourceNotFoundException":
-            return CosmicaiError(where, f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region")
+            return CosmicaiError(
+                where,
+                f"function not found in region {region} ({message}); deploy it (cosmicai deploy-lambda) or set lambda.function_name/region",
+            )
         if status == 429:
-            return CosmicaiError(where, f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency")
+            return CosmicaiError(
+                where,
+                f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency",
+            )
         if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
             return CosmicaiError(where, f"not allowed to invoke ({code}); check the credentials and lambda:InvokeFunction on this function")
         return CosmicaiError(where, f"{code or status}: {message}")

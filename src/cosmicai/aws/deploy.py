@@ -54,7 +54,9 @@ def _wanted(settings: LambdaSettings) -> dict[str, Any]:
 def deploy_function(settings: LambdaSettings, role_arn: str | None = None, client: Any = None) -> tuple[str, list[str]]:
     """Create the function, or bring its image, architecture, memory, timeout and /tmp to the settings; return (ARN, actions)."""
     if not settings.image_uri:
-        raise CosmicaiError("lambda.image_uri", "empty: build deploy/lambda/Dockerfile, push it to ECR and set lambda.image_uri (or --image-uri)")
+        raise CosmicaiError(
+            "lambda.image_uri", "empty: build deploy/lambda/Dockerfile, push it to ECR and set lambda.image_uri (or --image-uri)"
+        )
     if client is None:
         import boto3
 
@@ -68,17 +70,27 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
             if client_error_code(exc)[0] != "ResourceNotFoundException":
                 raise
             if not role_arn:
-                raise CosmicaiError(where, "does not exist yet; creating it needs --role-arn (an execution role carrying deploy/lambda/iam-policy.json)") from None
+                raise CosmicaiError(
+                    where, "does not exist yet; creating it needs --role-arn (an execution role carrying deploy/lambda/iam-policy.json)"
+                ) from None
             created = client.create_function(
-                FunctionName=name, Role=role_arn, PackageType="Image", Code={"ImageUri": settings.image_uri},
-                Architectures=[arch], Description=DESCRIPTION, **_wanted(settings),
+                FunctionName=name,
+                Role=role_arn,
+                PackageType="Image",
+                Code={"ImageUri": settings.image_uri},
+                Architectures=[arch],
+                Description=DESCRIPTION,
+                **_wanted(settings),
             )
             client.get_waiter("function_active_v2").wait(FunctionName=name)
             return created["FunctionArn"], ["created"]
         config, actions = current["Configuration"], []
         # A tag may have moved to a new image since the last deploy; a digest cannot.
-        if current.get("Code", {}).get("ImageUri") != settings.image_uri or "@sha256:" not in settings.image_uri \
-                or config.get("Architectures", ["x86_64"]) != [arch]:
+        if (
+            current.get("Code", {}).get("ImageUri") != settings.image_uri
+            or "@sha256:" not in settings.image_uri
+            or config.get("Architectures", ["x86_64"]) != [arch]
+        ):
             client.update_function_code(FunctionName=name, ImageUri=settings.image_uri, Architectures=[arch])
             client.get_waiter("function_updated_v2").wait(FunctionName=name)
             actions.append("code updated")
@@ -114,7 +126,10 @@ def render_policy(template: str, settings: LambdaSettings, account_id: str, regi
     prefix = settings.prefix.strip("/")
     values = {
         "<PREFIX>/": f"{prefix}/" if prefix else "",  # an empty prefix leaves no leading slash
-        "<BUCKET>": settings.bucket, "<REGION>": region, "<ACCOUNT_ID>": account_id, "<FUNCTION_NAME>": settings.function_name,
+        "<BUCKET>": settings.bucket,
+        "<REGION>": region,
+        "<ACCOUNT_ID>": account_id,
+        "<FUNCTION_NAME>": settings.function_name,
     }
     for placeholder, value in values.items():
         template = template.replace(placeholder, value)
@@ -122,7 +137,11 @@ def render_policy(template: str, settings: LambdaSettings, account_id: str, regi
 
 
 def deploy_lambda(
-    configfiles: list[str], image_uri: str | None, role_arn: str | None, checkpoint: str | None, print_policy: bool = False,
+    configfiles: list[str],
+    image_uri: str | None,
+    role_arn: str | None,
+    checkpoint: str | None,
+    print_policy: bool = False,
     policy_template: str | os.PathLike = "deploy/lambda/iam-policy.json",
 ) -> list[str]:
     """The `cosmicai deploy-lambda` command: stage the model, create or update the function; lines to print."""
@@ -151,6 +170,8 @@ def deploy_lambda(
         key, uploaded = upload_model(settings, checkpoint, session.client("s3"))
         lines.append(f"model: s3://{settings.bucket}/{key} ({'uploaded' if uploaded else 'already there'})")
     arn, actions = deploy_function(settings, role_arn, session.client("lambda"))
-    lines.append(f"function: {arn} ({'; '.join(actions)}; {settings.memory_mb} MB, {settings.timeout_s} s, "
-                 f"/tmp {settings.ephemeral_storage_mb} MB, {settings.architecture})")
+    lines.append(
+        f"function: {arn} ({'; '.join(actions)}; {settings.memory_mb} MB, {settings.timeout_s} s, "
+        f"/tmp {settings.ephemeral_storage_mb} MB, {settings.architecture})"
+    )
     return lines

@@ -68,7 +68,7 @@ class Event:
     runtime: str = "auto"
 
     @classmethod
-    def parse(cls, event: Any) -> "Event":
+    def parse(cls, event: Any) -> Event:
         """Check types and required fields; a bad event raises CosmicaiError naming the field."""
         if not isinstance(event, dict):
             raise CosmicaiError("event", f"expected a JSON object, got {type(event).__name__}")
@@ -165,8 +165,19 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         verify_s = time.perf_counter() - t
         engine, model_load_s = (load_engine or _load_engine)(ev, root)
         predictions = work / "predictions.parquet"
-        timings = infer_partition(uri, engine, predictions, None, ev.batch_size, ev.on_invalid, model_load_s,  # type: ignore[arg-type]
-                                  progress=False, rows=(ev.start, ev.stop), name=ev.partition, version_id=version_id)
+        timings = infer_partition(
+            uri,
+            engine,
+            predictions,
+            None,
+            ev.batch_size,
+            ev.on_invalid,
+            model_load_s,  # type: ignore[arg-type]
+            progress=False,
+            rows=(ev.start, ev.stop),
+            name=ev.partition,
+            version_id=version_id,
+        )
         t = time.perf_counter()
         body = predictions.read_bytes()
         upload_bytes(_client(), ev.output["bucket"], ev.output["key"], body, "application/vnd.apache.parquet")
@@ -198,6 +209,8 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         "predictions_sha256": hashlib.sha256(body).hexdigest(),
         "timings_record": timings,  # what the invoker keeps: a late write by an earlier, abandoned call cannot swap it
     }
-    print(f"cosmicai: {ev.partition}: {summary['rows']} rows, {json.dumps(summary['timings'])}, "
-          f"read {summary['s3_bytes_read'] / 2**20:.1f} MiB from S3, peak RSS {summary['peak_rss_mb']} MB")
+    print(
+        f"cosmicai: {ev.partition}: {summary['rows']} rows, {json.dumps(summary['timings'])}, "
+        f"read {summary['s3_bytes_read'] / 2**20:.1f} MiB from S3, peak RSS {summary['peak_rss_mb']} MB"
+    )
     return summary

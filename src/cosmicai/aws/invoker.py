@@ -27,8 +27,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -88,8 +89,11 @@ class RemoteError(CosmicaiError):
         self.error_type = body.get("errorType", "Unhandled")
         self.stack = [str(line).rstrip() for line in body.get("stackTrace") or []]
         message = str(body.get("errorMessage", "")).strip()
-        hint = {"Runtime.OutOfMemory": " (raise lambda.memory_mb)", "Sandbox.Timedout": " (raise lambda.timeout_s)",
-                "S3Unavailable": " (S3 is shedding load: rerun later, or lower the profile's jobs)"}.get(self.error_type, "")
+        hint = {
+            "Runtime.OutOfMemory": " (raise lambda.memory_mb)",
+            "Sandbox.Timedout": " (raise lambda.timeout_s)",
+            "S3Unavailable": " (S3 is shedding load: rerun later, or lower the profile's jobs)",
+        }.get(self.error_type, "")
         tries = f" ({attempts} attempts)" if attempts > 1 else ""
         super().__init__(partition, f"Lambda function {settings.function_name} failed: {self.error_type}: {message}{hint}{tries}")
 
@@ -176,10 +180,16 @@ def invoke_partition(
     staging_s = time.perf_counter() - t0
     predictions_key = settings.output_key(read.name)
     event = {
-        "source": source, "start": read.start, "stop": read.stop, "partition": read.name,
+        "source": source,
+        "start": read.start,
+        "stop": read.stop,
+        "partition": read.name,
         "model": {"bucket": settings.bucket, "key": model_key, "sha256": model_sha},
         "output": {"bucket": settings.bucket, "key": predictions_key},
-        "batch_size": batch_size, "precision": precision, "on_invalid": on_invalid, "runtime": runtime,
+        "batch_size": batch_size,
+        "precision": precision,
+        "on_invalid": on_invalid,
+        "runtime": runtime,
     }
     payload = json.dumps(event).encode()
     if backend is None:
@@ -218,7 +228,10 @@ def invoke_partition(
     t = time.perf_counter()
     timings = result["timings_record"]
     if timings.get("request_id") != report["request_id"]:
-        raise CosmicaiError(settings.uri(predictions_key), f"timings from request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?")
+        raise CosmicaiError(
+            settings.uri(predictions_key),
+            f"timings from request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?",
+        )
     # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
     download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"], small=True)
     fetch_s = time.perf_counter() - t
@@ -255,8 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", required=True, help="partition name in the manifest (part_00007)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
     p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
-    p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
-                   help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)")
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        default="auto",
+        help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)",
+    )
     p.add_argument("--output", required=True, help="predictions .parquet to write")
     p.add_argument("--sidecar", required=True, help="timings .json to write")
     p.add_argument("--bucket", required=True)
@@ -267,9 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=2048, help="the function's memory (checked against it before anything is sent)")
     p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
     p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
-    p.add_argument("--max-attempts", type=int, default=8,
-                   help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
-                        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
+        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
@@ -279,18 +300,40 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
     """The Lambda settings the invoker's arguments describe."""
     return LambdaSettings(
-        bucket=a.bucket, prefix=a.prefix, function_name=a.function_name, region=a.region, timeout_s=a.timeout_s,
-        memory_mb=a.memory_mb, architecture=a.architecture, ephemeral_storage_mb=a.ephemeral_storage_mb,
+        bucket=a.bucket,
+        prefix=a.prefix,
+        function_name=a.function_name,
+        region=a.region,
+        timeout_s=a.timeout_s,
+        memory_mb=a.memory_mb,
+        architecture=a.architecture,
+        ephemeral_storage_mb=a.ephemeral_storage_mb,
         max_attempts=a.max_attempts,
     )
 
 
-def run_args(a: argparse.Namespace, backend: Backend | None = None, s3: Any = None,
-             stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None) -> dict:
+def run_args(
+    a: argparse.Namespace,
+    backend: Backend | None = None,
+    s3: Any = None,
+    stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None,
+) -> dict:
     """One partition from the invoker's parsed arguments: the unit the script and the executor plugin both call."""
-    return invoke_partition(partition_read(a.manifest, a.partition), a.checkpoint, a.output, a.sidecar, settings_from_args(a),
-                            a.batch_size, a.precision, a.on_invalid, backend=backend, s3=s3, runtime=a.runtime, onnx=a.onnx,
-                            stage_model=stage_model)
+    return invoke_partition(
+        partition_read(a.manifest, a.partition),
+        a.checkpoint,
+        a.output,
+        a.sidecar,
+        settings_from_args(a),
+        a.batch_size,
+        a.precision,
+        a.on_invalid,
+        backend=backend,
+        s3=s3,
+        runtime=a.runtime,
+        onnx=a.onnx,
+        stage_model=stage_model,
+    )
 
 
 def report_error(exc: CosmicaiError, out: Any = None) -> None:

@@ -38,8 +38,11 @@ class FunctionInfo:
 def _api_error(exc: Exception, settings: LambdaSettings, region: str) -> CosmicaiError:
     """The invoker's line for a failed Lambda API call, with the permissions these reads need."""
     if isinstance(exc, ClientError) and client_error_code(exc)[0] == "AccessDeniedException":
-        return CosmicaiError(f"lambda:{settings.function_name}", "reading its configuration: not allowed (AccessDeniedException); the caller "
-                                                               "needs lambda:GetFunction, lambda:GetFunctionConcurrency and lambda:InvokeFunction on it")
+        return CosmicaiError(
+            f"lambda:{settings.function_name}",
+            "reading its configuration: not allowed (AccessDeniedException); the caller "
+            "needs lambda:GetFunction, lambda:GetFunctionConcurrency and lambda:InvokeFunction on it",
+        )
     return lambda_error(exc, settings, region)
 
 
@@ -89,8 +92,10 @@ def check_function(settings: LambdaSettings, client: Any, cap: int = DEFAULT_ACC
         raise _api_error(exc, settings, client.meta.region_name) from None
     config = answer.get("Configuration", {})
     if found := mismatches(config, settings):
-        raise CosmicaiError(f"lambda:{settings.function_name}", "does not match the config: " + "; ".join(found)
-                            + " (redeploy with cosmicai deploy-lambda, or fix config/lambda.yaml)")
+        raise CosmicaiError(
+            f"lambda:{settings.function_name}",
+            "does not match the config: " + "; ".join(found) + " (redeploy with cosmicai deploy-lambda, or fix config/lambda.yaml)",
+        )
     reserved = (answer.get("Concurrency") or {}).get("ReservedConcurrentExecutions")
     limit, source = in_flight_limit(client, settings, reserved, cap)
     return FunctionInfo(config.get("FunctionArn", settings.function_name), limit, source)

@@ -42,7 +42,7 @@ class LambdaSettings:
     max_in_flight: int = 1000  # cap on invocations in flight (the function's or the account's concurrency may be lower)
 
     @classmethod
-    def from_config(cls, block: dict) -> "LambdaSettings":
+    def from_config(cls, block: dict) -> LambdaSettings:
         """Build from the config's `lambda:` block (keys not used here, such as prices, are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in block.items() if k in names})

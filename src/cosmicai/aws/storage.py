@@ -13,8 +13,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
@@ -127,8 +128,7 @@ def download(s3: Any, bucket: str, key: str, path: str | os.PathLike, sha256: st
 def upload_bytes(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> None:
     """Put a small object (timings JSON)."""
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                      Metadata={SHA256_META: hashlib.sha256(body).hexdigest()})
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata={SHA256_META: hashlib.sha256(body).hexdigest()})
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(exc, bucket, key, "uploading") from None
 

@@ -62,8 +62,15 @@ def range_read(uri: str, start: int, stop: int, batch_size: int = 512) -> dict:
     seconds = time.perf_counter() - t
     nbytes = rows * info.source_row_bytes
     fetched = S3RangeFile.totals["bytes"] - before["bytes"]
-    return {"uri": uri, "rows": rows, "row_bytes": nbytes, "seconds": seconds, "mb_per_s": nbytes / MIB / seconds,
-            "s3_bytes_fetched": fetched, "s3_requests": S3RangeFile.totals["requests"] - before["requests"]}
+    return {
+        "uri": uri,
+        "rows": rows,
+        "row_bytes": nbytes,
+        "seconds": seconds,
+        "mb_per_s": nbytes / MIB / seconds,
+        "s3_bytes_fetched": fetched,
+        "s3_requests": S3RangeFile.totals["requests"] - before["requests"],
+    }
 
 
 def download_read(uri: str, nbytes: int) -> dict:

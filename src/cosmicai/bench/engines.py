@@ -67,13 +67,33 @@ def _child(variant: str, data: str, checkpoint: str, onnx: str, batch_size: int,
 
         z = pq.read_table(pred).column("z_pred").to_numpy()
     np.save(Path(out).with_suffix(".npy"), z)
-    write_json(out, {"variant": variant, "rows": len(z), "seconds": elapsed, "samples_per_s": len(z) / elapsed,
-                     "setup_s": ready - t0, "peak_rss_mb": peak_rss_mb()})
+    write_json(
+        out,
+        {
+            "variant": variant,
+            "rows": len(z),
+            "seconds": elapsed,
+            "samples_per_s": len(z) / elapsed,
+            "setup_s": ready - t0,
+            "peak_rss_mb": peak_rss_mb(),
+        },
+    )
 
 
 def _run_child(variant: str, data: Path, checkpoint: Path, onnx: Path, batch_size: int, device: str, work: Path, rnd: int) -> dict:
     out = work / f"{variant}.{rnd}.json"
-    cmd = [sys.executable, "-m", "cosmicai.bench.engines", variant, str(data), str(checkpoint), str(onnx), str(batch_size), device, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cosmicai.bench.engines",
+        variant,
+        str(data),
+        str(checkpoint),
+        str(onnx),
+        str(batch_size),
+        device,
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"variant": variant, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -92,9 +112,24 @@ def _fixed_cost(checkpoint: Path, onnx: Path, work: Path, device: str) -> dict[s
     for runtime in ("torch",) if device == "cuda" else ("torch", "onnxruntime"):  # the ONNX runtimes are CPU-only
         extra = ["--onnx", str(onnx)] if runtime != "torch" else []
         t = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).parent / "cosmicai"), "infer", str(tiny), "--checkpoint", str(checkpoint),
-                        "--output", str(work / f"tiny-{runtime}.parquet"), "--runtime", runtime, "--device", device, *extra],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "cosmicai"),
+                "infer",
+                str(tiny),
+                "--checkpoint",
+                str(checkpoint),
+                "--output",
+                str(work / f"tiny-{runtime}.parquet"),
+                "--runtime",
+                runtime,
+                "--device",
+                device,
+                *extra,
+            ],
+            check=True,
+            capture_output=True,
+        )
         costs[runtime] = time.perf_counter() - t
     return costs
 
@@ -109,9 +144,23 @@ def _memory(checkpoint: Path, onnx: Path, work: Path) -> list[dict]:
         part = work / f"part-{mib}mib.h5"
         synthesize(part, int(mib * 2**20 / ROW_BYTES), seed=mib)
         side = work / f"mem-{mib}.json"
-        subprocess.run([str(Path(sys.executable).parent / "cosmicai"), "infer", str(part), "--checkpoint", str(checkpoint),
-                        "--onnx", str(onnx), "--output", str(work / f"mem-{mib}.parquet"), "--sidecar", str(side)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "cosmicai"),
+                "infer",
+                str(part),
+                "--checkpoint",
+                str(checkpoint),
+                "--onnx",
+                str(onnx),
+                "--output",
+                str(work / f"mem-{mib}.parquet"),
+                "--sidecar",
+                str(side),
+            ],
+            check=True,
+            capture_output=True,
+        )
         t = json.loads(side.read_text())
         rows.append({"partition_mib": mib, "rows": t["rows"], "peak_rss_mb": t["peak_rss_mb"], "runtime": t["runtime"]})
         part.unlink()
@@ -175,19 +224,27 @@ def run_bench(
             table.append({"variant": v, "error": r["error"]})
             continue
         m = point_metrics(r["z"], z_spec)
-        table.append({
-            "variant": v,
-            "samples_per_s": r["samples_per_s"],
-            "ratio_vs_cai": r["samples_per_s"] / base["samples_per_s"],
-            "max_abs_dz_vs_cai_fp32": float(np.abs(r["z"] - base["z"]).max()),
-            "d_sigma_nmad": m["sigma_nmad"] - ref_metrics["sigma_nmad"],
-            "d_outlier_frac": m["outlier_frac"] - ref_metrics["outlier_frac"],
-            "peak_rss_mb": r["peak_rss_mb"],
-            "setup_s": r["setup_s"],
-        })
+        table.append(
+            {
+                "variant": v,
+                "samples_per_s": r["samples_per_s"],
+                "ratio_vs_cai": r["samples_per_s"] / base["samples_per_s"],
+                "max_abs_dz_vs_cai_fp32": float(np.abs(r["z"] - base["z"]).max()),
+                "d_sigma_nmad": m["sigma_nmad"] - ref_metrics["sigma_nmad"],
+                "d_outlier_frac": m["outlier_frac"] - ref_metrics["outlier_frac"],
+                "peak_rss_mb": r["peak_rss_mb"],
+                "setup_s": r["setup_s"],
+            }
+        )
     result = {
-        "device": device, "rows": n, "batch_size": batch_size, "rounds": rounds, "checkpoint": checkpoint,
-        "threads": len(os.sched_getaffinity(0)), "sigma_nmad_cai": ref_metrics["sigma_nmad"], "table": table,
+        "device": device,
+        "rows": n,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "checkpoint": checkpoint,
+        "threads": len(os.sched_getaffinity(0)),
+        "sigma_nmad_cai": ref_metrics["sigma_nmad"],
+        "table": table,
         "fixed_cost_s": _fixed_cost(Path(checkpoint), onnx, work, device),
     }
     if memory:
@@ -215,10 +272,14 @@ def format_table(result: dict) -> str:
             f" {r['d_sigma_nmad']:+.4f} | {r['d_outlier_frac']:+.4f} | {r['peak_rss_mb']:.0f} | {r['setup_s']:.1f} |"
         )
     fc = result["fixed_cost_s"]
-    lines.append("fixed cost of one `cosmicai infer` process (start, imports, model load, 64 rows): "
-                 + ", ".join(f"{k} {v:.1f} s" for k, v in fc.items()))
+    lines.append(
+        "fixed cost of one `cosmicai infer` process (start, imports, model load, 64 rows): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in fc.items())
+    )
     for m in result.get("memory", []):
-        lines.append(f"peak RSS of an inference job on a {m['partition_mib']} MiB partition ({m['rows']} rows, {m['runtime']}): {m['peak_rss_mb']:.0f} MB")
+        lines.append(
+            f"peak RSS of an inference job on a {m['partition_mib']} MiB partition ({m['rows']} rows, {m['runtime']}): {m['peak_rss_mb']:.0f} MB"
+        )
     return "\n".join(lines)
 
 

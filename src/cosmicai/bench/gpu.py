@@ -54,16 +54,29 @@ def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, bat
     configfile = work / "e2e" / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = ["snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--profile", str(repo / "profiles" / "local"),
-           "--configfile", str(configfile)]
+    cmd = [
+        "snakemake",
+        "-s",
+        str(repo / "workflow" / "Snakefile"),
+        "--profile",
+        str(repo / "profiles" / "local"),
+        "--configfile",
+        str(configfile),
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work / "e2e", env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise CosmicaiError(work / "e2e", f"the local profile failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     summary = json.loads((work / "e2e" / "results" / "summary" / "run_summary.json").read_text())
-    return {"rows": summary["rows"], "partitions": summary["partitions"], "data_bytes": data.stat().st_size,
-            "pipeline_wall_s": wall, "inference_wall_s": summary["wall_s"], "samples_per_s": summary["samples_per_s"]}
+    return {
+        "rows": summary["rows"],
+        "partitions": summary["partitions"],
+        "data_bytes": data.stat().st_size,
+        "pipeline_wall_s": wall,
+        "inference_wall_s": summary["wall_s"],
+        "samples_per_s": summary["samples_per_s"],
+    }
 
 
 def format_gpu_table(result: dict) -> str:
@@ -71,12 +84,16 @@ def format_gpu_table(result: dict) -> str:
     from cosmicai.bench.engines import format_table
 
     e = result["end_to_end"]
-    return "\n".join([
-        format_table(result["engines"]),
-        (f"end to end, local profile, {e['rows']:,} rows ({e['data_bytes'] / 2**30:.1f} GiB HDF5 on local disk, "
-         f"{e['partitions']} partitions, one engine): pipeline {e['pipeline_wall_s']:.1f} s, "
-         f"inference {e['inference_wall_s']:.1f} s ({e['samples_per_s']:.0f} samples/s)"),
-    ])
+    return "\n".join(
+        [
+            format_table(result["engines"]),
+            (
+                f"end to end, local profile, {e['rows']:,} rows ({e['data_bytes'] / 2**30:.1f} GiB HDF5 on local disk, "
+                f"{e['partitions']} partitions, one engine): pipeline {e['pipeline_wall_s']:.1f} s, "
+                f"inference {e['inference_wall_s']:.1f} s ({e['samples_per_s']:.0f} samples/s)"
+            ),
+        ]
+    )
 
 
 def run_gpu_bench(
@@ -98,8 +115,7 @@ def run_gpu_bench(
         print(NO_GPU)
         return None
     work = Path(tempfile.mkdtemp(prefix="cosmicai-bench-gpu-"))
-    engines = run_bench(n, checkpoint, batch_size, device, rounds=1, variants=list(variants or ENGINE_VARIANTS),
-                        memory=False, quiet=True)
+    engines = run_bench(n, checkpoint, batch_size, device, rounds=1, variants=list(variants or ENGINE_VARIANTS), memory=False, quiet=True)
     seed = work / "seed.h5"
     synthesize(seed, min(n, 16384), seed=7)
     data = work / "data.h5"

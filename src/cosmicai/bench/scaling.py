@@ -34,8 +34,16 @@ def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int], sn
         synthesize(data, n, seed=n)
         workdir = work / f"run-{n}"
         workdir.mkdir()
-        cmd = ["snakemake", "-s", str(repo / "Snakefile"), "--profile", str(repo / "profiles" / "local"),
-               "--config", f"dataset={data}", f"checkpoint={Path(checkpoint).resolve()}"]
+        cmd = [
+            "snakemake",
+            "-s",
+            str(repo / "Snakefile"),
+            "--profile",
+            str(repo / "profiles" / "local"),
+            "--config",
+            f"dataset={data}",
+            f"checkpoint={Path(checkpoint).resolve()}",
+        ]
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t

@@ -12,8 +12,17 @@ from cosmicai.errors import CosmicaiError
 GROUPS = (data, model, infer, report, plan, bench, aws)
 # The optional packages by the pyproject extra that installs them: a command that needs one names the extra.
 EXTRAS = {
-    "torch": "torch", "torchvision": "torch", "timm": "torch", "safetensors": "torch", "onnx": "torch", "onnxscript": "torch",
-    "openvino": "cpu", "matplotlib": "plots", "boto3": "lambda", "botocore": "lambda", "snakemake": "workflow",
+    "torch": "torch",
+    "torchvision": "torch",
+    "timm": "torch",
+    "safetensors": "torch",
+    "onnx": "torch",
+    "onnxscript": "torch",
+    "openvino": "cpu",
+    "matplotlib": "plots",
+    "boto3": "lambda",
+    "botocore": "lambda",
+    "snakemake": "workflow",
 }
 
 
@@ -42,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = EXTRAS.get((exc.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"cosmicai {args.command}: error: this command needs {exc.name} (pip install 'cosmicai[{extra}]', or `make setup`)", file=sys.stderr)
+        print(
+            f"cosmicai {args.command}: error: this command needs {exc.name} (pip install 'cosmicai[{extra}]', or `make setup`)",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(f"cosmicai {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

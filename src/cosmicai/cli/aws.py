@@ -15,8 +15,12 @@ def _deploy_lambda(a: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
     s = sub.add_parser("deploy-lambda", help="create or update the AWS Lambda function from its image and stage the model in S3")
-    s.add_argument("--configfile", nargs="+", default=["config/config.yaml", "config/lambda.yaml"],
-                   help="workflow config files whose lambda: block is used, merged in order")
+    s.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config/config.yaml", "config/lambda.yaml"],
+        help="workflow config files whose lambda: block is used, merged in order",
+    )
     s.add_argument("--image-uri", help="container image URI (default: lambda.image_uri)")
     s.add_argument("--role-arn", help="execution role ARN (needed to create the function)")
     s.add_argument("--checkpoint", help="checkpoint or .onnx graph to stage in S3 (default: the config's checkpoint, if set)")

@@ -22,7 +22,9 @@ def _bench(a: argparse.Namespace) -> None:
     if a.calibration:
         from cosmicai.planning.calibration import from_bench, write
 
-        write(a.calibration, from_bench(result, f"`cosmicai bench` on {result['rows']} rows, {result['threads']} threads, {result['device']}"))
+        write(
+            a.calibration, from_bench(result, f"`cosmicai bench` on {result['rows']} rows, {result['threads']} threads, {result['device']}")
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is reported")
     s.add_argument("--variants", nargs="+", help="subset of variants (default: all for the device)")
     s.add_argument("--no-memory", action="store_true", help="skip the 100/200 MiB peak-RSS runs")
-    s.add_argument("--gpu", action="store_true", help="instead: the GPU engines and the local profile on 12.6 GiB (make bench-gpu); one line and exit 0 without CUDA")
+    s.add_argument(
+        "--gpu",
+        action="store_true",
+        help="instead: the GPU engines and the local profile on 12.6 GiB (make bench-gpu); one line and exit 0 without CUDA",
+    )
     s.add_argument("--scaling", action="store_true", help="instead: the local pipeline on three sizes, time vs size")
     s.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000, 8000], help="rows per scaling run")
     s.add_argument("--output", help="JSON file for the results")

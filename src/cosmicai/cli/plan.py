@@ -59,7 +59,8 @@ def run_plan(a: argparse.Namespace) -> str:
     else:
         sizes = [float(n * ROW_BYTES) for n in parse_values(a.rows if a.rows is not None else str(run["rows"]), "--rows")]
     axes = Axes(
-        backends=backends, data_bytes=tuple(sizes),
+        backends=backends,
+        data_bytes=tuple(sizes),
         partition_mb=tuple(parse_values(a.partition_mb, "--partition-mb")) if a.partition_mb else (),
         memory_mb=tuple(int(v) for v in parse_values(a.memory_mb, "--memory-mb")) if a.memory_mb else (),
         concurrency=tuple(int(v) for v in parse_values(a.concurrency, "--concurrency")) if a.concurrency else (),
@@ -69,9 +70,20 @@ def run_plan(a: argparse.Namespace) -> str:
     config = context["config"] if context else load_config(a.configfile)
     cores = a.cores or (context or {}).get("cores")
     base = settings_from_config(
-        config, backends[0], sizes[0], nodes=a.nodes, cores_per_node=a.cores_per_node, gpus=a.gpus, threads=a.threads, cores=cores,
-        queue_wait_s=a.queue_wait_s, architecture=a.architecture, data_in_s3=a.data_in_s3 or None, cpu_hour_usd=a.cpu_hour_usd,
-        gpu_hour_usd=a.gpu_hour_usd, partitions_per_job=a.partitions_per_job,
+        config,
+        backends[0],
+        sizes[0],
+        nodes=a.nodes,
+        cores_per_node=a.cores_per_node,
+        gpus=a.gpus,
+        threads=a.threads,
+        cores=cores,
+        queue_wait_s=a.queue_wait_s,
+        architecture=a.architecture,
+        data_in_s3=a.data_in_s3 or None,
+        cpu_hour_usd=a.cpu_hour_usd,
+        gpu_hour_usd=a.gpu_hour_usd,
+        partitions_per_job=a.partitions_per_job,
     )
     cals = calibration.load(a.calibration)
     plans = sweep(base, axes, cals)
@@ -99,15 +111,23 @@ def _plot(a: argparse.Namespace, base, axes, cals, run: dict | None) -> None:
     actual = None
     if run and a.cost_summary:
         cost = json.loads(Path(a.cost_summary).read_text())
-        actual = [{"label": f"this run ({run['backend']})", "data_bytes": run["rows"] * ROW_BYTES, "wall_s": run["wall_s"],
-                   "cost_usd": cost["total_usd"]}]
+        actual = [
+            {
+                "label": f"this run ({run['backend']})",
+                "data_bytes": run["rows"] * ROW_BYTES,
+                "wall_s": run["wall_s"],
+                "cost_usd": cost["total_usd"],
+            }
+        ]
     low = min([2**30, *axes.data_bytes] + ([actual[0]["data_bytes"]] if actual else []))
     curve_axes = dataclasses.replace(axes, data_bytes=tuple(scaling_sizes(low, extra=axes.data_bytes)), concurrency=axes.concurrency[:1])
     s = base
     parts = []
     if "lambda" in axes.backends:
-        parts.append(f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
-                     + (", dataset in S3" if s.data_in_s3 else ""))
+        parts.append(
+            f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
+            + (", dataset in S3" if s.data_in_s3 else "")
+        )
     if {"slurm", "slurm-gpu"} & set(axes.backends):
         parts.append(f"Slurm {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
     if "local" in axes.backends:
@@ -133,8 +153,10 @@ def _calibrate(a: argparse.Namespace) -> None:
         raise CosmicaiError("calibrate", "give --sidecars, --run-summary and --output (or --install FILE alone)")
     name, cal = calibrate_run(a.sidecars, a.run_summary, a.output, install=a.install is not None)
     where = f" and installed into {persistent_path()}" if a.install is not None else " (plans use it when named: --calibration)"
-    _print(f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads ({cal.runtime} {cal.precision}), "
-           f"{cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}")
+    _print(
+        f"{name}: {cal.samples_per_s:.0f} samples/s at {cal.threads:g} threads ({cal.runtime} {cal.precision}), "
+        f"{cal.fixed_s:.2f} s fixed + {cal.overhead_s:.2f} s between jobs -> {a.output}{where}"
+    )
 
 
 def _experiments(a: argparse.Namespace) -> None:
@@ -152,9 +174,12 @@ def _experiments(a: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
-    s = sub.add_parser("plan", help="partitions, jobs, wall time and cost of runs on each backend, before running them; sweeps and a recommendation",
-                       description="Every sweepable option takes a value, a list (25,50,75,100) or a range start:stop:step (2048:10240:2048); "
-                                   "one plan per combination.")
+    s = sub.add_parser(
+        "plan",
+        help="partitions, jobs, wall time and cost of runs on each backend, before running them; sweeps and a recommendation",
+        description="Every sweepable option takes a value, a list (25,50,75,100) or a range start:stop:step (2048:10240:2048); "
+        "one plan per combination.",
+    )
     size = s.add_mutually_exclusive_group()
     size.add_argument("--data-size", help="dataset size(s) of model-ready rows, binary units: 12.6GB, 1TB, 1GB,12.6GB,1TB")
     size.add_argument("--rows", help="instead of --data-size: number(s) of galaxies")
@@ -164,7 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--memory-mb", help="Lambda memory size(s), 128-10240 MB (default: lambda.memory_mb)")
     s.add_argument("--concurrency", help="most jobs at once (Lambda default: lambda.max_in_flight, else profiles/lambda's 64)")
     s.add_argument("--precision", help="precision(s): fp32, bf16, tf32, fp16 (default: inference.precision); each needs a calibration")
-    s.add_argument("--partitions-per-job", type=int, help="cluster backends: partitions per job (default: inference.partitions_per_job, else 1)")
+    s.add_argument(
+        "--partitions-per-job", type=int, help="cluster backends: partitions per job (default: inference.partitions_per_job, else 1)"
+    )
     s.add_argument("--architecture", choices=("x86_64", "arm64"), help="Lambda architecture (default: lambda.architecture)")
     s.add_argument("--data-in-s3", action="store_true", help="Lambda: the dataset is already in S3 (no upload from here)")
     s.add_argument("--nodes", type=int, help="Slurm CPU nodes (default 1)")
@@ -177,29 +204,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: cost.gpu_hour_usd)")
     s.add_argument("--deadline", help="recommend the cheapest configuration finishing within this: 10min, 600s, 2h")
     s.add_argument("--budget", help="recommend the fastest configuration within this: 5USD, $0.40 (with --deadline: both must hold)")
-    s.add_argument("--calibration", help="calibration file (default: the installed one, if any, over the shipped cosmicai/planning/calibration.yaml)")
+    s.add_argument(
+        "--calibration", help="calibration file (default: the installed one, if any, over the shipped cosmicai/planning/calibration.yaml)"
+    )
     s.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml)")
     s.add_argument("--context", help="instead of --configfile: a run's plan context (results/plan/context.json): its config and cores")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table", help="what to print")
-    s.add_argument("--output", action="append", help="write the sweep, one row per combination, to FILE.csv, .json or .parquet (repeatable)")
+    s.add_argument(
+        "--output", action="append", help="write the sweep, one row per combination, to FILE.csv, .json or .parquet (repeatable)"
+    )
     s.add_argument("--plot", help="PNG of planned wall time and cost against data size, 1 GB to 1 TB, per backend and partition size")
-    s.add_argument("--run-summary", help="a run's run_summary.json: its rows (without --data-size/--rows); with --plot and --cost-summary, the run marked")
+    s.add_argument(
+        "--run-summary",
+        help="a run's run_summary.json: its rows (without --data-size/--rows); with --plot and --cost-summary, the run marked",
+    )
     s.add_argument("--cost-summary", help="the run's cost summary (with --run-summary)")
     s.set_defaults(fn=_plan)
     s = sub.add_parser("experiments", help="run every cell of an experiment grid as its own workflow sub-run; one table and the plots")
     s.add_argument("grid", help="grid file (config/experiments/*.yaml)")
     s.add_argument("--outdir", required=True, help="where the cells' results folders, the table and the plots go")
     cfg = s.add_mutually_exclusive_group()
-    cfg.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml); backend picks the profile")
+    cfg.add_argument(
+        "--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml); backend picks the profile"
+    )
     cfg.add_argument("--config-json", help="instead: the whole workflow config as JSON (what the workflow's rule passes)")
     s.add_argument("--snakefile", default="workflow/Snakefile")
     s.add_argument("--profiles", default="profiles", help="folder of the profiles; each cell runs under PROFILES/<backend>")
     s.add_argument("--snakemake-args", default="", help="more arguments for every sub-run's snakemake, one string: '--cores 2'")
     s.set_defaults(fn=_experiments)
-    s = sub.add_parser("calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this), or install a calibration")
+    s = sub.add_parser(
+        "calibrate", help="record a run's measured speeds for `cosmicai plan` (the workflow runs this), or install a calibration"
+    )
     s.add_argument("--sidecars", nargs="+", help="the run's per-partition timing .json files")
     s.add_argument("--run-summary", help="the run's run_summary.json")
     s.add_argument("--output", help="calibration .json to write (this run's backend and precision only)")
-    s.add_argument("--install", nargs="?", const="", default=None, metavar="FILE",
-                   help="merge into the installed calibration that plans use unnamed: this run's (no FILE), or FILE's sections")
+    s.add_argument(
+        "--install",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="merge into the installed calibration that plans use unnamed: this run's (no FILE), or FILE's sections",
+    )
     s.set_defaults(fn=_calibrate)

@@ -29,7 +29,9 @@ def _summarize(a: argparse.Namespace) -> None:
     rates = json.loads(a.rates) if a.rates else {}
     plan = json.loads(Path(a.plan).read_text()) if a.plan else None
     summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir, plan)
-    print(f"{summary['rows']} rows in {summary['wall_s']:.1f} s wall ({summary['samples_per_s']:.0f} samples/s), cost ${cost['total_usd']:.4f}")
+    print(
+        f"{summary['rows']} rows in {summary['wall_s']:.1f} s wall ({summary['samples_per_s']:.0f} samples/s), cost ${cost['total_usd']:.4f}"
+    )
     pva = cost.get("plan_vs_actual")
     if pva and "error" in pva:
         print(f"plan: no estimate: {pva['error']}", file=sys.stderr)
@@ -65,7 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cost-output", required=True)
     s.add_argument("--manifest", help="partition manifest: record rows in (manifest) and rows out (predictions) per partition")
     s.add_argument("--predictions-dir", help="per-partition predictions (with --manifest)")
-    s.add_argument("--plan", help="the run's plan context file (results/plan/context.json): put the plan's estimate beside the actuals (see cosmicai.planning.context)")
+    s.add_argument(
+        "--plan",
+        help="the run's plan context file (results/plan/context.json): put the plan's estimate beside the actuals (see cosmicai.planning.context)",
+    )
     s.set_defaults(fn=_summarize)
     s = sub.add_parser("report-tables", help="HTML tables of the metrics, run and cost summaries and plan-vs-actual, for the report")
     s.add_argument("--metrics", required=True)

@@ -8,8 +8,8 @@ Images larger than 32x32 are centre-cropped, as AstroMAE reads the central 32x32
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -91,7 +91,9 @@ def inspect(path: str | os.PathLike, check_ids: bool = True, version_id: str | N
             dup = uniq[counts > 1]
             if len(dup):
                 raise CosmicaiError(path, f"{len(dup)} duplicate object_id value(s), first {int(dup[0])}")
-        row_bytes = sum(f[k].dtype.itemsize * int(np.prod(f[k].shape[1:])) for k in ("images", "magnitudes", "object_id", "redshift") if k in f)
+        row_bytes = sum(
+            f[k].dtype.itemsize * int(np.prod(f[k].shape[1:])) for k in ("images", "magnitudes", "object_id", "redshift") if k in f
+        )
         return DatasetInfo(str(path), int(n), int(height), int(width), has_z, row_bytes)
 
 
@@ -165,7 +167,7 @@ class DatasetWriter:
         """Flush and close the file."""
         self.file.close()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

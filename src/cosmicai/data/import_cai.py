@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from cosmicai.atomic import atomic_path
-from cosmicai.model.checkpoint import check_state_dict, checkpoint_filter_fn, save_checkpoint
 from cosmicai.data.dataset import BANDS, IMAGE_SIZE, DatasetWriter, inspect
 from cosmicai.errors import CosmicaiError
 from cosmicai.model.astromae import build_model
+from cosmicai.model.checkpoint import check_state_dict, checkpoint_filter_fn, save_checkpoint
 from cosmicai.model.safe_pickle import Record, is_module, module_state_dict, safe_load
 
 WRITE_ROWS = 4096

@@ -67,8 +67,13 @@ def write_partitions(
         raise CosmicaiError(dataset, str(exc)) from None
     entries = []
     for index, (start, stop) in enumerate(partition_ranges(info.n_rows, n_parts)):
-        entry = {"name": partition_name(index), "start": start, "stop": stop, "rows": stop - start,
-                 "bytes": (stop - start) * info.source_row_bytes}
+        entry = {
+            "name": partition_name(index),
+            "start": start,
+            "stop": stop,
+            "rows": stop - start,
+            "bytes": (stop - start) * info.source_row_bytes,
+        }
         if copy:
             entry.update(_copy_partition(uri, identity, info, Path(outdir or Path(manifest).parent), entry, Path(manifest).parent))
         entries.append(entry)

@@ -34,8 +34,9 @@ def chunk_rows_for(partition_mb: float, row_bytes: int, n_rows: int) -> int:
     return max(1, min(n_rows, math.ceil(target / row_bytes)))
 
 
-def rechunk(source: str | os.PathLike, output: str | os.PathLike, partition_mb: float = 25,
-            layout: Literal["chunked", "contiguous"] = "chunked") -> int | None:
+def rechunk(
+    source: str | os.PathLike, output: str | os.PathLike, partition_mb: float = 25, layout: Literal["chunked", "contiguous"] = "chunked"
+) -> int | None:
     """Copy `source` (path or s3:// URI) to `output` in `layout`; return the chunk rows (None when contiguous)."""
     info = inspect(source, check_ids=False)
     with open_h5(source) as src, atomic_path(output) as tmp, h5py.File(tmp, "w", libver="latest") as out:

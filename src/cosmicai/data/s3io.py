@@ -39,7 +39,7 @@ class S3Unavailable(CosmicaiError):
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, key) of an s3://BUCKET/KEY URI; a malformed one raises CosmicaiError."""
-    rest = uri[len("s3://"):] if uri.startswith("s3://") else ""
+    rest = uri[len("s3://") :] if uri.startswith("s3://") else ""
     bucket, _, key = rest.partition("/")
     if not bucket or not key or key.endswith("/"):
         raise CosmicaiError(uri, "not an S3 object URI (expected s3://BUCKET/KEY)")
@@ -63,8 +63,11 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError
         if code == "NoSuchBucket":
             return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
         if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return CosmicaiError(uri, f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
-                                      "on this bucket and prefix (check them and the IAM policy)")
+            return CosmicaiError(
+                uri,
+                f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
+                "on this bucket and prefix (check them and the IAM policy)",
+            )
         if code in ("NoSuchKey", "404", "NotFound"):
             return CosmicaiError(uri, f"{doing}: no such object")
         if code in ("NoSuchVersion", "InvalidArgument") and "version" in str(exc).lower():
@@ -92,8 +95,16 @@ class S3RangeFile(io.RawIOBase):
     totals: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0}  # over all files of this process: what a function reports it read
 
     def __init__(
-        self, s3: Any, bucket: str, key: str, version_id: str | None = None, block_size: int = 1 * MIB,
-        readahead: int = 7, cache_blocks: int = 32, part_size: int = 8 * MIB, max_workers: int = 8,
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        block_size: int = 1 * MIB,
+        readahead: int = 7,
+        cache_blocks: int = 32,
+        part_size: int = 8 * MIB,
+        max_workers: int = 8,
     ) -> None:
         super().__init__()
         self.s3, self.bucket, self.key, self.uri = s3, bucket, key, f"s3://{bucket}/{key}"

@@ -48,8 +48,12 @@ def s3_client() -> Any:
 
         # A ranged GET carries no checksum of its own; "when_required" keeps botocore from checking one a
         # server returns for the whole object against the range (rclone does; S3 does not send it).
-        _s3_client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32,
-                                                      response_checksum_validation="when_required"))
+        _s3_client = boto3.client(
+            "s3",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32, response_checksum_validation="when_required"
+            ),
+        )
     return _s3_client
 
 
@@ -84,8 +88,9 @@ def meta_sha256(f: h5py.File) -> str:
 
     def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Dataset):
-            layout.append([name, list(obj.shape), obj.dtype.str, list(obj.chunks or []), obj.compression,
-                           bool(obj.fletcher32), obj.id.get_offset()])
+            layout.append(
+                [name, list(obj.shape), obj.dtype.str, list(obj.chunks or []), obj.compression, bool(obj.fletcher32), obj.id.get_offset()]
+            )
 
     f.visititems(visit)
     return hashlib.sha256(json.dumps(sorted(layout, key=lambda e: e[0])).encode()).hexdigest()
@@ -122,7 +127,9 @@ def identify(uri: str | os.PathLike, s3: Any = None) -> dict:
 def _refuse_changed(uri: str, recorded: dict, now: dict, checks: list[tuple[str, str]]) -> None:
     for field, label in checks:
         if recorded.get(field) is not None and now[field] != recorded[field]:
-            raise CosmicaiError(uri, f"changed since partitioning: {label} {recorded[field]} -> {now[field]}; re-partition (cosmicai partition)")
+            raise CosmicaiError(
+                uri, f"changed since partitioning: {label} {recorded[field]} -> {now[field]}; re-partition (cosmicai partition)"
+            )
 
 
 def verify_s3_head(recorded: dict, s3: Any = None) -> None:

@@ -25,8 +25,8 @@ def load_engine(
     if runtime == "torch":
         if str(checkpoint).endswith(".onnx"):
             raise CosmicaiError(checkpoint, "the torch runtime needs the .safetensors/.pt checkpoint, not an ONNX graph")
-        from cosmicai.model.checkpoint import load_model
         from cosmicai.engines.torch_engine import TorchEngine
+        from cosmicai.model.checkpoint import load_model
 
         return TorchEngine(load_model(checkpoint), device, precision, compile=compile, threads=threads)  # type: ignore[arg-type]
     from cosmicai.engines.onnx_engine import OnnxRuntimeEngine, OpenVinoEngine, onnx_for
@@ -34,4 +34,3 @@ def load_engine(
     graph = onnx_for(checkpoint, onnx)
     cls = OnnxRuntimeEngine if runtime == "onnxruntime" else OpenVinoEngine
     return cls(graph, precision, allotted_threads(threads))
-

@@ -24,8 +24,8 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Non
 
     import torch
 
-    from cosmicai.model.checkpoint import load_model
     from cosmicai.engines.torch_engine import fold_batchnorm
+    from cosmicai.model.checkpoint import load_model
 
     model = fold_batchnorm(load_model(checkpoint))
     generator = torch.Generator().manual_seed(0)
@@ -34,14 +34,22 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Non
     with atomic_path(output) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (x, m), str(tmp), input_names=list(INPUTS), output_names=["z"], opset_version=17, dynamo=False,
+            model,
+            (x, m),
+            str(tmp),
+            input_names=list(INPUTS),
+            output_names=["z"],
+            opset_version=17,
+            dynamo=False,
             dynamic_axes={"images": {0: "batch"}, "magnitudes": {0: "batch"}, "z": {0: "batch"}},
         )
         import onnxruntime as ort
 
         with torch.inference_mode():
             expected = model(x, m).numpy()
-        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy(), "magnitudes": m.numpy()})[0]
+        got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy(), "magnitudes": m.numpy()})[
+            0
+        ]
         if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
             raise CosmicaiError(checkpoint, f"ONNX export differs from PyTorch by {np.abs(got - expected).max():.2e}")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+
 import numpy as np
 import torch
 from torch import nn
 
+from cosmicai.engines.base import PRECISIONS, Precision, allotted_threads
 from cosmicai.model.astromae import ConvBlock
 
-from cosmicai.engines.base import PRECISIONS, Precision, allotted_threads
 
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU is an error."""

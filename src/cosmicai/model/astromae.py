@@ -11,9 +11,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from torch import nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
+from torch import nn
 
 IMG_SIZE, PATCH_SIZE, IN_CHANS, EMBED_DIM, DEPTH, NUM_HEADS = 32, 8, 5, 192, 12, 3
 FEATURE_DIM, MAG_DIM = 1096, 1024

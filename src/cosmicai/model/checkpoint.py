@@ -19,7 +19,7 @@ def checkpoint_filter_fn(state_dict: dict, model: torch.nn.Module) -> dict[str, 
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
     if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
     return state_dict
 
 

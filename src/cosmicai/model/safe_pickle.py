@@ -18,8 +18,9 @@ import pickle
 import struct
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -61,7 +62,7 @@ class Record:
 
     pickled_class = "?"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Record":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Record:
         obj = super().__new__(cls)
         obj.args, obj.kwargs, obj.state = args, kwargs, {}
         return obj
@@ -117,13 +118,28 @@ def _rebuild_tensor(storage: object, offset: object, size: object, stride: objec
     return _view(storage, offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage: object, offset: object, size: object, stride: object, requires_grad: object = False,
-                       backward_hooks: object = None, metadata: object = None) -> torch.Tensor:
+def _rebuild_tensor_v2(
+    storage: object,
+    offset: object,
+    size: object,
+    stride: object,
+    requires_grad: object = False,
+    backward_hooks: object = None,
+    metadata: object = None,
+) -> torch.Tensor:
     return _view(storage, offset, size, stride)  # hooks and metadata are dropped: nothing to call later
 
 
-def _rebuild_tensor_v3(storage: object, offset: object, size: object, stride: object, requires_grad: object,
-                       backward_hooks: object, dtype: object, metadata: object = None) -> torch.Tensor:
+def _rebuild_tensor_v3(
+    storage: object,
+    offset: object,
+    size: object,
+    stride: object,
+    requires_grad: object,
+    backward_hooks: object,
+    dtype: object,
+    metadata: object = None,
+) -> torch.Tensor:
     if not (isinstance(storage, _Storage) and isinstance(dtype, torch.dtype)):
         raise pickle.UnpicklingError("a tensor is rebuilt from something that is not a storage")
     return _view(_Storage(dtype, storage.data.view(dtype)), offset, size, stride)
@@ -353,8 +369,20 @@ def safe_load(path: str | os.PathLike) -> Any:
         return _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
     except CosmicaiError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError, struct.error, zipfile.BadZipFile, UnicodeDecodeError, RecursionError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RuntimeError,
+        struct.error,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CosmicaiError(path, f"not a readable PyTorch file ({detail})") from None
 

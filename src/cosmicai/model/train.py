@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import torch
 
-from cosmicai.model.checkpoint import save_checkpoint
 from cosmicai.data.dataset import IMAGE_SIZE, inspect
 from cosmicai.engines.torch_engine import configure_threads
 from cosmicai.errors import CosmicaiError
 from cosmicai.model.astromae import build_model
+from cosmicai.model.checkpoint import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,5 +87,11 @@ def train(
             log.warning("training stopped at max_minutes=%s after %d of %d steps: the model is undertrained", max_minutes, step, steps)
             break
     save_checkpoint(model.eval(), output)
-    return {"rows": n, "epochs": epochs, "steps": step, "final_loss": loss_value, "seconds": time.perf_counter() - started,
-            "stopped_at_max_minutes": timed_out}
+    return {
+        "rows": n,
+        "epochs": epochs,
+        "steps": step,
+        "final_loss": loss_value,
+        "seconds": time.perf_counter() - started,
+        "stopped_at_max_minutes": timed_out,
+    }

@@ -150,8 +150,11 @@ def pick(sections: dict[str, Calibration], backend: str, precision: str) -> Cali
             return cal
     have = sorted({f"{c.precision} ({c.runtime})" for k, c in sections.items() if k.split(":")[0] == backend})
     where = sections[backend].file if backend in sections else "calibration"
-    raise CosmicaiError(where, f"no {backend} calibration at {precision} (it has {', '.join(have) or 'none'}): plan at one of "
-                               f"those, or measure {precision} (a run at that precision writes results/calibration.json)")
+    raise CosmicaiError(
+        where,
+        f"no {backend} calibration at {precision} (it has {', '.join(have) or 'none'}): plan at one of "
+        f"those, or measure {precision} (a run at that precision writes results/calibration.json)",
+    )
 
 
 def plan_backend(runs: list[dict], backend: str) -> str:
@@ -202,14 +205,23 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         # per job under this run's concurrency, times that concurrency: the host's aggregate upload rate
         staging = sum(m for m, _ in staged) / staged_s * concurrency(runs) if big and staged and staged_s > 0 else base.staging_mb_per_s
         modeled_staging = [m / (staging / concurrency(runs)) if staging and l_.get("partition_uploaded") else 0.0 for m, l_ in zip(mb, lam)]
-        inside = [l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r["compute_s"] - (m / transfer if transfer else 0.0)
-                  for r, l_, m in zip(runs, lam, mb)]
+        inside = [
+            l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r["compute_s"] - (m / transfer if transfer else 0.0)
+            for r, l_, m in zip(runs, lam, mb)
+        ]
         outside = [r["total_s"] - (l_["duration_ms"] + l_["init_ms"]) / 1000 - st for r, l_, st in zip(runs, lam, modeled_staging)]
         cal = dataclasses.replace(
-            base, samples_per_s=rate, threads=threads, runtime=runtime, precision=precision,
-            fixed_s=max(0.0, sum(inside) / n), overhead_s=max(0.0, sum(outside) / n),
+            base,
+            samples_per_s=rate,
+            threads=threads,
+            runtime=runtime,
+            precision=precision,
+            fixed_s=max(0.0, sum(inside) / n),
+            overhead_s=max(0.0, sum(outside) / n),
             cold_s=(sum(l_["init_ms"] / 1000 + r.get("model_load_s", 0.0) for r, l_ in cold) / len(cold)) if cold else base.cold_s,
-            transfer_mb_per_s=transfer, staging_mb_per_s=staging, max_memory_mb=max(l_["max_memory_mb"] for l_ in lam),
+            transfer_mb_per_s=transfer,
+            staging_mb_per_s=staging,
+            max_memory_mb=max(l_["max_memory_mb"] for l_ in lam),
         )
     else:
         gpu = backend_name in ("slurm-gpu", "local-gpu")  # a GPU's rate does not scale with the job's CPU threads
@@ -221,11 +233,13 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         in_job = sum(r["total_s"] - r["compute_s"] for r in runs) / n
         # Slot time the sidecars do not cover (process start, imports, scheduling) from the wall time.
         between = max(0.0, (wall_s * concurrency(runs) - sum(r["total_s"] for r in runs)) / n)
-        cal = dataclasses.replace(base, samples_per_s=rate, threads=threads, fixed_s=max(0.0, in_job), overhead_s=between,
-                                  runtime=runtime, precision=precision)
+        cal = dataclasses.replace(
+            base, samples_per_s=rate, threads=threads, fixed_s=max(0.0, in_job), overhead_s=between, runtime=runtime, precision=precision
+        )
     kept = "" if rows >= MIN_ROWS_FOR_RATE else f"; rate kept from {base.measured_at} ({rows:,} rows are too few to measure it)"
-    return name, dataclasses.replace(cal, measured=True, measured_at=datetime.date.today().isoformat(), source=f"{source}{kept}",
-                                     rows=rows, jobs=n, file="")
+    return name, dataclasses.replace(
+        cal, measured=True, measured_at=datetime.date.today().isoformat(), source=f"{source}{kept}", rows=rows, jobs=n, file=""
+    )
 
 
 def to_dict(cal: Calibration) -> dict[str, Any]:
@@ -256,9 +270,19 @@ def from_bench(result: dict, source: str) -> dict[str, Calibration]:
         best = rates.get("torch-fp32")
         if best is None:
             raise CosmicaiError("bench", "no torch-fp32 result to calibrate from")
-        gpu = dataclasses.replace(prior["slurm-gpu"], samples_per_s=best["samples_per_s"], threads=1, measured=True,
-                                  measured_at=today, source=source, runtime="torch", precision="fp32",
-                                  fixed_s=result["fixed_cost_s"].get("torch", prior["slurm-gpu"].fixed_s), rows=result["rows"], file="")
+        gpu = dataclasses.replace(
+            prior["slurm-gpu"],
+            samples_per_s=best["samples_per_s"],
+            threads=1,
+            measured=True,
+            measured_at=today,
+            source=source,
+            runtime="torch",
+            precision="fp32",
+            fixed_s=result["fixed_cost_s"].get("torch", prior["slurm-gpu"].fixed_s),
+            rows=result["rows"],
+            file="",
+        )
         return {"slurm-gpu": gpu}
     out = {}
     threads = result["threads"]
@@ -266,18 +290,39 @@ def from_bench(result: dict, source: str) -> dict[str, Calibration]:
     if onnx:  # the jobs' default CPU engine
         fixed = result["fixed_cost_s"].get("onnxruntime", prior["local"].fixed_s + prior["local"].overhead_s)
         for name in ("local", "slurm"):
-            out[name] = dataclasses.replace(prior[name], samples_per_s=onnx["samples_per_s"], threads=threads, measured=True,
-                                            measured_at=today, source=source, runtime="onnxruntime", precision="fp32", rows=result["rows"],
-                                            fixed_s=fixed, overhead_s=prior[name].overhead_s if name == "slurm" else 0.0, file="")
+            out[name] = dataclasses.replace(
+                prior[name],
+                samples_per_s=onnx["samples_per_s"],
+                threads=threads,
+                measured=True,
+                measured_at=today,
+                source=source,
+                runtime="onnxruntime",
+                precision="fp32",
+                rows=result["rows"],
+                fixed_s=fixed,
+                overhead_s=prior[name].overhead_s if name == "slurm" else 0.0,
+                file="",
+            )
         # The function runs the same ONNX graph; one core here stands for one vCPU there.
-        out["lambda"] = dataclasses.replace(prior["lambda"], samples_per_s=onnx["samples_per_s"] / threads, threads=1.0,
-                                            measured=True, measured_at=today, rows=result["rows"], runtime="onnxruntime", precision="fp32", file="",
-                                            source=f"{source} (per core here, taken as per vCPU; Lambda start-up and S3 from the default)")
+        out["lambda"] = dataclasses.replace(
+            prior["lambda"],
+            samples_per_s=onnx["samples_per_s"] / threads,
+            threads=1.0,
+            measured=True,
+            measured_at=today,
+            rows=result["rows"],
+            runtime="onnxruntime",
+            precision="fp32",
+            file="",
+            source=f"{source} (per core here, taken as per vCPU; Lambda start-up and S3 from the default)",
+        )
     return out
 
 
-def calibrate_run(sidecars: list[str | os.PathLike], run_summary: str | os.PathLike, output: str | os.PathLike,
-                  install: bool = False) -> tuple[str, Calibration]:
+def calibrate_run(
+    sidecars: list[str | os.PathLike], run_summary: str | os.PathLike, output: str | os.PathLike, install: bool = False
+) -> tuple[str, Calibration]:
     """Write a run's calibration (its backend's section) to `output` (beside the run's results) and, with
     `install`, merge it into the installed calibration that later plans use without naming it.
 
@@ -287,7 +332,9 @@ def calibrate_run(sidecars: list[str | os.PathLike], run_summary: str | os.PathL
 
     runs = [json.loads(Path(p).read_text()) for p in sidecars]
     summary = json.loads(Path(run_summary).read_text())
-    source = f"workflow run ({summary['backend']}) of {summary['rows']:,} rows in {len(runs)} jobs, {Path(run_summary).resolve().parent.parent}"
+    source = (
+        f"workflow run ({summary['backend']}) of {summary['rows']:,} rows in {len(runs)} jobs, {Path(run_summary).resolve().parent.parent}"
+    )
     endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA") if summary["backend"] == "lambda" else None
     if endpoint:  # the invoker reached this endpoint instead of AWS (e.g. the local stand-in)
         source += f", Lambda at {endpoint}, not AWS"

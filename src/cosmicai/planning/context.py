@@ -58,12 +58,19 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
     inf = config.get("inference", {})
     cost = config.get("cost", {})
     base: dict[str, Any] = dict(
-        backend=backend, data_bytes=data_bytes, partition_mb=config.get("partition_mb", 100),
-        threads=inf.get("threads", 2), precision=inf.get("precision", "fp32"), runtime=inf.get("runtime", "auto"),
+        backend=backend,
+        data_bytes=data_bytes,
+        partition_mb=config.get("partition_mb", 100),
+        threads=inf.get("threads", 2),
+        precision=inf.get("precision", "fp32"),
+        runtime=inf.get("runtime", "auto"),
         partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs)
-        memory_mb=lam.get("memory_mb", 2048), architecture=lam.get("architecture", "x86_64"),
-        timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S), ephemeral_storage_mb=lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB),
-        cpu_hour_usd=cost.get("cpu_hour_usd", 0.0), gpu_hour_usd=cost.get("gpu_hour_usd", 0.0),
+        memory_mb=lam.get("memory_mb", 2048),
+        architecture=lam.get("architecture", "x86_64"),
+        timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S),
+        ephemeral_storage_mb=lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB),
+        cpu_hour_usd=cost.get("cpu_hour_usd", 0.0),
+        gpu_hour_usd=cost.get("gpu_hour_usd", 0.0),
         lambda_prices={**DEFAULT_PRICES, **lam.get("prices", {})},
     )
     if backend == "lambda":
@@ -116,8 +123,11 @@ def plan_vs_actual(plan: Plan, summary: dict, cost: dict) -> dict:
         return {"quantity": name, "unit": unit, "estimate": e, "actual": a, "ratio": a / e if e else None}
 
     rows = [row("wall_s", "s", plan.wall_s, summary["wall_s"]), row("partitions", "partitions", plan.partitions, summary["partitions"])]
-    rows += [row(line["resource"], line["unit"], est[line["resource"]], act[line["resource"]])
-             for line in plan.lines if line["resource"] in act and (est[line["resource"]] or act[line["resource"]])]
+    rows += [
+        row(line["resource"], line["unit"], est[line["resource"]], act[line["resource"]])
+        for line in plan.lines
+        if line["resource"] in act and (est[line["resource"]] or act[line["resource"]])
+    ]
     rows.append(row("cost_usd", "USD", plan.cost_usd, cost["total_usd"]))
     ratio = rows[0]["ratio"]
     return {

@@ -75,18 +75,24 @@ def load_grid(path: str | os.PathLike) -> dict:
         if not isinstance(grid.get(key), str) or not grid[key]:
             raise CosmicaiError(path, f"{key}: required (a string)")
     return {
-        "name": grid["name"], "dataset": grid["dataset"], "checkpoint": grid["checkpoint"],
-        "rows": _list(grid, "rows", path, int), "partition_mb": _list(grid, "partition_mb", path, float),
+        "name": grid["name"],
+        "dataset": grid["dataset"],
+        "checkpoint": grid["checkpoint"],
+        "rows": _list(grid, "rows", path, int),
+        "partition_mb": _list(grid, "partition_mb", path, float),
         "memory_mb": _list(grid, "memory_mb", path, int) if grid.get("memory_mb") else [],
-        "repetitions": int(grid.get("repetitions") or 1), "config": grid.get("config") or {},
+        "repetitions": int(grid.get("repetitions") or 1),
+        "config": grid.get("config") or {},
     }
 
 
 def cells(grid: dict, backend: str) -> list[Cell]:
     """Every cell: data sizes x partition sizes x (Lambda memory sizes) x repetitions."""
     memories = grid["memory_mb"] if backend == "lambda" and grid["memory_mb"] else [None]
-    return [Cell(r, mb, mem, rep) for r, mb, mem, rep in
-            itertools.product(grid["rows"], grid["partition_mb"], memories, range(1, grid["repetitions"] + 1))]
+    return [
+        Cell(r, mb, mem, rep)
+        for r, mb, mem, rep in itertools.product(grid["rows"], grid["partition_mb"], memories, range(1, grid["repetitions"] + 1))
+    ]
 
 
 def subset(dataset: str, rows: int, output: Path) -> Path:
@@ -139,13 +145,22 @@ def run_cell(cell: Cell, base_config: dict, grid: dict, data: Path, outdir: Path
     cmd = ["snakemake", "-s", snakefile, "--profile", profile, "--configfile", str(cfg), "--nolock", *extra]
     with open(results / "snakemake.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    return cell_row(cell, results, None if proc.returncode == 0 else f"sub-run failed (exit {proc.returncode}): {results / 'snakemake.log'}")
+    return cell_row(
+        cell, results, None if proc.returncode == 0 else f"sub-run failed (exit {proc.returncode}): {results / 'snakemake.log'}"
+    )
 
 
 def cell_row(cell: Cell, results: Path, error: str | None) -> dict:
     """A cell's measured and planned figures (from its run and cost summaries) and their ratios."""
-    row: dict[str, Any] = {"cell": cell.name, "rows": cell.rows, "partition_mb": cell.partition_mb,
-                           "memory_mb": cell.memory_mb or 0, "rep": cell.rep, "results": str(results), "error": error or ""}
+    row: dict[str, Any] = {
+        "cell": cell.name,
+        "rows": cell.rows,
+        "partition_mb": cell.partition_mb,
+        "memory_mb": cell.memory_mb or 0,
+        "rep": cell.rep,
+        "results": str(results),
+        "error": error or "",
+    }
     try:
         run = json.loads((results / "summary" / "run_summary.json").read_text())
         cost = json.loads((results / "summary" / "cost_summary.json").read_text())
@@ -153,11 +168,18 @@ def cell_row(cell: Cell, results: Path, error: str | None) -> dict:
         return {**row, "error": error or "no summaries"}
     pva = cost.get("plan_vs_actual", {})
     est = {r["quantity"]: r for r in pva.get("rows", [])}
-    row.update(backend=run["backend"], data_bytes=run["rows"] * _row_bytes(), partitions=run["partitions"],
-               measured_wall_s=run["wall_s"], planned_wall_s=est.get("wall_s", {}).get("estimate"),
-               wall_ratio=pva.get("time_ratio"), measured_cost_usd=cost["total_usd"],
-               planned_cost_usd=est.get("cost_usd", {}).get("estimate"), cost_ratio=pva.get("cost_ratio"),
-               samples_per_s=run.get("samples_per_s"))
+    row.update(
+        backend=run["backend"],
+        data_bytes=run["rows"] * _row_bytes(),
+        partitions=run["partitions"],
+        measured_wall_s=run["wall_s"],
+        planned_wall_s=est.get("wall_s", {}).get("estimate"),
+        wall_ratio=pva.get("time_ratio"),
+        measured_cost_usd=cost["total_usd"],
+        planned_cost_usd=est.get("cost_usd", {}).get("estimate"),
+        cost_ratio=pva.get("cost_ratio"),
+        samples_per_s=run.get("samples_per_s"),
+    )
     return row
 
 
@@ -167,8 +189,14 @@ def _row_bytes() -> int:
     return ROW_BYTES
 
 
-def run_grid(grid_path: str | os.PathLike, base_config: dict, outdir: str | os.PathLike, snakefile: str, profiles: str,
-             extra: list[str] | None = None) -> list[dict]:
+def run_grid(
+    grid_path: str | os.PathLike,
+    base_config: dict,
+    outdir: str | os.PathLike,
+    snakefile: str,
+    profiles: str,
+    extra: list[str] | None = None,
+) -> list[dict]:
     """Run every cell of the grid under `profiles`/<backend> (one after another); write table.csv/.json and the plots."""
     from cosmicai.atomic import write_json
 

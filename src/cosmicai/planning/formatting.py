@@ -14,12 +14,39 @@ Format = Literal["table", "csv", "json"]
 
 
 def _table(plans: list[Plan]) -> list[str]:
-    cols = ["backend", "data", "MiB/part", "memory", "prec", "jobs", "at once", "waves", "job time", "wall time", "usage",
-            "cost (USD)", "flags"]
-    table = [[p.backend, human_size(p.settings.data_bytes), f"{p.settings.partition_mb:g}",
-              f"{p.settings.memory_mb}" if p.backend == "lambda" else "-", p.settings.precision, f"{p.jobs:,}", f"{p.concurrency:,}",
-              f"{p.waves:,}", human_time(p.job_s), human_time(p.wall_s), p.usage(), f"{p.cost_usd:.4f}",
-              ",".join(f.split(":")[0] for f in p.flags) or "-"] for p in plans]
+    cols = [
+        "backend",
+        "data",
+        "MiB/part",
+        "memory",
+        "prec",
+        "jobs",
+        "at once",
+        "waves",
+        "job time",
+        "wall time",
+        "usage",
+        "cost (USD)",
+        "flags",
+    ]
+    table = [
+        [
+            p.backend,
+            human_size(p.settings.data_bytes),
+            f"{p.settings.partition_mb:g}",
+            f"{p.settings.memory_mb}" if p.backend == "lambda" else "-",
+            p.settings.precision,
+            f"{p.jobs:,}",
+            f"{p.concurrency:,}",
+            f"{p.waves:,}",
+            human_time(p.job_s),
+            human_time(p.wall_s),
+            p.usage(),
+            f"{p.cost_usd:.4f}",
+            ",".join(f.split(":")[0] for f in p.flags) or "-",
+        ]
+        for p in plans
+    ]
     widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
     right = {1, 2, 3, 5, 6, 7, 8, 9, 11}
 
@@ -32,7 +59,9 @@ def _table(plans: list[Plan]) -> list[str]:
 def format_plans(plans: list[Plan], fmt: Format = "table", detail: bool = True) -> str:
     """The plans as an aligned table (with each distinct plan's flags and assumptions when `detail`), CSV, or JSON."""
     if fmt == "json":
-        return json.dumps([{**p.row(), "lines": p.lines, "assumptions": p.assumptions, "calibration": p.calibration} for p in plans], indent=2)
+        return json.dumps(
+            [{**p.row(), "lines": p.lines, "assumptions": p.assumptions, "calibration": p.calibration} for p in plans], indent=2
+        )
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(plans[0].row()))
@@ -42,8 +71,10 @@ def format_plans(plans: list[Plan], fmt: Format = "table", detail: bool = True) 
     first = plans[0]
     lines = []
     if len({(p.settings.data_bytes, p.settings.partition_mb) for p in plans}) == 1:
-        lines.append(f"{human_size(first.settings.data_bytes)} ({first.settings.rows:,} rows) in partitions of "
-                     f"{first.settings.partition_mb:g} MiB: {first.partitions:,} partitions of {first.rows_per_partition:,} rows")
+        lines.append(
+            f"{human_size(first.settings.data_bytes)} ({first.settings.rows:,} rows) in partitions of "
+            f"{first.settings.partition_mb:g} MiB: {first.partitions:,} partitions of {first.rows_per_partition:,} rows"
+        )
     lines += _table(plans)
     if detail and len(plans) <= 8:
         for p in plans:

@@ -130,15 +130,33 @@ class Plan:
         s = self.settings
         lam = self.backend == "lambda"
         return {
-            "backend": self.backend, "data_bytes": s.data_bytes, "data_gib": s.data_bytes / 2**30, "rows": s.rows,
-            "partition_mb": s.partition_mb, "precision": s.precision, "memory_mb": s.memory_mb if lam else 0,
+            "backend": self.backend,
+            "data_bytes": s.data_bytes,
+            "data_gib": s.data_bytes / 2**30,
+            "rows": s.rows,
+            "partition_mb": s.partition_mb,
+            "precision": s.precision,
+            "memory_mb": s.memory_mb if lam else 0,
             "partitions_per_job": 1 if lam else s.partitions_per_job,
-            "partitions": self.partitions, "jobs": self.jobs, "rows_per_partition": self.rows_per_partition,
-            "concurrency": self.concurrency, "waves": self.waves, "cold_jobs": self.cold_jobs, "job_s": self.job_s,
-            "warm_job_s": self.warm_job_s, "upload_s": self.upload_s, "wall_s": self.wall_s, "cost_usd": self.cost_usd,
-            "gb_s": self.gb_s(), "requests": self.quantity("lambda_requests"), "cpu_h": self.quantity("cpu_hours"),
-            "gpu_h": self.quantity("gpu_hours"), "peak_memory_mb": self.peak_memory_mb, "feasible": self.feasible,
-            "flags": ";".join(f.split(":")[0] for f in self.flags), "calibration": self.calibration["label"],
+            "partitions": self.partitions,
+            "jobs": self.jobs,
+            "rows_per_partition": self.rows_per_partition,
+            "concurrency": self.concurrency,
+            "waves": self.waves,
+            "cold_jobs": self.cold_jobs,
+            "job_s": self.job_s,
+            "warm_job_s": self.warm_job_s,
+            "upload_s": self.upload_s,
+            "wall_s": self.wall_s,
+            "cost_usd": self.cost_usd,
+            "gb_s": self.gb_s(),
+            "requests": self.quantity("lambda_requests"),
+            "cpu_h": self.quantity("cpu_hours"),
+            "gpu_h": self.quantity("gpu_hours"),
+            "peak_memory_mb": self.peak_memory_mb,
+            "feasible": self.feasible,
+            "flags": ";".join(f.split(":")[0] for f in self.flags),
+            "calibration": self.calibration["label"],
         }
 
 
@@ -178,11 +196,15 @@ def _lambda_flags(s: Settings, cal: Calibration, cold_run: float, rate: float, p
         per_mb = (1 / cal.transfer_mb_per_s if cal.transfer_mb_per_s else 0) + MIB / (ROW_BYTES * rate)
         fit = min((limit - cal.fixed_s - cal.cold_s) / per_mb, s.ephemeral_storage_mb - MODEL_MB)  # and it must fit in /tmp
         which = "Lambda's 15-minute limit" if limit == LAMBDA_MAX_TIMEOUT_S else f"the function timeout ({s.timeout_s} s)"
-        flags.append(f"TIMEOUT: an invocation takes ~{human_time(cold_run)}, over {which}; "
-                     + (f"use partitions of at most {fit:.0f} MB or more memory" if fit > 0 else "more memory"))
+        flags.append(
+            f"TIMEOUT: an invocation takes ~{human_time(cold_run)}, over {which}; "
+            + (f"use partitions of at most {fit:.0f} MB or more memory" if fit > 0 else "more memory")
+        )
     if peak_mb and s.memory_mb < 1.1 * peak_mb:
-        flags.append(f"MEMORY: {s.memory_mb} MB is under 1.1 x the ~{peak_mb:.0f} MB a {part_mb:.0f} MB partition needs at "
-                     f"{cal.precision} ({cal.memory_source or 'calibration'})")
+        flags.append(
+            f"MEMORY: {s.memory_mb} MB is under 1.1 x the ~{peak_mb:.0f} MB a {part_mb:.0f} MB partition needs at "
+            f"{cal.precision} ({cal.memory_source or 'calibration'})"
+        )
     if part_mb + MODEL_MB > s.ephemeral_storage_mb:
         flags.append(f"/TMP: a {part_mb:.0f} MB partition and the {MODEL_MB} MB model exceed {s.ephemeral_storage_mb} MB of /tmp")
     if conc > LAMBDA_ACCOUNT_CONCURRENCY:
@@ -209,7 +231,12 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
     lines = [
         _line(f"lambda_{s.architecture}_gb_s", billed_s * gb, "GB-s", float(prices[f"{s.architecture}_gb_s"])),
         _line("lambda_requests", p, "requests", float(prices["requests_per_million"]) / 1e6),
-        _line("lambda_ephemeral_gb_s", billed_s * max(0, s.ephemeral_storage_mb - FREE_EPHEMERAL_MB) / 1024, "GB-s", float(prices["ephemeral_gb_s"])),
+        _line(
+            "lambda_ephemeral_gb_s",
+            billed_s * max(0, s.ephemeral_storage_mb - FREE_EPHEMERAL_MB) / 1024,
+            "GB-s",
+            float(prices["ephemeral_gb_s"]),
+        ),
     ]
     peak = cal.peak_memory_mb(part_mb)
     sat = f", saturating at {cal.max_threads:g} vCPU" if cal.max_threads else ""
@@ -219,16 +246,35 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
         f"concurrency {conc:,}; new environments {per:,} per {every:.0f} s; cold start {cal.cold_s:.1f} s "
         f"(Init Duration + model load, billed), then warm; {cal.fixed_s:.2f} s per invocation besides inference and transfer",
         f"S3 to function {cal.transfer_mb_per_s:,.0f} MB/s ({transfer:.1f} s per partition); "
-        + ("dataset already in S3" if s.data_in_s3 or not cal.staging_mb_per_s
-           else f"dataset uploaded once from this host at {cal.staging_mb_per_s:,.0f} MB/s ({human_time(upload)})"),
+        + (
+            "dataset already in S3"
+            if s.data_in_s3 or not cal.staging_mb_per_s
+            else f"dataset uploaded once from this host at {cal.staging_mb_per_s:,.0f} MB/s ({human_time(upload)})"
+        ),
         f"invoker round trip {cal.overhead_s:.2f} s per partition (unbilled); prices of {prices.get('date', '?')}: "
         f"${float(prices[f'{s.architecture}_gb_s']):.10f}/GB-s, ${float(prices['requests_per_million']):.2f}/M requests",
     ]
     if peak:
         assumptions.append(f"peak memory per invocation ~{peak:,.0f} MB for {part_mb:.0f} MB partitions ({cal.memory_source})")
-    return Plan(s, p, rows_pp, p, min(conc, p), math.ceil(p / conc), cold, cal.overhead_s + cold_run, cal.overhead_s + warm_run,
-                upload, upload + stage_s, peak, lines, sum(line["cost_usd"] for line in lines),
-                _lambda_flags(s, cal, cold_run, rate, part_mb, peak, conc), assumptions, label)
+    return Plan(
+        s,
+        p,
+        rows_pp,
+        p,
+        min(conc, p),
+        math.ceil(p / conc),
+        cold,
+        cal.overhead_s + cold_run,
+        cal.overhead_s + warm_run,
+        upload,
+        upload + stage_s,
+        peak,
+        lines,
+        sum(line["cost_usd"] for line in lines),
+        _lambda_flags(s, cal, cold_run, rate, part_mb, peak, conc),
+        assumptions,
+        label,
+    )
 
 
 def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict) -> Plan:
@@ -258,13 +304,31 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
         f"{where}; {rate:,.0f} samples/s per job ({cal.runtime} {cal.precision}); {ppj} partition(s) per job: {jobs:,} jobs",
         f"per job {cal.fixed_s:.1f} s besides inference (start-up, model load, I/O; paid once per job) and {cal.overhead_s:.1f} s "
         f"between jobs (process start{', submission, status polling' if s.backend != 'local' else ''})",
-        f"rates: ${s.cpu_hour_usd}/CPU-h" + (f", ${s.gpu_hour_usd}/GPU-h" if gpu else "")
+        f"rates: ${s.cpu_hour_usd}/CPU-h"
+        + (f", ${s.gpu_hour_usd}/GPU-h" if gpu else "")
         + (" (config cost.*: set them to price the run)" if not (s.cpu_hour_usd or (gpu and s.gpu_hour_usd)) else ""),
     ]
     if s.backend != "local":
         assumptions.append(f"queue wait {human_time(s.queue_wait_s)} before the first job")
-    return Plan(s, p, rows_pp, jobs, min(conc, jobs), math.ceil(jobs / conc), jobs, slot_s, slot_s, 0.0, wall,
-                cal.peak_memory_mb(part_mb), lines, sum(line["cost_usd"] for line in lines), [], assumptions, label)
+    return Plan(
+        s,
+        p,
+        rows_pp,
+        jobs,
+        min(conc, jobs),
+        math.ceil(jobs / conc),
+        jobs,
+        slot_s,
+        slot_s,
+        0.0,
+        wall,
+        cal.peak_memory_mb(part_mb),
+        lines,
+        sum(line["cost_usd"] for line in lines),
+        [],
+        assumptions,
+        label,
+    )
 
 
 def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
@@ -275,8 +339,15 @@ def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
     p = partitions_for_bytes(s.data_bytes, s.partition_mb)
     rows_pp = -(-s.rows // p)
     part_mb = rows_pp * ROW_BYTES / MIB
-    label = {"label": cal.label(), "measured": cal.measured, "measured_at": cal.measured_at, "source": cal.source,
-             "file": cal.file, "runtime": cal.runtime, "precision": cal.precision}
+    label = {
+        "label": cal.label(),
+        "measured": cal.measured,
+        "measured_at": cal.measured_at,
+        "source": cal.source,
+        "file": cal.file,
+        "runtime": cal.runtime,
+        "precision": cal.precision,
+    }
     plan = _lambda_plan(s, cal, p, rows_pp, part_mb, label) if s.backend == "lambda" else _cluster_plan(s, cal, p, rows_pp, part_mb, label)
     if s.runtime not in ("auto", cal.runtime):
         plan.flags.append(f"RUNTIME: planned at {cal.runtime}'s speed ({cal.file}); the run uses {s.runtime}: calibrate it")

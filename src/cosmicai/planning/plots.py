@@ -84,8 +84,11 @@ def plot_measured_vs_planned(cells: list[dict], output: str | os.PathLike) -> No
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, (name, unit) in zip(axes, (("wall_s", "s"), ("cost_usd", "USD"))):
-        pts = [(c[f"planned_{name}"], c[f"measured_{name}"], c["cell"]) for c in cells
-               if c.get(f"planned_{name}") and c.get(f"measured_{name}")]
+        pts = [
+            (c[f"planned_{name}"], c[f"measured_{name}"], c["cell"])
+            for c in cells
+            if c.get(f"planned_{name}") and c.get(f"measured_{name}")
+        ]
         if not pts:
             ax.text(0.5, 0.5, f"no {name} to compare (no rates in config?)", ha="center", transform=ax.transAxes)
             continue
@@ -97,8 +100,13 @@ def plot_measured_vs_planned(cells: list[dict], output: str | os.PathLike) -> No
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, label="measured = planned")
         ax.plot([lo, hi], [2 * lo, 2 * hi], color="grey", lw=0.5, ls="--", label="x2")
         ax.plot([lo, hi], [lo / 2, hi / 2], color="grey", lw=0.5, ls="--")
-        ax.set(xscale="log", yscale="log", xlabel=f"planned {name} ({unit})", ylabel=f"measured {name} ({unit})",
-               title=f"{name}: measured against planned")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=f"planned {name} ({unit})",
+            ylabel=f"measured {name} ({unit})",
+            title=f"{name}: measured against planned",
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, output)

@@ -56,8 +56,11 @@ def recommend(plans: list[Plan], deadline_s: float | None = None, budget_usd: fl
     """The pick across `plans` for a deadline and/or a budget, with every other plan's reason."""
     if deadline_s is None and budget_usd is None:
         raise CosmicaiError("plan", "a recommendation needs --deadline and/or --budget")
-    ok = [p for p in plans if p.feasible and (deadline_s is None or p.wall_s <= deadline_s)
-          and (budget_usd is None or p.cost_usd <= budget_usd)]
+    ok = [
+        p
+        for p in plans
+        if p.feasible and (deadline_s is None or p.wall_s <= deadline_s) and (budget_usd is None or p.cost_usd <= budget_usd)
+    ]
     if deadline_s is not None:
         goal = f"the cheapest within {human_time(deadline_s)}" + (f" and ${budget_usd:.2f}" if budget_usd is not None else "")
         best = min(ok, key=lambda p: (p.cost_usd, p.wall_s), default=None)
@@ -74,8 +77,7 @@ def format_recommendation(rec: Recommendation, limit: int = 12) -> str:
         hint = f"; the fastest that can run: {describe(near)}, {human_time(near.wall_s)}, ${near.cost_usd:.4f}" if near else ""
         return f"recommendation ({rec.goal}): none of {len(rec.reasons)} configurations qualifies{hint}"
     b = rec.best
-    lines = [f"recommendation ({rec.goal}): {describe(b)}: {b.jobs:,} jobs, wall {human_time(b.wall_s)}, "
-             f"${b.cost_usd:.4f} ({b.usage()})"]
+    lines = [f"recommendation ({rec.goal}): {describe(b)}: {b.jobs:,} jobs, wall {human_time(b.wall_s)}, ${b.cost_usd:.4f} ({b.usage()})"]
     ranked = sorted(rec.reasons, key=lambda pr: (not pr[0].feasible, pr[0].cost_usd, pr[0].wall_s))
     for p, why in ranked[:limit]:
         lines.append(f"  - {describe(p)}: {why}")
@@ -95,8 +97,10 @@ def workflow_recommendation(base: Plan, calibrations: dict, deadline_s: float | 
     from cosmicai.planning.sweep import Axes, sweep
 
     s = base.settings
-    axes = Axes(partition_mb=tuple(dict.fromkeys((s.partition_mb, *WORKFLOW_PARTITION_MB))),
-                memory_mb=tuple(dict.fromkeys((s.memory_mb, *WORKFLOW_MEMORY_MB))) if s.backend == "lambda" else ())
+    axes = Axes(
+        partition_mb=tuple(dict.fromkeys((s.partition_mb, *WORKFLOW_PARTITION_MB))),
+        memory_mb=tuple(dict.fromkeys((s.memory_mb, *WORKFLOW_MEMORY_MB))) if s.backend == "lambda" else (),
+    )
     if deadline_s is None and budget_usd is None:
         deadline_s = base.wall_s
     return format_recommendation(recommend(sweep(s, axes, calibrations), deadline_s, budget_usd), limit=5)

@@ -40,12 +40,17 @@ def sweep(base: Settings, axes: Axes, calibrations: dict[str, Calibration]) -> l
         raise CosmicaiError("plan", f"{axes.size():,} combinations: sweep at most {MAX_CELLS:,}")
     plans = []
     for backend, size, mb, prec, conc in itertools.product(
-        axes.backends or (base.backend,), axes.data_bytes or (base.data_bytes,), axes.partition_mb or (base.partition_mb,),
-        axes.precision or (base.precision,), axes.concurrency or (base.concurrency,),
+        axes.backends or (base.backend,),
+        axes.data_bytes or (base.data_bytes,),
+        axes.partition_mb or (base.partition_mb,),
+        axes.precision or (base.precision,),
+        axes.concurrency or (base.concurrency,),
     ):
         memories = (axes.memory_mb or (base.memory_mb,)) if backend == "lambda" else (base.memory_mb,)
         for mem in memories:
-            s = dataclasses.replace(base, backend=backend, data_bytes=size, partition_mb=mb, precision=prec, concurrency=conc, memory_mb=int(mem))
+            s = dataclasses.replace(
+                base, backend=backend, data_bytes=size, partition_mb=mb, precision=prec, concurrency=conc, memory_mb=int(mem)
+            )
             plans.append(estimate(s, calibrations))
     return plans
 

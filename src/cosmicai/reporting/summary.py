@@ -35,8 +35,19 @@ def run_summary(runs: list[dict], backend: str) -> dict:
         "per_partition": [
             {
                 k: r.get(k)
-                for k in ("partition", "rows", "total_s", "model_load_s", "read_s", "compute_s", "write_s",
-                          "samples_per_s", "peak_rss_mb", "device", "host")
+                for k in (
+                    "partition",
+                    "rows",
+                    "total_s",
+                    "model_load_s",
+                    "read_s",
+                    "compute_s",
+                    "write_s",
+                    "samples_per_s",
+                    "peak_rss_mb",
+                    "device",
+                    "host",
+                )
             }
             for r in runs
         ],
@@ -50,7 +61,9 @@ def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLi
     per = []
     for entry in json.loads(Path(manifest).read_text())["partitions"]:
         pred = Path(predictions_dir) / f"{entry['name']}.parquet"
-        per.append({"partition": entry["name"], "rows_in": entry["rows"], "rows_out": pq.read_metadata(pred).num_rows if pred.exists() else 0})
+        per.append(
+            {"partition": entry["name"], "rows_in": entry["rows"], "rows_out": pq.read_metadata(pred).num_rows if pred.exists() else 0}
+        )
     rows_in, rows_out = sum(p["rows_in"] for p in per), sum(p["rows_out"] for p in per)
     return {
         "rows_in": rows_in,
@@ -62,8 +75,13 @@ def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLi
 
 
 def write_summaries(
-    sidecars: list[str | os.PathLike], backend: str | None, rates: dict, run_output: str | os.PathLike, cost_output: str | os.PathLike,
-    manifest: str | os.PathLike | None = None, predictions_dir: str | os.PathLike | None = None,
+    sidecars: list[str | os.PathLike],
+    backend: str | None,
+    rates: dict,
+    run_output: str | os.PathLike,
+    cost_output: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    predictions_dir: str | os.PathLike | None = None,
     plan_context: dict | None = None,
 ) -> tuple[dict, dict]:
     """Write the run summary (with row accounting given a manifest) and the backend's cost summary

@@ -5,14 +5,17 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cosmicai.atomic import atomic_path
 
-_STYLE = ("<style>body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:0 0 1em}"
-          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
-          "td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:bold;padding:4px 0}</style>")
+_STYLE = (
+    "<style>body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:0 0 1em}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+    "td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:bold;padding:4px 0}</style>"
+)
 
 
 def _fmt(v: Any) -> str:
@@ -49,14 +52,18 @@ def _write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_tables(metrics: str | os.PathLike, run_summary: str | os.PathLike, cost_summary: str | os.PathLike, outdir: str | os.PathLike) -> list[Path]:
+def write_tables(
+    metrics: str | os.PathLike, run_summary: str | os.PathLike, cost_summary: str | os.PathLike, outdir: str | os.PathLike
+) -> list[Path]:
     """metrics.html, run_summary.html, cost_summary.html and plan_vs_actual.html under `outdir`."""
     m, run, cost = (json.loads(Path(p).read_text()) for p in (metrics, run_summary, cost_summary))
     outdir = Path(outdir)
     written = []
 
     metric_rows = [{"metric": k, "value": v} for k, v in (m.get("metrics") or {}).items()]
-    page = _page("metrics", table(metric_rows, "photo-z metrics") if metric_rows else f"<p>no metrics: {html.escape(str(m.get('reason')))}</p>")
+    page = _page(
+        "metrics", table(metric_rows, "photo-z metrics") if metric_rows else f"<p>no metrics: {html.escape(str(m.get('reason')))}</p>"
+    )
     written.append(outdir / "metrics.html")
     _write(written[-1], page)
 
@@ -78,7 +85,11 @@ def write_tables(metrics: str | os.PathLike, run_summary: str | os.PathLike, cos
     elif pva:
         est = pva["estimate"]
         pva_parts = [
-            table(pva["rows"], f"plan vs actual ({pva['backend']}): ratio = actual / estimate", ["quantity", "unit", "estimate", "actual", "ratio"]),
+            table(
+                pva["rows"],
+                f"plan vs actual ({pva['backend']}): ratio = actual / estimate",
+                ["quantity", "unit", "estimate", "actual", "ratio"],
+            ),
             f"<p>time within a factor of 2: <b>{pva['time_within_factor_2']}</b>. {html.escape(pva['note'])}.</p>",
             table([{"assumption": a} for a in est["assumptions"]], "what the estimate assumed"),
         ]
