@@ -10,6 +10,16 @@ localrules:
     synth_training_set,
 
 
+# The Lambda executor runs only the inference invocations: under backend lambda the heavy steps run
+# on the submit host, as every other rule does.
+if config["backend"] == "lambda":
+
+    localrules:
+        partition_dataset,
+        export_onnx,
+        train_demo_model,
+
+
 rule synth_demo:
     output:
         f"{R}/data/demo.h5",
