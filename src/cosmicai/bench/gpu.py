@@ -49,6 +49,8 @@ def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, bat
     repo = Path(__file__).resolve().parents[3]
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config.update(dataset=str(data), checkpoint=str(Path(checkpoint).resolve()), partition_mb=partition_mb)
+    # One group job over every partition (the engine service reads partition files: partition_copy).
+    config.update(partition_copy=True)
     config["inference"].update(batch_size=batch_size, device=device, partitions_per_job=10**6)
     (work / "e2e").mkdir(exist_ok=True)
     configfile = work / "e2e" / "config.yaml"

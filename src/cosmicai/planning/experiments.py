@@ -115,7 +115,7 @@ def subset(dataset: str, rows: int, output: Path) -> Path:
 
 
 def _reuse_partitions(source: Path, target: Path) -> bool:
-    """Hard-link an earlier cell's partitions (same data, same partition size) into this cell's results."""
+    """Reuse an earlier cell's partitioning (same data, same partition size): its manifest, and hard links to any partition files."""
     if not (source / "manifest.json").exists() or (target / "manifest.json").exists():
         return False
     target.mkdir(parents=True, exist_ok=True)
