@@ -145,6 +145,42 @@ def stage_source(read: PartitionRead, settings: LambdaSettings, s3: Any) -> tupl
     return {**staged, "meta_sha256": read.source["meta_sha256"]}, uploaded
 
 
+def _invoke(
+    backend: Backend, payload: bytes, policy: RetryPolicy, settings: LambdaSettings, source_uri: str
+) -> tuple[dict, dict, int, float]:
+    """Invoke the function with retries (throttles, transient function errors); its result, REPORT line, calls made and seconds."""
+    t = time.perf_counter()
+    attempts = function_errors = 0
+
+    def send() -> Response:
+        nonlocal attempts, function_errors
+        attempts += 1
+        response = backend.invoke(payload)
+        if response.function_error:
+            log_function_tail(response)
+            error_type = function_error_type(response)
+            if error_type in TRANSIENT_FUNCTION_ERRORS and function_errors + 1 < FUNCTION_ERROR_ATTEMPTS:
+                function_errors += 1
+                raise TransientFunctionError(response, error_type)
+        return response
+
+    try:
+        response, _ = call_with_retries(send, policy)
+    except TransientFunctionError as exc:  # attempts ran out while the function kept failing
+        raise RemoteError(source_uri, settings, exc.response.payload, attempts) from None
+    except (ClientError, BotoCoreError) as exc:
+        raise lambda_error(exc, settings, getattr(backend, "region_name", settings.region), attempts) from None
+    invoke_s = time.perf_counter() - t
+    if response.function_error:
+        raise RemoteError(source_uri, settings, response.payload, attempts)
+    log_function_tail(response)
+    try:
+        report = parse_report(response.log_tail)
+    except ValueError as exc:
+        raise CosmicaiError(f"lambda:{settings.function_name}", str(exc)) from None
+    return json.loads(response.payload), report, attempts, invoke_s
+
+
 def invoke_partition(
     read: PartitionRead,
     checkpoint: str | os.PathLike,
@@ -195,36 +231,7 @@ def invoke_partition(
     if backend is None:
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
     policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
-    t = time.perf_counter()
-    attempts = function_errors = 0
-
-    def send() -> Response:
-        nonlocal attempts, function_errors
-        attempts += 1
-        response = backend.invoke(payload)
-        if response.function_error:
-            log_function_tail(response)
-            error_type = function_error_type(response)
-            if error_type in TRANSIENT_FUNCTION_ERRORS and function_errors + 1 < FUNCTION_ERROR_ATTEMPTS:
-                function_errors += 1
-                raise TransientFunctionError(response, error_type)
-        return response
-
-    try:
-        response, _ = call_with_retries(send, policy)
-    except TransientFunctionError as exc:  # attempts ran out while the function kept failing
-        raise RemoteError(source["uri"], settings, exc.response.payload, attempts) from None
-    except (ClientError, BotoCoreError) as exc:
-        raise lambda_error(exc, settings, getattr(backend, "region_name", settings.region), attempts) from None
-    invoke_s = time.perf_counter() - t
-    if response.function_error:
-        raise RemoteError(source["uri"], settings, response.payload, attempts)
-    log_function_tail(response)
-    try:
-        report = parse_report(response.log_tail)
-    except ValueError as exc:
-        raise CosmicaiError(f"lambda:{settings.function_name}", str(exc)) from None
-    result = json.loads(response.payload)
+    result, report, attempts, invoke_s = _invoke(backend, payload, policy, settings, source["uri"])
     t = time.perf_counter()
     timings = result["timings_record"]
     if timings.get("request_id") != report["request_id"]:
