@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from helpers.cli import REPO, env_with_venv
+from helpers.workflow import snakemake
 
 from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.errors import CosmicaiError
@@ -66,18 +65,7 @@ def test_small_grid_runs_end_to_end(tmp_path: Path, tiny_dataset: Path, random_c
         memory_mb=None,
         repetitions=2,
     )
-    cmd = [
-        "snakemake",
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "--profile",
-        str(REPO / "profiles" / "local"),
-        "--cores",
-        "2",
-        "--config",
-        f"experiments={grid}",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, check=False, capture_output=True, text=True, env=env_with_venv())
+    proc = snakemake(tmp_path, "local", None, "--config", f"experiments={grid}")
     assert proc.returncode == 0, proc.stderr[-3000:] + (tmp_path / "logs" / "run_experiments.log").read_text()[-3000:]
     out = tmp_path / "results" / "experiments" / "t"
     table = pd.read_csv(out / "table.csv")
