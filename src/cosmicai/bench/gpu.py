@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from cosmicai.atomic import write_json
+from cosmicai.bench.scaling import repository_root
 from cosmicai.errors import CosmicaiError
 
 ENGINE_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile")
@@ -46,7 +47,7 @@ def tile_dataset(src: Path, dst: Path, n_rows: int, block: int = 8192) -> None:
 
 def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, batch_size: int, device: str) -> dict:
     """The local profile over the dataset, every partition in one group job; wall time and the run summary."""
-    repo = Path(__file__).resolve().parents[3]
+    repo = repository_root()
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config.update(dataset=str(data), checkpoint=str(Path(checkpoint).resolve()), partition_mb=partition_mb)
     # One group job over every partition (the engine service reads partition files: partition_copy).

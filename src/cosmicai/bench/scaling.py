@@ -16,13 +16,19 @@ from cosmicai.atomic import write_json
 from cosmicai.errors import CosmicaiError
 
 
-def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int], snakefile: str = "Snakefile") -> dict:
+def repository_root() -> Path:
+    """The checkout the workflow benchmarks run in: the working directory, which must hold workflow/Snakefile."""
+    root = Path.cwd()
+    if not (root / "workflow" / "Snakefile").is_file():
+        raise CosmicaiError(root / "workflow" / "Snakefile", "not found: run the workflow benchmarks from the repository root")
+    return root
+
+
+def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int]) -> dict:
     """Run `snakemake --profile profiles/local` on synthetic datasets of the given sizes; fit time = a + b n."""
     from cosmicai.data.synth import synthesize
 
-    repo = Path(snakefile).resolve().parent
-    if not Path(snakefile).is_file():
-        raise CosmicaiError(snakefile, "no Snakefile here: run the scaling benchmark from the repository root")
+    repo = repository_root()
     checkpoint = checkpoint or "results/model/demo.safetensors"
     if not Path(checkpoint).is_file():
         raise CosmicaiError(checkpoint, "checkpoint not found (run `make demo` first, or pass --checkpoint)")
@@ -37,7 +43,7 @@ def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int], sn
         cmd = [
             "snakemake",
             "-s",
-            str(repo / "Snakefile"),
+            str(repo / "workflow" / "Snakefile"),
             "--profile",
             str(repo / "profiles" / "local"),
             "--config",
