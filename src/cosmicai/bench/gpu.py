@@ -10,17 +10,13 @@ One JSON and one table: samples/s per engine, end-to-end seconds, max |dz| again
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 from cosmicai.atomic import write_json
-from cosmicai.bench.scaling import repository_root
+from cosmicai.bench.scaling import repository_root, run_local_profile
 from cosmicai.errors import CosmicaiError
 
 ENGINE_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile")
@@ -56,19 +52,7 @@ def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, bat
     (work / "e2e").mkdir(exist_ok=True)
     configfile = work / "e2e" / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [
-        "snakemake",
-        "-s",
-        str(repo / "workflow" / "Snakefile"),
-        "--profile",
-        str(repo / "profiles" / "local"),
-        "--configfile",
-        str(configfile),
-    ]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work / "e2e", env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t
+    proc, wall = run_local_profile(repo, work / "e2e", "--configfile", str(configfile))
     if proc.returncode != 0:
         raise CosmicaiError(work / "e2e", f"the local profile failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     summary = json.loads((work / "e2e" / "results" / "summary" / "run_summary.json").read_text())

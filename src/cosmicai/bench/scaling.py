@@ -24,6 +24,15 @@ def repository_root() -> Path:
     return root
 
 
+def run_local_profile(repo: Path, workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`snakemake --profile profiles/local ARGS` in workdir, this interpreter's bin/ first on PATH; the process and its wall seconds."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = ["snakemake", "-s", str(repo / "workflow" / "Snakefile"), "--profile", str(repo / "profiles" / "local"), *args]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    return proc, time.perf_counter() - t
+
+
 def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int]) -> dict:
     """Run `snakemake --profile profiles/local` on synthetic datasets of the given sizes; fit time = a + b n."""
     from cosmicai.data.synth import synthesize
@@ -33,26 +42,13 @@ def run_scaling(checkpoint: str | None, output: str | None, sizes: list[int]) ->
     if not Path(checkpoint).is_file():
         raise CosmicaiError(checkpoint, "checkpoint not found (run `make demo` first, or pass --checkpoint)")
     work = Path(tempfile.mkdtemp(prefix="cosmicai-scaling-"))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     runs = []
     for n in sizes:
         data = work / f"scale-{n}.h5"
         synthesize(data, n, seed=n)
         workdir = work / f"run-{n}"
         workdir.mkdir()
-        cmd = [
-            "snakemake",
-            "-s",
-            str(repo / "workflow" / "Snakefile"),
-            "--profile",
-            str(repo / "profiles" / "local"),
-            "--config",
-            f"dataset={data}",
-            f"checkpoint={Path(checkpoint).resolve()}",
-        ]
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t
+        proc, wall = run_local_profile(repo, workdir, "--config", f"dataset={data}", f"checkpoint={Path(checkpoint).resolve()}")
         if proc.returncode != 0:
             raise CosmicaiError(workdir, f"pipeline failed for {n} rows: {proc.stderr.strip().splitlines()[-1]}")
         summary = json.loads((workdir / "results" / "summary" / "run_summary.json").read_text())
