@@ -1,0 +1,100 @@
+"""A batch: the consecutive partitions that one inference job infers (`inference.partitions_per_job`).
+
+The workflow's DAG has one job per batch, not per partition, so 10,486 partitions of a 1 TiB
+dataset make hundreds of jobs, and a job pays its start-up (interpreter, imports, model load, a
+Slurm allocation) once for many partitions. Each partition still has its own outputs:
+
+- `{predictions_dir}/{name}.parquet`, then `{predictions_dir}/{name}.json` (its timings, written
+  last: its presence commits the partition). The sidecar's `key` names what produced the
+  predictions (the source's identity and row range, the model file, the engine settings).
+- When every partition of the batch is done, the job writes its record,
+  `{predictions_dir}/batches/{batch}.json`: the list of its partitions' sidecars. The record is
+  the job's only output as Snakemake sees it, and what the report rules read.
+
+A rerun of a batch (after a failure, a kill or a timeout) reuses every partition whose sidecar
+carries the same key and infers only the others; a changed model, source or engine setting
+changes the key, so nothing stale is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cosmicai.atomic import write_json
+from cosmicai.errors import CosmicaiError
+
+BATCH_DIR = "batches"
+
+
+def batch_name(index: int) -> str:
+    return f"batch_{index:05d}"
+
+
+def batch_count(n_partitions: int, per_job: int) -> int:
+    return -(-n_partitions // per_job)
+
+
+def batch_index(batch: str) -> int:
+    return int(batch.rsplit("_", 1)[1])
+
+
+def part_paths(predictions_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """A partition's predictions and its sidecar (timings and key)."""
+    d = Path(predictions_dir)
+    return d / f"{name}.parquet", d / f"{name}.json"
+
+
+def record_path(predictions_dir: str | os.PathLike, batch: str) -> Path:
+    return Path(predictions_dir) / BATCH_DIR / f"{batch}.json"
+
+
+def file_identity(path: str | os.PathLike | None) -> dict | None:
+    """What identifies a local model file for reuse: its absolute path, size and modification time."""
+    if path is None:
+        return None
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_key(**fields: Any) -> str:
+    """A short digest of what produces a partition's predictions (JSON-serialisable fields)."""
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | None:
+    """The sidecar of partition `name` if it is done with this key (its predictions present), else None."""
+    parquet, sidecar = part_paths(predictions_dir, name)
+    try:
+        timings = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(timings, dict) or timings.get("key") != key or not parquet.exists():
+        return None
+    return timings
+
+
+def write_record(path: str | os.PathLike, batch: str, timings: list[dict]) -> None:
+    """The job's record: its partitions' sidecars, in partition order."""
+    write_json(path, {"batch": batch, "partitions": timings})
+
+
+def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:
+    """Per-partition timings from sidecars or batch records (a record expands to its partitions)."""
+    runs: list[dict] = []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+        except FileNotFoundError:
+            raise CosmicaiError(p, "no such file") from None
+        except (OSError, ValueError) as exc:
+            raise CosmicaiError(p, f"not a readable timings file ({exc})") from None
+        if isinstance(data, dict) and "partitions" in data and "batch" in data:
+            runs.extend(data["partitions"])
+        else:
+            runs.append(data)
+    return runs
