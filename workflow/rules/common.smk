@@ -10,6 +10,7 @@ from cosmicai.data.dataset import ROW_BYTES, inspect
 from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
+from cosmicai.batch import batch_count, batch_index, batch_name, per_job, record_path
 from cosmicai.config import config_error
 
 # Nested values given with --config (inference={partitions_per_job: 64}) arrive as text: Snakemake
@@ -50,7 +51,7 @@ def inference_resources() -> dict:
     """The resources the profile or command line gives inference jobs (defaults, then per rule)."""
     rs = workflow.resource_settings
     asked = dict(rs.default_resources or {})
-    for rule_name in ("serve_engine", "infer_partition"):
+    for rule_name in ("infer_batch",):
         asked.update(rs.overwrite_resources.get(rule_name, {}))
     return asked
 
@@ -73,16 +74,6 @@ GPU_PATH = gpu_path()
 RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 # The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
 ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
-PER_JOB = INF["partitions_per_job"]
-GROUPED = (
-    PER_JOB > 1 and config["backend"] != "lambda"
-)  # Lambda jobs each invoke a function: nothing to share
-if (
-    GROUPED and not COPY
-):  # the group service (cosmicai serve) reads partition files; row ranges are for single jobs
-    raise WorkflowError(
-        "config: inference.partitions_per_job > 1 (group jobs) needs partition_copy: true (the engine service reads partition files)"
-    )
 
 
 def dataset_rows() -> int:
@@ -101,6 +92,23 @@ PARTS = [partition_name(i) for i in range(N_PARTS)]
 ROWS_PER_PART = -(-N_ROWS // N_PARTS)
 
 
+# One inference job per batch of partitions_per_job consecutive partitions (cosmicai.batch): the DAG
+# holds hundreds of jobs, not one per partition, and a job pays its start-up once for its batch.
+PER_JOB = per_job(INF["partitions_per_job"], N_PARTS)
+BATCHES = [batch_name(b) for b in range(batch_count(N_PARTS, PER_JOB))]
+
+
+def batch_parts(batch: str) -> list[str]:
+    """The partitions of a batch, in order."""
+    b = batch_index(batch)
+    return PARTS[b * PER_JOB : (b + 1) * PER_JOB]
+
+
+def batch_records() -> list[str]:
+    """Every inference job's output: its record (the timings of its partitions)."""
+    return [str(record_path(f"{R}/predictions", b)) for b in BATCHES]
+
+
 def final_outputs() -> list[str]:
     """Everything a full run produces."""
     return [
@@ -114,21 +122,8 @@ def final_outputs() -> list[str]:
     ]
 
 
-def _done(part: str) -> bool:
-    return all(
-        Path(f"{R}/predictions/{part}.{ext}").exists() for ext in ("parquet", "json")
-    )
-
-
-# Partitions whose outputs exist when the workflow is read. Snakemake reruns every consumer of a
-# service it has to start, so a partition still to do never shares a group with a finished one:
-# a rerun infers only the missing partitions (finished ones rerun only for Snakemake's own triggers,
-# e.g. a changed checkpoint, then in groups of their own). The job inside Slurm reads the same.
-DONE = {p for p in PARTS if _done(p)}
-
-
 def engine_options(input, threads: int) -> str:
-    """The engine's command-line options, shared by `cosmicai infer` and `cosmicai serve`."""
+    """The engine's command-line options of `cosmicai infer`."""
     onnx = f" --onnx {input.onnx}" if input.onnx else ""
     return (
         f"--checkpoint {input.checkpoint} --device {INF['device']} --precision {INF['precision']} --runtime {RUNTIME}"
@@ -136,34 +131,20 @@ def engine_options(input, threads: int) -> str:
     )
 
 
-def group_of(part: str) -> str:
-    """The group job a partition's inference belongs to: its block of partitions_per_job consecutive ones."""
-    block = int(part.rsplit("_", 1)[1]) // PER_JOB
-    return f"group_{block:05d}" + ("_done" if part in DONE else "")
-
-
-def group_parts(group: str) -> list[str]:
-    block, done = int(group.split("_")[1]), group.endswith("_done")
-    return [
-        p for p in PARTS[block * PER_JOB : (block + 1) * PER_JOB] if (p in DONE) == done
-    ]
-
-
-def failure_record(part: str) -> str:
-    """Where `cosmicai infer` records a partition's non-retryable failure (bad input, wrong checkpoint)."""
-    return f"{R}/failures/{part}.json"
+def failure_record(batch: str) -> str:
+    """Where `cosmicai infer` records a batch's non-retryable failure (bad input, wrong checkpoint)."""
+    return f"{R}/failures/{batch}.json"
 
 
 # Sizing of inference jobs, per device path (measured with `cosmicai infer`: ~250 MB for the CPU
 # graph, which never imports torch; ~760 MB for Python, torch and timm on CPU; PyTorch with CUDA
 # maps its libraries and context into host memory, ~2.5 GB, while activations live on the GPU),
-# padded for other machines. A group job adds, per partition, its client process (~15 MB measured)
-# and, for the two partitions in flight, their output columns and read-ahead.
+# padded for other machines; a batch job adds, for the two partitions in flight (the one computed and
+# the next one read ahead), their output columns and read-ahead.
 RUNTIME_MB = 3000 if GPU_PATH else (800 if RUNTIME == "torch" else 350)
 HOST_ACTIVATION_MB_PER_ROW = (
     0.0 if GPU_PATH else 0.5
 )  # ~0.35 MB per batch row at 32x32 fp32 on CPU
-CLIENT_MB = 20
 OUTPUT_BYTES_PER_ROW = (
     64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
 )
@@ -181,15 +162,16 @@ def model_mb() -> float:
     return path.stat().st_size / 2**20 if path.exists() else 64.0
 
 
-def retry_factor(parts: list[str], attempt: int) -> int:
-    """2^(attempt-1), but 1 when a partition recorded a failure that more resources cannot fix."""
-    if attempt > 1 and any(Path(failure_record(p)).exists() for p in parts):
+def retry_factor(batch: str, attempt: int) -> int:
+    """2^(attempt-1), but 1 when the batch recorded a failure that more resources cannot fix."""
+    if attempt > 1 and Path(failure_record(batch)).exists():
         return 1
     return 2 ** (attempt - 1)
 
 
-def engine_mem_mb(parts: list[str], attempt: int) -> int:
-    """Host memory for one engine (a job's or a group's service) inferring `parts`, two at a time."""
+def infer_mem_mb(wildcards, attempt: int) -> int:
+    """Host memory for one job's engine inferring its batch's partitions, two at a time."""
+    parts = batch_parts(wildcards.batch)
     in_flight = min(2, len(parts))
     prefetch_mb = (
         3 * INF["batch_size"] * ROW_BYTES / 2**20
@@ -199,38 +181,18 @@ def engine_mem_mb(parts: list[str], attempt: int) -> int:
         + 2 * model_mb()  # the weights and the state_dict they are loaded from
         + INF["batch_size"] * HOST_ACTIVATION_MB_PER_ROW
         + in_flight * (prefetch_mb + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20)
-        + (CLIENT_MB * len(parts) if GROUPED else 0)
     )
-    return int(1.25 * need) * retry_factor(parts, attempt)
-
-
-def engine_runtime_min(parts: list[str], attempt: int) -> int:
-    """Wall-time limit in minutes for an engine inferring `parts`, doubled per retry (unless not retryable)."""
-    seconds = STARTUP_S + model_mb() / 20 + len(parts) * ROWS_PER_PART / SAMPLES_PER_S
-    return max(5, -(-int(seconds) // 60)) * retry_factor(parts, attempt)
-
-
-def infer_mem_mb(wildcards, attempt: int) -> int:
-    """An inference job's memory: the whole engine, or a group member's client (the service holds the engine)."""
-    return CLIENT_MB if GROUPED else engine_mem_mb([wildcards.part], attempt)
+    return int(1.25 * need) * retry_factor(wildcards.batch, attempt)
 
 
 def infer_runtime_min(wildcards, attempt: int) -> int:
-    # A group member waits for the whole group: its limit is the group's, which Slurm takes as the maximum.
-    return engine_runtime_min(
-        group_parts(group_of(wildcards.part)) if GROUPED else [wildcards.part], attempt
-    )
+    """Wall-time limit in minutes for a batch's job, doubled per retry (unless not retryable)."""
+    parts = batch_parts(wildcards.batch)
+    seconds = STARTUP_S + model_mb() / 20 + len(parts) * ROWS_PER_PART / SAMPLES_PER_S
+    return max(5, -(-int(seconds) // 60)) * retry_factor(wildcards.batch, attempt)
 
 
-def serve_mem_mb(wildcards, attempt: int) -> int:
-    return engine_mem_mb(group_parts(wildcards.group), attempt)
-
-
-def serve_runtime_min(wildcards, attempt: int) -> int:
-    return engine_runtime_min(group_parts(wildcards.group), attempt)
-
-
-# The invoker's arguments for one partition (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).
+# The invoker's arguments for one batch (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).
 LAMBDA_ARGS = (
     "bucket",
     "prefix",
@@ -245,19 +207,21 @@ LAMBDA_ARGS = (
 
 
 def lambda_invoker_args(wildcards, input, output) -> list[str]:
-    """Arguments of cosmicai.aws.invoker for one partition under backend lambda."""
+    """Arguments of cosmicai.aws.invoker for one batch under backend lambda."""
     lam = config["lambda"]
     args = [
         "--manifest",
         input.manifest,
-        "--partition",
-        wildcards.part,
+        "--batch",
+        wildcards.batch,
+        "--partitions",
+        *batch_parts(wildcards.batch),
+        "--predictions-dir",
+        f"{R}/predictions",
+        "--record",
+        output.record,
         "--checkpoint",
         input.checkpoint,
-        "--output",
-        output.predictions,
-        "--sidecar",
-        output.timings,
         "--batch-size",
         INF["batch_size"],
         "--precision",

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if getattr(args, "sidecar", "unset") is None and args.command == "infer":
+        if getattr(args, "sidecar", "unset") is None and args.command == "infer" and args.output:
             args.sidecar = str(args.output).rsplit(".", 1)[0] + ".json"
         args.fn(args)
     except CosmicaiError as exc:

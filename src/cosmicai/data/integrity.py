@@ -51,10 +51,21 @@ def load_manifest(manifest: str | os.PathLike) -> dict:
 
 def partition_read(manifest: str | os.PathLike, name: str, plan: dict | None = None) -> PartitionRead:
     """What partition `name` of the manifest reads (not yet checked: see `check`)."""
+    return partition_reads(manifest, [name], plan)[0]
+
+
+def partition_reads(manifest: str | os.PathLike, names: list[str], plan: dict | None = None) -> list[PartitionRead]:
+    """What each named partition of the manifest reads, in the order given (not yet checked: see `check`)."""
     plan = plan or load_manifest(manifest)
-    entry = next((e for e in plan["partitions"] if e["name"] == name), None)
-    if entry is None:
-        raise CosmicaiError(manifest, f"no partition '{name}' in the manifest ({len(plan['partitions'])} partitions)")
+    entries = {e["name"]: e for e in plan["partitions"]}
+    missing = [n for n in names if n not in entries]
+    if missing:
+        raise CosmicaiError(manifest, f"no partition '{missing[0]}' in the manifest ({len(entries)} partitions)")
+    return [_read(manifest, plan, entries[n]) for n in names]
+
+
+def _read(manifest: str | os.PathLike, plan: dict, entry: dict) -> PartitionRead:
+    name = entry["name"]
     if plan.get("copy"):
         return PartitionRead(name, str(Path(manifest).parent / entry["path"]), 0, entry["rows"], sha256=entry["sha256"])
     src = plan["source"]

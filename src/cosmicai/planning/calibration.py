@@ -330,7 +330,9 @@ def calibrate_run(
     """
     import json
 
-    runs = [json.loads(Path(p).read_text()) for p in sidecars]
+    from cosmicai.batch import load_sidecars
+
+    runs = load_sidecars(sidecars)
     summary = json.loads(Path(run_summary).read_text())
     source = (
         f"workflow run ({summary['backend']}) of {summary['rows']:,} rows in {len(runs)} jobs, {Path(run_summary).resolve().parent.parent}"

@@ -14,7 +14,9 @@ from typing import Any
 
 from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
+from cosmicai.batch import per_job
 from cosmicai.data.dataset import ROW_BYTES
+from cosmicai.data.partition import partitions_for_bytes
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Backend, Calibration
 from cosmicai.planning.model import (
@@ -76,6 +78,7 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
     if backend == "lambda":
         base["concurrency"] = lambda_in_flight(config)
     base.update({k: v for k, v in override.items() if v is not None})
+    base["partitions_per_job"] = per_job(base["partitions_per_job"], partitions_for_bytes(base["data_bytes"], base["partition_mb"]))
     return Settings(**base)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import matplotlib
 
@@ -86,10 +84,12 @@ def plot_delta_vs_z(predictions: str | os.PathLike, output: str | os.PathLike) -
 
 def plot_partition_timings(sidecars: list[str | os.PathLike], output: str | os.PathLike) -> None:
     """Per-partition inference time (stacked: model load, read, compute, write) and throughput."""
-    runs = [json.loads(Path(p).read_text()) for p in sidecars]
+    from cosmicai.batch import load_sidecars
+
+    runs = load_sidecars(sidecars)
     names = [r["partition"].removesuffix(".h5") for r in runs]
     x = np.arange(len(runs))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.3 * len(runs) + 3), 6), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(min(24, max(6, 0.3 * len(runs) + 3)), 6), sharex=True)
     bottom = np.zeros(len(runs))
     for key in ("model_load_s", "read_s", "compute_s", "write_s"):
         vals = np.array([r.get(key, 0.0) for r in runs])
@@ -100,5 +100,6 @@ def plot_partition_timings(sidecars: list[str | os.PathLike], output: str | os.P
     ax1.set_title("per-partition inference")
     ax2.bar(x, [r["samples_per_s"] for r in runs], color="tab:green")
     ax2.set_ylabel("samples/s (compute)")
-    ax2.set_xticks(x, names, rotation=90, fontsize=7)
+    step = max(1, len(runs) // 60)  # at most ~60 labels, however many partitions
+    ax2.set_xticks(x[::step], names[::step], rotation=90, fontsize=7)
     _save(fig, output)

@@ -7,12 +7,8 @@ import os
 from pathlib import Path
 
 from cosmicai.atomic import write_json
+from cosmicai.batch import load_sidecars
 from cosmicai.infer import BITS_PER_SAMPLE
-
-
-def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:
-    """Read the per-partition timing JSON files."""
-    return [json.loads(Path(p).read_text()) for p in paths]
 
 
 def run_summary(runs: list[dict], backend: str) -> dict:

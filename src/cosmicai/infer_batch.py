@@ -1,0 +1,98 @@
+"""One inference job over a batch of partitions (`cosmicai.batch`): the engine loaded once, each partition's outputs its own.
+
+The partitions are inferred in order; the next one's reading starts when the current one's compute
+does (its first batches are read ahead while the current partition is being computed). Partitions
+finished by an earlier attempt with the same key are reused, so a rerun after a kill or a failure
+infers only what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cosmicai.atomic import write_json
+from cosmicai.batch import file_identity, finished, part_paths, run_key, write_record
+from cosmicai.data.dataset import Batch, inspect, iter_batches
+from cosmicai.data.integrity import PartitionRead, check, load_manifest, partition_reads
+from cosmicai.engines.loader import load_engine
+from cosmicai.infer import infer_partition, prefetch
+
+
+def local_key(read: PartitionRead, model: str | os.PathLike, engine: dict) -> str:
+    """What produces a partition's predictions on this machine: its data, the model file and the engine settings."""
+    return run_key(
+        kind="local",
+        source=read.source or {"uri": read.uri, "sha256": read.sha256},
+        start=read.start,
+        stop=read.stop,
+        model=file_identity(model),
+        **engine,
+    )
+
+
+def _stream(read: PartitionRead, batch_size: int) -> Iterator[tuple[Batch, float]]:
+    return prefetch(iter_batches(read.uri, batch_size, read.start, read.stop, read.version_id))
+
+
+def run_batch(
+    manifest: str | os.PathLike,
+    batch: str,
+    names: list[str],
+    predictions_dir: str | os.PathLike,
+    record: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    batch_size: int = 512,
+    device: str = "auto",
+    precision: str = "fp32",
+    on_invalid: str = "fail",
+    compile: bool = False,
+    threads: int | None = None,
+    runtime: str = "auto",
+    onnx: str | os.PathLike | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Infer the batch's partitions not yet done with one engine; write each one's outputs, then the batch's record.
+
+    Returns every partition's timings and the names of those reused from an earlier attempt.
+    """
+    reads = partition_reads(manifest, names, load_manifest(manifest))
+    settings = {"device": device, "precision": precision, "runtime": runtime, "on_invalid": on_invalid, "compile": compile}
+    keys = {r.name: local_key(r, onnx or checkpoint, settings) for r in reads}
+    done = {r.name: finished(predictions_dir, r.name, keys[r.name]) for r in reads}
+    todo = [r for r in reads if done[r.name] is None]
+    for source in {id(r.source): r.source for r in todo if r.source}.values():
+        check(PartitionRead("", source["uri"], 0, 0, source=source))  # a changed source is refused before the model loads
+    if todo:
+        inspect(todo[0].uri, check_ids=False, version_id=todo[0].version_id)
+        t = time.perf_counter()
+        engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
+        load_s = time.perf_counter() - t
+        upcoming = None
+        for i, read in enumerate(todo):
+            if read.sha256:
+                check(read)  # a copied partition: its own file's sha256, read just before it is used
+            stream = upcoming or _stream(read, batch_size)
+            upcoming = _stream(todo[i + 1], batch_size) if i + 1 < len(todo) and not todo[i + 1].sha256 else None
+            predictions, sidecar = part_paths(predictions_dir, read.name)
+            timings = infer_partition(
+                read.uri,
+                engine,
+                predictions,
+                None,
+                batch_size,
+                on_invalid,  # type: ignore[arg-type]
+                model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
+                batches=stream,
+                rows=(read.start, read.stop),
+                name=read.name,
+                version_id=read.version_id,
+            )
+            timings.update(key=keys[read.name], batch=batch)
+            write_json(sidecar, timings)  # last: commits the partition
+            done[read.name] = timings
+    reused = [r.name for r in reads if r not in todo]
+    Path(record).parent.mkdir(parents=True, exist_ok=True)
+    write_record(record, batch, [done[r.name] for r in reads], reused)
+    return [done[r.name] for r in reads], reused
