@@ -64,7 +64,6 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, tiny_dataset: Path, random_
     assert snakemake(killed, "local", config, "--unlock").returncode == 0
     resumed = snakemake(killed, "local", config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = resumed.stdout + resumed.stderr
     records = sorted((pred_dir / "batches").glob("batch_*.json"))
     reused = {name for r in records for name in json.loads(r.read_text())["reused"]}
     assert reused == set(kept) - finished_batches, (reused, kept)  # the rerun inferred only the partitions not finished before
