@@ -121,10 +121,30 @@ def infer_partition(
     t = time.perf_counter()
     write_predictions(output, ids, z_pred, z_spec, mag_r, valid)
     write_s = time.perf_counter() - t
-    timings = {
+    timings = _timings(name, engine, n, len(bad), batch_size, started - model_load_s, model_load_s, read_s, compute_s, write_s)
+    timings["total_s"] = time.perf_counter() - t0 + model_load_s
+    if sidecar is not None:
+        write_json(sidecar, timings)
+    return timings
+
+
+def _timings(
+    name: str,
+    engine: InferenceEngine,
+    n: int,
+    invalid: int,
+    batch_size: int,
+    started_at: float,
+    model_load_s: float,
+    read_s: float,
+    compute_s: float,
+    write_s: float,
+) -> dict:
+    """A partition's timing record (the sidecar): where and how it ran, and where its time went."""
+    return {
         "partition": name,
         "rows": n,
-        "invalid_rows": int(len(bad)),
+        "invalid_rows": invalid,
         "device": str(engine.device),
         "precision": engine.precision,
         "runtime": engine.runtime,
@@ -132,20 +152,17 @@ def infer_partition(
         "threads": engine.threads,
         "host": platform.node(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # for pricing from Slurm's accounting
-        "started_at": started - model_load_s,
+        "started_at": started_at,
         "ended_at": time.time(),
         "model_load_s": model_load_s,
         "read_s": read_s,
         "compute_s": compute_s,
         "write_s": write_s,
-        "total_s": time.perf_counter() - t0 + model_load_s,
+        "total_s": 0.0,
         "samples_per_s": n / compute_s if compute_s else 0.0,
         "bits_per_s": n * BITS_PER_SAMPLE / compute_s if compute_s else 0.0,
         "peak_rss_mb": peak_rss_mb(),
     }
-    if sidecar is not None:
-        write_json(sidecar, timings)
-    return timings
 
 
 def _progress_bar(total: int, name: str):  # noqa: ANN202 - tqdm is imported only when shown
