@@ -58,7 +58,7 @@ def snakemake_cmd(profile: str, config: Path, *args: str) -> list[str]:
     """The snakemake command line for a profile, with the test config and a short first status check."""
     cmd = ["snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / profile)]
     if profile.startswith("slurm"):
-        cmd += ["--slurm-init-seconds-before-status-checks", INIT_WAIT]
+        cmd += ["--cosmicai-slurm-init-seconds-before-status-checks", INIT_WAIT]
     else:
         cmd += ["--cores", "2"]
     cmd += list(args) + ["--configfile", str(config)]
