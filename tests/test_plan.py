@@ -154,8 +154,10 @@ def test_compare_prints_every_backend() -> None:
     proc = run_cli("plan", "--compare", "--data-size", "12.6GB", "--partition-mb", "100", check=True)
     table = proc.stdout.splitlines()
     assert table[0].startswith("12.6 GiB") and "130 partitions" in table[0]
-    for backend in ("local", "slurm", "slurm-gpu", "lambda"):
-        assert any(re.match(rf"{backend}\s+12.6 GiB\s+100\s.*\s130\s", line) for line in table), backend
+    # each backend with its profile's partitions_per_job: auto (1 per job for 130), config/slurm.yaml 16, slurm-gpu 512;
+    # Lambda counts invocations, one per partition
+    for backend, jobs in (("local", 130), ("slurm", 9), ("slurm-gpu", 1), ("lambda", 130)):
+        assert any(re.match(rf"{backend}\s+12.6 GiB\s+100\s+-?\d*\s+fp32\s+{jobs}\s", line) for line in table), backend
         assert f"\n{backend}:\n" in proc.stdout  # its assumptions
     assert "calibration (slurm-gpu, fp32): NOT measured here" in proc.stdout and "H200" in proc.stdout
     rows = run_cli("plan", "--compare", "--data-size", "12.6GB", "--partition-mb", "25", "--format", "csv", check=True).stdout.splitlines()

@@ -120,6 +120,19 @@ def test_partitions_per_job_pay_start_up_once() -> None:
     assert one.quantity("cpu_hours") - four.quantity("cpu_hours") == pytest.approx(48 * (10.0 + 2.0) * 2 / 3600, rel=1e-3)
 
 
+def test_partitions_per_job_auto_keeps_500_jobs_at_most_as_the_workflow() -> None:
+    s = Settings("slurm-gpu", 2**40, 100, gpus=1)  # 10,486 partitions
+    auto = estimate(s, cals())
+    assert (auto.partitions, auto.partitions_per_job, auto.jobs) == (10_486, 21, 500)
+    assert auto.row()["partitions_per_job"] == 21 and "21 partition(s) per job (auto: at most 500 jobs)" in auto.assumptions[1]
+    small = estimate(dataclasses.replace(s, data_bytes=2**30), cals())  # auto is resolved per plan, not once per config
+    assert (small.partitions, small.partitions_per_job, small.jobs) == (11, 1, 11)
+    k512 = estimate(dataclasses.replace(s, partitions_per_job=512), cals())
+    assert k512.jobs == 21 and k512.wall_s < auto.wall_s  # start-up paid 21 times, not 500
+    with pytest.raises(CosmicaiError, match="partitions_per_job"):
+        estimate(dataclasses.replace(s, partitions_per_job=0), cals())
+
+
 def test_sweep_rows_and_columns(tmp_path: Path) -> None:
     axes = Axes(backends=("lambda", "slurm"), data_bytes=(2**30, 4 * 2**30), partition_mb=(25, 100), memory_mb=(2048, 4096))
     plans = sweep(Settings("lambda", 2**30, 25), axes, cals())

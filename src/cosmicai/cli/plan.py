@@ -36,10 +36,12 @@ def _backends(a: argparse.Namespace) -> tuple[str, ...]:
 
 def run_plan(a: argparse.Namespace) -> str:
     """`cosmicai plan` from its parsed arguments: the formatted plans (and recommendation); writes tables and the plot if asked."""
+    import dataclasses
+
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.errors import CosmicaiError
     from cosmicai.planning import calibration
-    from cosmicai.planning.context import load_config, settings_from_config
+    from cosmicai.planning.context import load_config, profile_config, settings_from_config
     from cosmicai.planning.formatting import format_plans
     from cosmicai.planning.recommend import format_recommendation, recommend
     from cosmicai.planning.sweep import Axes, sweep, write_table
@@ -67,30 +69,34 @@ def run_plan(a: argparse.Namespace) -> str:
         precision=tuple(p.strip() for p in a.precision.split(",")) if a.precision else (),
     )
     context = json.loads(Path(a.context).read_text()) if a.context else None
-    config = context["config"] if context else load_config(a.configfile)
+    config = context["config"] if context else load_config(a.configfile) if a.configfile else None
     cores = a.cores or (context or {}).get("cores")
-    base = settings_from_config(
-        config,
-        backends[0],
-        sizes[0],
-        nodes=a.nodes,
-        cores_per_node=a.cores_per_node,
-        gpus=a.gpus,
-        threads=a.threads,
-        cores=cores,
-        queue_wait_s=a.queue_wait_s,
-        architecture=a.architecture,
-        data_in_s3=a.data_in_s3 or None,
-        cpu_hour_usd=a.cpu_hour_usd,
-        gpu_hour_usd=a.gpu_hour_usd,
-        partitions_per_job=a.partitions_per_job,
-    )
+    # Without a config named, each backend is planned with its profile's config (config/slurm.yaml: 16 partitions per job).
+    bases = {
+        b: settings_from_config(
+            config if config is not None else profile_config(b),
+            b,
+            sizes[0],
+            nodes=a.nodes,
+            cores_per_node=a.cores_per_node,
+            gpus=a.gpus,
+            threads=a.threads,
+            cores=cores,
+            queue_wait_s=a.queue_wait_s,
+            architecture=a.architecture,
+            data_in_s3=a.data_in_s3 or None,
+            cpu_hour_usd=a.cpu_hour_usd,
+            gpu_hour_usd=a.gpu_hour_usd,
+            partitions_per_job=a.partitions_per_job,
+        )
+        for b in backends
+    }
     cals = calibration.load(a.calibration)
-    plans = sweep(base, axes, cals)
+    plans = [p for b in backends for p in sweep(bases[b], dataclasses.replace(axes, backends=(b,)), cals)]
     for path in a.output or []:
         write_table(plans, path)
     if a.plot:
-        _plot(a, base, axes, cals, run)
+        _plot(a, bases, axes, cals, run)
     text = format_plans(plans, a.format, detail=not (a.deadline or a.budget))
     if a.deadline or a.budget:
         rec = recommend(plans, parse_duration(a.deadline) if a.deadline else None, parse_money(a.budget) if a.budget else None)
@@ -100,7 +106,7 @@ def run_plan(a: argparse.Namespace) -> str:
     return text
 
 
-def _plot(a: argparse.Namespace, base, axes, cals, run: dict | None) -> None:
+def _plot(a: argparse.Namespace, bases: dict, axes, cals, run: dict | None) -> None:
     """Wall time and cost from 1 GiB (or less) to 1 TiB for the swept backends, partition sizes and memories."""
     import dataclasses
 
@@ -121,19 +127,22 @@ def _plot(a: argparse.Namespace, base, axes, cals, run: dict | None) -> None:
         ]
     low = min([2**30, *axes.data_bytes] + ([actual[0]["data_bytes"]] if actual else []))
     curve_axes = dataclasses.replace(axes, data_bytes=tuple(scaling_sizes(low, extra=axes.data_bytes)), concurrency=axes.concurrency[:1])
-    s = base
     parts = []
-    if "lambda" in axes.backends:
+    if "lambda" in bases:
+        s = bases["lambda"]
         parts.append(
             f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
             + (", dataset in S3" if s.data_in_s3 else "")
         )
-    if {"slurm", "slurm-gpu"} & set(axes.backends):
-        parts.append(f"Slurm {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
-    if "local" in axes.backends:
-        parts.append(f"local {s.cores} cores")
+    for b in ("slurm", "slurm-gpu"):
+        if b in bases:
+            s = bases[b]
+            parts.append(f"{b} {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
+    if "local" in bases:
+        parts.append(f"local {bases['local'].cores} cores")
     title = "cosmicai plan: " + "; ".join(parts)
-    plot_sweep(sweep(base, curve_axes, cals), a.plot, title, actual)
+    plans = [p for b in axes.backends for p in sweep(bases[b], dataclasses.replace(curve_axes, backends=(b,)), cals)]
+    plot_sweep(plans, a.plot, title, actual)
 
 
 def _plan(a: argparse.Namespace) -> None:
@@ -190,7 +199,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--concurrency", help="most jobs at once (Lambda default: lambda.max_in_flight, else profiles/lambda's 64)")
     s.add_argument("--precision", help="precision(s): fp32, bf16, tf32, fp16 (default: inference.precision); each needs a calibration")
     s.add_argument(
-        "--partitions-per-job", type=int, help="cluster backends: partitions per job (default: inference.partitions_per_job, else 1)"
+        "--partitions-per-job",
+        type=lambda v: v if v == "auto" else int(v),
+        help="cluster backends: partitions per job, or auto (default: inference.partitions_per_job of the config, or of each backend's profile)",
     )
     s.add_argument("--architecture", choices=("x86_64", "arm64"), help="Lambda architecture (default: lambda.architecture)")
     s.add_argument("--data-in-s3", action="store_true", help="Lambda: the dataset is already in S3 (no upload from here)")

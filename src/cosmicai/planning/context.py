@@ -14,9 +14,7 @@ from typing import Any
 
 from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
-from cosmicai.batch import per_job
 from cosmicai.data.dataset import ROW_BYTES
-from cosmicai.data.partition import partitions_for_bytes
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Backend, Calibration
 from cosmicai.planning.model import (
@@ -48,6 +46,13 @@ def load_config(paths: list[str | os.PathLike] | None = None) -> dict:
     return config
 
 
+def profile_config(backend: str) -> dict:
+    """The config a backend's profile runs with from this directory: config/config.yaml, then the profile's own
+    config/<backend>.yaml when there is one (backend, partitions_per_job: profiles/slurm names config/slurm.yaml)."""
+    own = Path("config", f"{backend}.yaml")
+    return load_config([Path("config", "config.yaml"), *([own] if own.exists() else [])])
+
+
 def lambda_in_flight(config: dict) -> int:
     """Invocations in flight under profiles/lambda: the config's cap (lambda.max_in_flight) within the account's limit."""
     cap = config.get("lambda", {}).get("max_in_flight") or LAMBDA_DEFAULT_IN_FLIGHT
@@ -66,7 +71,7 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
         threads=inf.get("threads", 2),
         precision=inf.get("precision", "fp32"),
         runtime=inf.get("runtime", "auto"),
-        partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs)
+        partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs); auto: the plan resolves it
         memory_mb=lam.get("memory_mb", 2048),
         architecture=lam.get("architecture", "x86_64"),
         timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S),
@@ -78,7 +83,6 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
     if backend == "lambda":
         base["concurrency"] = lambda_in_flight(config)
     base.update({k: v for k, v in override.items() if v is not None})
-    base["partitions_per_job"] = per_job(base["partitions_per_job"], partitions_for_bytes(base["data_bytes"], base["partition_mb"]))
     return Settings(**base)
 
 

@@ -90,7 +90,7 @@ def format_dry_run(plan: Plan, backend: str, recommendation: str = "") -> str:
     """The one block a dry-run prints: partitions, jobs, the estimate and its calibration (and a recommendation if asked)."""
     flags = "; ".join(plan.flags) or "none"
     s = plan.settings
-    per_job = f", {s.partitions_per_job} partitions per job" if backend != "lambda" and s.partitions_per_job > 1 else ""
+    per_job = f", {plan.partitions_per_job} partitions per job" if backend != "lambda" and plan.partitions_per_job > 1 else ""
     lines = [
         f"cosmicai plan for this run ({backend}) " + "-" * 40,
         f"  data         {s.rows:,} rows, {human_size(s.data_bytes)}: {plan.partitions:,} partitions of "

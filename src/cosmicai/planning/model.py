@@ -1,8 +1,9 @@
 """The plan's model: partitions, jobs, wall time, usage and cost of one configuration on one backend.
 
 A dataset of `data_bytes` (model-ready rows of ROW_BYTES) is cut into ceil(bytes / partition_mb MiB)
-partitions. Cluster backends run `partitions_per_job` partitions per job, paying the job's start-up
-(fixed_s) once; Lambda invokes once per partition. A job takes fixed_s + rows / samples_per_s
+partitions. Cluster backends run one job per batch of `partitions_per_job` consecutive partitions
+(`auto`: as many as keep the workflow at cosmicai.batch.MAX_AUTO_JOBS inference jobs at most, as the
+workflow's DAG does), paying the job's start-up (fixed_s) once; Lambda invokes once per partition. A job takes fixed_s + rows / samples_per_s
 (+ overhead_s unbilled between jobs), with the speeds from a calibration of the same backend and
 precision (cosmicai.planning.calibration). Jobs run `concurrency` at a time on slots that become free
 as jobs end; Lambda environments are reused (warm) after their first, cold, invocation and become
@@ -22,6 +23,7 @@ from typing import Literal
 
 from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
+from cosmicai.batch import MAX_AUTO_JOBS, per_job
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.data.partition import MIB, partitions_for_bytes
 from cosmicai.errors import CosmicaiError
@@ -55,7 +57,7 @@ class Settings:
     partition_mb: float
     precision: str = "fp32"  # inference.precision: picks the calibration of that precision
     runtime: str = "auto"  # inference.runtime: a named runtime other than the calibration's is flagged
-    partitions_per_job: int = 1  # cluster backends: partitions per job (inference.partitions_per_job)
+    partitions_per_job: int | str = "auto"  # cluster backends: partitions per job, or auto (inference.partitions_per_job)
     threads: int = 2  # per inference job (inference.threads; Slurm cpus_per_task)
     cores: int = os.cpu_count() or 1  # local: cores of this machine
     memory_mb: int = 2048  # Lambda function memory
@@ -100,6 +102,7 @@ class Plan:
     flags: list[str]
     assumptions: list[str]
     calibration: dict
+    partitions_per_job: int = 1  # per inference job, `auto` resolved (Lambda: 1, an invocation per partition)
 
     @property
     def backend(self) -> str:
@@ -137,7 +140,7 @@ class Plan:
             "partition_mb": s.partition_mb,
             "precision": s.precision,
             "memory_mb": s.memory_mb if lam else 0,
-            "partitions_per_job": 1 if lam else s.partitions_per_job,
+            "partitions_per_job": self.partitions_per_job,
             "partitions": self.partitions,
             "jobs": self.jobs,
             "rows_per_partition": self.rows_per_partition,
@@ -277,6 +280,17 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
     )
 
 
+def _per_job(setting: int | str, partitions: int) -> int:
+    """Partitions per inference job, `auto` resolved as the workflow does (cosmicai.batch.per_job)."""
+    try:
+        k = per_job(setting, partitions)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1:
+        raise CosmicaiError("partitions_per_job", f"must be a positive number of partitions or auto, got {setting!r}")
+    return k
+
+
 def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict) -> Plan:
     gpu = s.backend == "slurm-gpu"
     if gpu:
@@ -288,7 +302,7 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
     else:
         slots, rate = max(1, s.cores // s.threads), cal.rate(s.threads)
         where = f"this machine's {s.cores} cores, {s.threads} threads per job: {slots} job(s) at once"
-    ppj = max(1, s.partitions_per_job)
+    ppj = _per_job(s.partitions_per_job, p)
     jobs = math.ceil(p / ppj)
     conc = min(slots, s.concurrency) if s.concurrency else slots
     billed = cal.fixed_s + s.rows / jobs / rate  # start-up once per job, then its partitions one after another
@@ -301,7 +315,9 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
     if gpu:
         lines.append(_line("gpu_hours", jobs * job_s / 3600, "GPU-h", s.gpu_hour_usd))
     assumptions = [
-        f"{where}; {rate:,.0f} samples/s per job ({cal.runtime} {cal.precision}); {ppj} partition(s) per job: {jobs:,} jobs",
+        f"{where}; {rate:,.0f} samples/s per job ({cal.runtime} {cal.precision}); {ppj} partition(s) per job"
+        + (f" (auto: at most {MAX_AUTO_JOBS} jobs)" if s.partitions_per_job == "auto" else "")
+        + f": {jobs:,} jobs",
         f"per job {cal.fixed_s:.1f} s besides inference (start-up, model load, I/O; paid once per job) and {cal.overhead_s:.1f} s "
         f"between jobs (process start{', submission, status polling' if s.backend != 'local' else ''})",
         f"rates: ${s.cpu_hour_usd}/CPU-h"
@@ -328,6 +344,7 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
         [],
         assumptions,
         label,
+        ppj,
     )
 
 

@@ -30,8 +30,8 @@ def describe(p: Plan) -> str:
     what = f"{p.backend} {s.partition_mb:g} MB partitions"
     if p.backend == "lambda":
         what += f", {s.memory_mb} MB, concurrency {p.concurrency:,}"
-    elif s.partitions_per_job > 1:
-        what += f", {s.partitions_per_job} per job"
+    elif p.partitions_per_job > 1:
+        what += f", {p.partitions_per_job} per job"
     return f"{what}, {s.precision}"
 
 
