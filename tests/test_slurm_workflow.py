@@ -1,52 +1,39 @@
 """The workflow through a real Slurm (scripts/slurm-local.sh): profiles/slurm and profiles/slurm-gpu end to end.
 
-The runs need the local Slurm with accounting; they skip when it is down, and fail instead in CI
-(CI set), where .ci/run starts it. Dry-run planning and the conda env file need no Slurm.
+An inference job is a batch of partitions_per_job partitions (rule infer_batch): one Slurm job, one
+model load, each partition with its own predictions and sidecar. The runs need the local Slurm with
+accounting; they skip when it is down, and fail instead in CI (CI set), where .ci/run starts it.
+Dry-run planning and the conda env file need no Slurm.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from helpers.cli import REPO, env_with_venv
+from helpers.slurm import require_slurm, sacct_states
 
 from cosmicai.accounting.slurm import query_jobs
+from cosmicai.data.synth import synthesize
 
 INIT_WAIT = "2"  # seconds before the plugin's first sacct poll (the profile's 10 s would dominate the tests)
 RATES = {"cpu_hour_usd": 0.05, "gpu_hour_usd": 2.5, "su_per_cpu_hour": 1.0, "su_per_gpu_hour": 0.0}
-
-
-def slurm_status() -> tuple[bool, str]:
-    """Whether scripts/slurm-local.sh reports every daemon up, and its output."""
-    try:
-        proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm-local.sh"), "status"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
-    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+PARTS = [f"part_{i:05d}" for i in range(6)]
 
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    """Skip (fail in CI) unless the local Slurm with accounting is up."""
-    up, status = slurm_status()
-    if up:
-        return
-    message = f"needs the local Slurm (bash scripts/slurm-local.sh start); status says:\n{status}"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI starts Slurm before the tests, yet it is down: {message}")
-    pytest.skip(message)
+    require_slurm()
 
 
 def per_job(k: int) -> list[str]:
@@ -75,16 +62,20 @@ def run_workflow(workdir: Path, profile: str, config: Path, *args: str) -> tuple
     return proc, time.monotonic() - t
 
 
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path) -> Path:
-    """The default config on the tiny dataset: two partitions of 150 galaxies, priced, copied into files (a
-    source on a non-shared filesystem; it also lets a test break one partition alone)."""
+def write_config(directory: Path, dataset: Path, checkpoint: Path, **override) -> Path:
+    """The default config on `dataset` (row-range partitions, no copies), priced; `override` replaces top-level keys."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.update(dataset=str(tiny_dataset), checkpoint=str(random_checkpoint), partition_mb=3, partition_copy=True)
+    config.update({"dataset": str(dataset), "checkpoint": str(checkpoint), "partition_mb": 1, **override})
     config["cost"].update(RATES)
-    path = tmp_path_factory.mktemp("config") / "config.yaml"
+    path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path) -> Path:
+    """The tiny dataset (300 galaxies) in six partitions of 1 MiB (51 rows), as row ranges of the one file."""
+    return write_config(tmp_path_factory.mktemp("config"), tiny_dataset, random_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -96,35 +87,9 @@ def local_run(tmp_path_factory: pytest.TempPathFactory, config_file: Path) -> tu
     return workdir, seconds
 
 
-@pytest.fixture(scope="module")
-def six_parts(tmp_path_factory: pytest.TempPathFactory, config_file: Path) -> Path:
-    """The same data in six partitions of 1 MiB (51 rows)."""
-    config = yaml.safe_load(config_file.read_text())
-    config["partition_mb"] = 1
-    path = tmp_path_factory.mktemp("config6") / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def slurm_run(slurm: None, tmp_path_factory: pytest.TempPathFactory, config_file: Path):
-    workdir = tmp_path_factory.mktemp("slurm")
-    proc, seconds = run_workflow(workdir, "slurm", config_file)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return workdir, seconds, proc
-
-
-@pytest.fixture(scope="module")
-def gpu_run(slurm: None, tmp_path_factory: pytest.TempPathFactory, config_file: Path):
-    workdir = tmp_path_factory.mktemp("slurm-gpu")
-    proc, seconds = run_workflow(workdir, "slurm-gpu", config_file)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return workdir, seconds, proc
-
-
-def infer_resources(output: str) -> list[dict[str, str]]:
-    """The resources Snakemake printed for each infer_partition job (dry-run or run)."""
-    blocks = re.findall(r"^\s*(?:local)?rule infer_partition:\n(.*?)(?:^Shell command|^\s*\[)", output, flags=re.S | re.M)
+def job_resources(output: str, rule: str = "infer_batch") -> list[dict[str, str]]:
+    """The resources Snakemake printed for each job of `rule` (dry-run or run)."""
+    blocks = re.findall(rf"^\s*(?:local)?rule {rule}:\n(.*?)(?:^Shell command|^\s*\[)", output, flags=re.S | re.M)
     found = []
     for block in blocks:
         line = re.search(r"^\s+resources: (.*)$", block, flags=re.M).group(1)
@@ -132,8 +97,14 @@ def infer_resources(output: str) -> list[dict[str, str]]:
     return found
 
 
-def sidecars(workdir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((workdir / "results" / "predictions").glob("*.json"))]
+def sidecars(workdir: Path) -> dict[str, dict]:
+    """Partition name -> its timing sidecar."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((workdir / "results" / "predictions").glob("part_*.json"))}
+
+
+def stamps(workdir: Path) -> dict[str, tuple[int, bytes]]:
+    """Partition name -> (modification time, bytes) of its sidecar: unchanged when a rerun reuses it."""
+    return {p.stem: (p.stat().st_mtime_ns, p.read_bytes()) for p in (workdir / "results" / "predictions").glob("part_*.json")}
 
 
 def max_abs_dz(a: Path, b: Path) -> float:
@@ -154,42 +125,42 @@ def time_limits(job_ids: list[str]) -> dict[str, str]:
     return dict(line.split("|") for line in out.split())
 
 
-def serve_resources(output: str) -> list[dict[str, str]]:
-    """The resources Snakemake printed for each serve_engine job (a group job's engine)."""
-    blocks = re.findall(r"^\s*(?:local)?rule serve_engine:\n(.*?)(?:^Shell command|^\s*\[)", output, flags=re.S | re.M)
-    return [dict(item.split("=", 1) for item in re.search(r"^\s+resources: (.*)$", b, flags=re.M).group(1).split(", ")) for b in blocks]
-
-
-def check_accounting(workdir: Path, output: str, partition: str, gpus: int, partitions: int = 2, jobs: int = 1) -> list[dict]:
-    """Every group job is in sacct, completed, with the partition, cores, memory, time and GPUs asked for."""
+def check_batches(workdir: Path, output: str, partition: str, gpus: int, batches: int) -> list[dict]:
+    """Each batch is one Slurm job, completed, with the partition, cores, memory, time and GPUs asked for, that
+    inferred its partitions with one model load; its record lists them."""
     runs = sidecars(workdir)
-    job_ids = sorted({r["slurm_job_id"] for r in runs})
-    assert len(runs) == partitions and all(r["slurm_job_id"] for r in runs) and len(job_ids) == jobs
-    (engine,) = {tuple(sorted(r.items())) for r in serve_resources(output)}  # the same request for every group
-    engine = dict(engine)
-    members = infer_resources(output)
-    assert {m["cpus_per_task"] for m in members} == {"0"} and {m["slurm_partition"] for m in members} == {partition}
-    member_mb = int(members[0]["mem_mb"])
+    assert sorted(runs) == PARTS
+    asked = job_resources(output)
+    assert len(asked) == batches and {a["slurm_partition"] for a in asked} == {partition}
+    job_ids = sorted({r["slurm_job_id"] for r in runs.values()})
+    assert len(job_ids) == batches and all(job_ids)
     accounted = {j["job_id"]: j for j in query_jobs(job_ids)}
     limits = time_limits(job_ids)
-    for job_id, job in accounted.items():
-        in_job = [r for r in runs if r["slurm_job_id"] == job_id]
-        assert job["state"] == "COMPLETED" and job["rule"].endswith("infer_partition_serve_engine")
-        assert job["partition"] == partition == engine["slurm_partition"]
-        assert job["alloc_cpus"] == int(engine["cpus_per_task"]) == in_job[0]["threads"] == 2
-        assert job["alloc_mem_mb"] == int(engine["mem_mb"]) + len(in_job) * member_mb  # the group's sum
+    records = sorted((workdir / "results" / "predictions" / "batches").glob("batch_*.json"))
+    assert len(records) == batches
+    for record_path in records:
+        record = json.loads(record_path.read_text())
+        in_job = record["partitions"]
+        (job_id,) = {r["slurm_job_id"] for r in in_job}  # one Slurm job for the whole batch
+        job = accounted[job_id]
+        res = next(a for a in asked if int(a["mem_mb"]) == job["alloc_mem_mb"])
+        assert job["state"] == "COMPLETED" and job["rule"] == "infer_batch"
+        assert job["partition"] == partition
+        assert job["alloc_cpus"] == int(res["cpus_per_task"]) == in_job[0]["threads"] == 2
         assert job["alloc_gpus"] == gpus
         assert 0 < job["max_rss_mb"] < job["alloc_mem_mb"]
-        assert limits[job_id] == f"00:{int(engine['runtime']):02d}:00"
-        # one engine per group job: one process served every partition, loading the model once
-        assert len({r["engine_pid"] for r in in_job}) == 1
-        assert sorted(r["engine_served"] for r in in_job) == list(range(1, len(in_job) + 1))
-        assert sum(r["model_load_s"] > 0 for r in in_job) == 1
+        assert limits[job_id] == f"00:{int(res['runtime']):02d}:00"
+        # one engine for the batch: the model loaded once, by the first partition; the rest reuse it
+        assert [r["model_load_s"] > 0 for r in in_job] == [True] + [False] * (len(in_job) - 1)
+        assert [r["partition"] for r in in_job] == [r["partition"] for r in sorted(in_job, key=lambda r: r["partition"])]
+        assert record["reused"] == [] and all(runs[r["partition"]] == r for r in in_job)
+        log = (workdir / "logs" / "infer_batch" / f"{record['batch']}.log").read_text()
+        assert [ln.split(":")[0] for ln in log.splitlines() if ln.startswith("part_")] == [r["partition"] for r in in_job]
     return list(accounted.values())
 
 
 def check_cost(workdir: Path, jobs: list[dict], gpus: int) -> dict:
-    """The cost summary prices sacct's CPU-hours and GPU-hours and lists every job beside its timings."""
+    """The cost summary prices sacct's CPU-hours and GPU-hours and lists every job."""
     cost = json.loads((workdir / "results" / "summary" / "cost_summary.json").read_text())
     assert cost["backend"] == "slurm"
     lines = {line["resource"]: line for line in cost["lines"]}
@@ -201,8 +172,7 @@ def check_cost(workdir: Path, jobs: list[dict], gpus: int) -> dict:
     assert cost["total_usd"] == pytest.approx(cpu_h * RATES["cpu_hour_usd"] + gpu_h * RATES["gpu_hour_usd"])
     assert sorted(j["job_id"] for j in cost["jobs"]) == sorted(j["job_id"] for j in jobs)
     for row in cost["jobs"]:
-        assert row["state"] == "COMPLETED" and row["alloc_gpus"] == gpus and row["total_s"] > 0
-        assert row["elapsed_s"] >= row["total_s"] - 1  # the job holds its inference
+        assert row["state"] == "COMPLETED" and row["alloc_gpus"] == gpus
     return cost
 
 
@@ -210,29 +180,28 @@ def check_cost(workdir: Path, jobs: list[dict], gpus: int) -> dict:
 
 
 @pytest.mark.parametrize("profile,partition,gres", [("slurm", "debug", None), ("slurm-gpu", "gpu", "gpu:1")])
-def test_dry_run_plans_group_jobs_sized_for_the_device_path(
+def test_dry_run_plans_batch_jobs_sized_for_the_device_path(
     tmp_path: Path, config_file: Path, profile: str, partition: str, gres: str | None
 ) -> None:
     proc, _ = run_workflow(tmp_path, profile, config_file, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    # the profile's partitions_per_job (16, 512) puts both partitions in one group job: one engine
-    assert re.search(r"^infer_partition\s+2$", out, flags=re.M) and re.search(r"^serve_engine\s+1$", out, flags=re.M)
-    assert re.findall(r"wildcards: part=(part_\d+)", out).count("part_00001") == 1 and "This was a dry-run" in out
-    for res in infer_resources(out):  # a member only talks to its group's engine
-        assert res["slurm_partition"] == partition and res["cpus_per_task"] == "0" and res.get("gres") == gres
-        assert int(res["mem_mb"]) == 20
-    (engine,) = serve_resources(out)
-    assert engine["slurm_partition"] == partition and engine["cpus_per_task"] == "2" and engine.get("gres") == gres
-    assert int(engine["runtime"]) >= 5
-    if gres:  # PyTorch and CUDA on the GPU node; no ONNX graph to export
-        assert int(engine["mem_mb"]) > 3000 and "rule export_onnx:" not in out
-        assert "--runtime torch" in out
+    # the profile's partitions_per_job (16, 512) puts the six partitions in one job
+    assert re.search(r"^infer_batch\s+1$", out, flags=re.M) and "This was a dry-run" in out
+    assert f"--batch batch_00000 --partitions {' '.join(PARTS)} " in out
+    (res,) = job_resources(out)
+    assert res["slurm_partition"] == partition and res["cpus_per_task"] == "2" and res.get("gres") == gres
+    assert int(res["runtime"]) >= 5
+    if gres:  # PyTorch and CUDA on the GPU node (host memory for CUDA's libraries); no ONNX graph to export
+        assert int(res["mem_mb"]) > 3000 and "rule export_onnx:" not in out and "--runtime torch" in out
     else:  # the CPU graph: no torch in the job
-        assert 500 < int(engine["mem_mb"]) < 1500 and "rule export_onnx:" in out
+        assert 400 < int(res["mem_mb"]) < 1500 and "rule export_onnx:" in out
     for rule in ("partition_dataset", "export_onnx"):  # heavy steps are jobs, not on the submit host
         assert f"localrule {rule}:" not in out
     assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake" / "slurm_logs").exists()
+    # three per job: two jobs, each asking for the memory of its own batch
+    proc, _ = run_workflow(tmp_path, profile, config_file, "-n", *per_job(3))
+    assert re.search(r"^infer_batch\s+2$", proc.stdout, flags=re.M), proc.stdout[-3000:]
 
 
 def test_conda_env_matches_the_venv_pins() -> None:
@@ -240,22 +209,26 @@ def test_conda_env_matches_the_venv_pins() -> None:
     pins = re.search(r"^TORCH_PINS \?= (.*)$", (REPO / "Makefile").read_text(), flags=re.M).group(1).split()
     pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
     assert "python=3.11" in env["dependencies"] and pins == pip[:2] and pip[2] == "-e ${COSMICAI_SRC}"
-    for smk in (REPO / "rules").glob("*.smk"):
-        text = smk.read_text()
-        assert text.count('conda:\n        "../envs/cosmicai.yaml"') == text.count("\n    shell:"), smk.name
+    files = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+    rules = [block for smk in files for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]]
+    runs_package = [r for r in rules if re.search(r"^    shell:[\s\S]*?\b(cosmicai|python) ", r, flags=re.M)]
+    assert len(runs_package) >= 10  # every rule that runs the package or a script (not printf) names the env
+    for rule in runs_package:
+        assert 'conda:\n        "../envs/cosmicai.yaml"' in rule, rule.split(":")[0]
 
 
 # --- through the running Slurm ---------------------------------------------------------------------
 
 
-@pytest.mark.timeout(900)  # includes the module's Slurm and local runs
-def test_slurm_profile_end_to_end(slurm_run, local_run) -> None:
-    workdir, seconds, proc = slurm_run
+@pytest.mark.timeout(900)  # includes the local reference run
+def test_slurm_profile_end_to_end(slurm: None, config_file: Path, local_run, tmp_path: Path) -> None:
+    proc, seconds = run_workflow(tmp_path, "slurm", config_file)
     out = proc.stdout + proc.stderr
-    jobs = check_accounting(workdir, out, partition="debug", gpus=0)
-    assert max_abs_dz(workdir, local_run[0]) <= 1e-5
-    cost = check_cost(workdir, jobs, gpus=0)
-    assert all(r["device"] == "cpu" for r in cost["jobs"])
+    assert proc.returncode == 0, out[-5000:]
+    jobs = check_batches(tmp_path, out, partition="debug", gpus=0, batches=1)
+    assert max_abs_dz(tmp_path, local_run[0]) <= 1e-5
+    cost = check_cost(tmp_path, jobs, gpus=0)
+    assert all(r["device"] == "cpu" for r in sidecars(tmp_path).values())
     for rule in ("merge_predictions", "compute_metrics", "plot_results", "summarize_run"):
         assert f"localrule {rule}:" in out  # on the submit host, not submitted
     print(f"\nslurm profile: {seconds:.1f} s wall, local profile: {local_run[1]:.1f} s; cost lines {cost['lines']}")
@@ -263,12 +236,14 @@ def test_slurm_profile_end_to_end(slurm_run, local_run) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_slurm_gpu_profile_end_to_end(gpu_run, local_run) -> None:
-    workdir, seconds, proc = gpu_run
-    jobs = check_accounting(workdir, proc.stdout + proc.stderr, partition="gpu", gpus=1)
-    assert max_abs_dz(workdir, local_run[0]) <= 1e-5
-    check_cost(workdir, jobs, gpus=1)
-    for run in sidecars(workdir):
+def test_slurm_gpu_profile_end_to_end(slurm: None, config_file: Path, local_run, tmp_path: Path) -> None:
+    proc, seconds = run_workflow(tmp_path, "slurm-gpu", config_file)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    jobs = check_batches(tmp_path, out, partition="gpu", gpus=1, batches=1)
+    assert max_abs_dz(tmp_path, local_run[0]) <= 1e-5
+    check_cost(tmp_path, jobs, gpus=1)
+    for run in sidecars(tmp_path).values():
         # the GPU path: PyTorch, on the node's GPU where CUDA has one (this test node's is a stand-in: CPU)
         assert run["precision"] == "fp32" and run["runtime"] == "torch" and run["device"] in ("cpu", "cuda", "cuda:0")
     print(f"\nslurm-gpu profile: {seconds:.1f} s wall, local profile: {local_run[1]:.1f} s")
@@ -276,11 +251,12 @@ def test_slurm_gpu_profile_end_to_end(gpu_run, local_run) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_group_jobs_each_load_the_model_once(slurm: None, six_parts: Path, tmp_path: Path) -> None:
-    proc, seconds = run_workflow(tmp_path, "slurm", six_parts, *per_job(3))
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    check_accounting(tmp_path, proc.stdout + proc.stderr, partition="debug", gpus=0, partitions=6, jobs=2)
-    print(f"\n6 partitions in 2 group jobs: {seconds:.1f} s wall")
+def test_batch_jobs_each_load_the_model_once(slurm: None, config_file: Path, tmp_path: Path) -> None:
+    proc, seconds = run_workflow(tmp_path, "slurm", config_file, *per_job(3))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    check_batches(tmp_path, out, partition="debug", gpus=0, batches=2)
+    print(f"\n6 partitions in 2 batch jobs: {seconds:.1f} s wall")
 
 
 def stream(cmd: list[str], cwd: Path, on_line=None) -> tuple[int, list[tuple[float, str]]]:
@@ -297,82 +273,97 @@ def stream(cmd: list[str], cwd: Path, on_line=None) -> tuple[int, list[tuple[flo
 
     reader = threading.Thread(target=read)
     reader.start()
-    rc = proc.wait(timeout=600)
+    try:
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     reader.join()
     return rc, lines
 
 
+@pytest.fixture(scope="module")
+def slow_config(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Path:
+    """3,000 galaxies in 12 partitions of 5 MiB (256 rows, about a second each here): a batch job to stop mid-way."""
+    directory = tmp_path_factory.mktemp("slow")
+    synthesize(directory / "slow.h5", 3000, seed=5)
+    return write_config(directory, directory / "slow.h5", random_checkpoint, partition_mb=5)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_killed_group_job_rerun_does_only_the_missing_partitions(slurm: None, six_parts: Path, tmp_path: Path) -> None:
+def test_scancelled_batch_job_rerun_does_only_the_missing_partitions(slurm: None, slow_config: Path, tmp_path: Path) -> None:
     predictions = tmp_path / "results" / "predictions"
-    address = tmp_path / "results" / "engine" / "group_00000.json"
+    cancelled: list[str] = []
 
-    def kill_midway() -> None:  # once the group's engine has written two partitions, kill it (as the OOM killer would)
-        deadline = time.monotonic() + 300
-        while len(list(predictions.glob("*.json"))) < 2 and time.monotonic() < deadline:
+    def cancel_midway() -> None:  # once the batch has finished two partitions, scancel its Slurm job
+        deadline = time.monotonic() + 400
+        while len(list(predictions.glob("part_*.json"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(json.loads(address.read_text())["pid"], signal.SIGKILL)  # the job runs on this machine's node
+        job_id = json.loads(next(predictions.glob("part_*.json")).read_text())["slurm_job_id"]
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        cancelled.append(job_id)
 
-    threading.Thread(target=kill_midway, daemon=True).start()
-    # no retry: the run stops at the failed job (a retry would rerun the whole group at once)
-    rc, lines = stream(snakemake_cmd("slurm", six_parts, "--retries", "0", *per_job(6)), tmp_path)
+    threading.Thread(target=cancel_midway, daemon=True).start()
+    # no retry: the run stops at the cancelled job (a retry would finish the batch by itself, reusing the same way)
+    rc, lines = stream(snakemake_cmd("slurm", slow_config, "--retries", "0", *per_job(12)), tmp_path)
     text = "".join(ln for _, ln in lines)
-    assert rc != 0, text[-3000:]
-    assert "the engine service ended without answering" in text
-    assert not (tmp_path / "results" / "failures").exists() or not list((tmp_path / "results" / "failures").glob("*.json"))
-    kept = {r["partition"]: r["slurm_job_id"] for r in sidecars(tmp_path)}
-    assert 2 <= len(kept) < 6, text[-3000:]  # the finished partitions stay (keep-incomplete; written atomically)
-    assert len(list(predictions.glob("*.parquet"))) == len(kept)
+    assert rc != 0 and cancelled, text[-3000:]
+    assert sacct_states(cancelled)[cancelled[0]].startswith("CANCELLED")
+    assert f"SLURM job '{cancelled[0]}' was cancelled" in text  # reported as failed, not waited on forever
+    kept = stamps(tmp_path)
+    assert 2 <= len(kept) < 12, text[-3000:]  # the finished partitions stay on disk (committed by their sidecar)
+    assert not (predictions / "batches" / "batch_00000.json").exists()  # the job's output: only when all are done
 
-    rc, lines = stream(snakemake_cmd("slurm", six_parts, *per_job(6)), tmp_path)
+    rc, lines = stream(snakemake_cmd("slurm", slow_config, *per_job(12)), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc == 0, text[-3000:]
-    assert re.search(rf"^infer_partition\s+{6 - len(kept)}$", text, flags=re.M), text[-3000:]
-    after = {r["partition"]: r["slurm_job_id"] for r in sidecars(tmp_path)}
-    assert len(after) == 6 and all(after[p] == job for p, job in kept.items())  # not redone
-    print(f"\nengine killed after {len(kept)} of 6 partitions; the rerun inferred the other {6 - len(kept)}")
+    assert re.search(r"^infer_batch\s+1$", text, flags=re.M), text[-3000:]
+    after = stamps(tmp_path)
+    assert len(after) == 12 and all(after[p] == kept[p] for p in kept)  # the reused sidecars: the same file, untouched
+    record = json.loads((predictions / "batches" / "batch_00000.json").read_text())
+    assert record["reused"] == sorted(kept)
+    runs = sidecars(tmp_path)
+    rerun_jobs = {runs[p]["slurm_job_id"] for p in runs if p not in kept}
+    assert len(rerun_jobs) == 1 and cancelled[0] not in rerun_jobs
+    assert sum(runs[p]["model_load_s"] > 0 for p in runs if p not in kept) == 1  # the rerun loaded the model once
+    assert pq.read_table(tmp_path / "results" / "predictions.parquet").num_rows == 3000
+    print(f"\nbatch job cancelled after {len(kept)} of 12 partitions; the rerun inferred the other {12 - len(kept)}")
+
+
+@pytest.fixture(scope="module")
+def bad_config(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, random_checkpoint: Path) -> Path:
+    """The tiny dataset with a NaN magnitude in partition 1 (row 60 of rows 51-101)."""
+    directory = tmp_path_factory.mktemp("bad")
+    bad = directory / "bad.h5"
+    bad.write_bytes(tiny_dataset.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f["magnitudes"][60, 0] = np.nan
+    return write_config(directory, bad, random_checkpoint)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_bad_partition_fails_without_a_doubled_retry_and_rerun_does_only_what_is_missing(
-    slurm_run, config_file: Path, tmp_path: Path
-) -> None:
-    done, _, _ = slurm_run
-    workdir = tmp_path / "run"
-    shutil.copytree(done, workdir, symlinks=True)
-    part = workdir / "results" / "partitions" / "part_00001.h5"
-    good = part.read_bytes()
-    part.write_bytes(b"\0" * 512 + good[512:])  # an invalid partition file
-    for sidecar in ("part_00001.parquet", "part_00001.json"):
-        (workdir / "results" / "predictions" / sidecar).unlink()
-    before = {r["partition"]: r["slurm_job_id"] for r in sidecars(workdir)}
-
+def test_bad_partition_fails_once_without_a_doubled_retry(slurm: None, bad_config: Path, tmp_path: Path) -> None:
     # One retry (Snakemake retries a fixed number of times): bad input is recorded, so the retry asks for the same.
-    rc, lines = stream(snakemake_cmd("slurm", config_file, "--retries", "1"), workdir)
+    rc, lines = stream(snakemake_cmd("slurm", bad_config, "--retries", "1"), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc != 0, text[-3000:]
-    log_shown = next(t for t, ln in lines if ln.strip().startswith("Logfile logs/infer_partition/part_00001.log"))
-    assert log_shown < 120, f"reported after {log_shown:.0f} s"
-    assert "cosmicai infer: error: results/partitions/part_00001.h5" in text  # the cause, from the job's log
-    record = json.loads((workdir / "results" / "failures" / "part_00001.json").read_text())
-    assert record["retryable"] is False and "part_00001.h5" in record["error"]
+    log_shown = next(t for t, ln in lines if ln.strip().startswith("Logfile logs/infer_batch/batch_00000.log"))
+    assert log_shown < 180, f"reported after {log_shown:.0f} s"
+    assert "bad.h5: 1 row(s) with NaN or Inf in images or magnitudes, first at row 60" in text  # the cause, from the job's log
+    record = json.loads((tmp_path / "results" / "failures" / "batch_00000.json").read_text())
+    assert record["retryable"] is False and "NaN" in record["error"] and record["partitions"] == PARTS
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
-    assert len(submitted) == 2
-    attempts = {j["job_id"]: j for j in query_jobs(submitted)}
-    first, retry = (attempts[j] for j in submitted)
+    attempts = {j["job_id"]: j for j in query_jobs(submitted) if j["rule"] == "infer_batch"}
+    assert len(attempts) == 2, text[-3000:]
+    first, retry = (attempts[j] for j in sorted(attempts, key=int))
     assert first["state"] == retry["state"] == "FAILED"
     assert retry["alloc_mem_mb"] == first["alloc_mem_mb"] and retry["alloc_cpus"] == first["alloc_cpus"]
-    assert time_limits(submitted)[submitted[0]] == time_limits(submitted)[submitted[1]]
-
-    part.write_bytes(good)
-    rc, lines = stream(snakemake_cmd("slurm", config_file), workdir)
-    text = "".join(ln for _, ln in lines)
-    assert rc == 0, text[-3000:]
-    assert re.search(r"^infer_partition\s+1$", text, flags=re.M), text[-3000:]
-    after = {r["partition"]: r["slurm_job_id"] for r in sidecars(workdir)}
-    assert after["part_00000.h5"] == before["part_00000.h5"]  # untouched, not rerun
-    assert not (workdir / "results" / "failures" / "part_00001.json").exists()
-    assert max_abs_dz(workdir, done) <= 1e-5
+    limits = time_limits(list(attempts))
+    assert limits[first["job_id"]] == limits[retry["job_id"]]
+    # the partition before the bad one was done by the first attempt; the retry reused it (same file), wrote nothing after
+    runs = sidecars(tmp_path)
+    assert sorted(runs) == ["part_00000"] and runs["part_00000"]["slurm_job_id"] == first["job_id"]
+    assert not (tmp_path / "results" / "predictions" / "batches").exists()
     print(f"\nfailure reported with its log after {log_shown:.0f} s; retried with the same request")
