@@ -8,23 +8,42 @@ with scancel (by the user, an administrator or a preemption policy) counts as st
 Snakemake waits for it forever, even after Ctrl-C ("Will exit after finishing currently running jobs").
 Before the slurm plugin's own poll, this plugin asks sacct for the active jobs' states and reports the
 cancelled ones as failed: Snakemake's retries and --keep-going apply as to any failure, and a rerun
-redoes what the job left unfinished. Everything else (submission, resources, the other states, the
-jobs' own `slurm-jobstep` executor, the settings: `--cosmicai-slurm-<setting>` for `--slurm-<setting>`)
-is the slurm plugin's.
-"""
+redoes what the job left unfinished.
 
-from __future__ import annotations
+The slurm plugin also waits 10 s longer after every poll that finds no job finished, up to 180 s, so a
+job's end is seen up to minutes late (a 74 s inference job of the demo was seen 30 s after it ended).
+`--cosmicai-slurm-status-interval-max` caps that wait (the profiles: 10 s; two sacct calls per poll for
+all of the run's jobs). Everything else (submission, resources, the other states, the jobs' own
+`slurm-jobstep` executor, the settings: `--cosmicai-slurm-<setting>` for `--slurm-<setting>`) is the
+slurm plugin's.
+"""
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
 
 from snakemake_executor_plugin_slurm import Executor as SlurmExecutor
-from snakemake_executor_plugin_slurm import ExecutorSettings, common_settings
+from snakemake_executor_plugin_slurm import ExecutorSettings as SlurmSettings
+from snakemake_executor_plugin_slurm import common_settings
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
 __all__ = ["Executor", "ExecutorSettings", "common_settings", "cancelled_states"]
 
 SACCT_TIMEOUT_S = 60  # as the slurm plugin's own status query
+SLURM_PLUGIN_MAX_INTERVAL_S = 180  # the slurm plugin's own cap on the wait between polls
+
+
+@dataclass
+class ExecutorSettings(SlurmSettings):
+    """The slurm plugin's settings, and the cap on its wait between status polls."""
+
+    status_interval_max: int = field(
+        default=SLURM_PLUGIN_MAX_INTERVAL_S,
+        metadata={
+            "help": "Longest wait in seconds between two status polls (sacct); the slurm plugin waits 10 s longer "
+            f"after each poll that finds nothing finished, up to {SLURM_PLUGIN_MAX_INTERVAL_S} s",
+        },
+    )
 
 
 def cancelled_states(sacct_output: str) -> dict[str, str]:
@@ -74,3 +93,5 @@ class Executor(SlurmExecutor):
             )
         async for j in super().check_active_jobs(running):
             yield j
+        cap = max(1, self.workflow.executor_settings.status_interval_max)
+        self.next_seconds_between_status_checks = min(self.next_seconds_between_status_checks, cap)
