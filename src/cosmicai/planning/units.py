@@ -65,7 +65,8 @@ def human_size(nbytes: float) -> str:
     """'12.6 GiB' style."""
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
+            value = f"{nbytes / scale:.3g}"
+            return f"{value if 'e' not in value else f'{nbytes / scale:,.0f}'} {unit}"  # 1,024 GiB, not 1.02e+03 GiB
     return f"{nbytes:.0f} B"
 
 
