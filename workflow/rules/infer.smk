@@ -29,7 +29,7 @@ rule infer_batch:
         cpus_per_task=lambda wc, threads: threads,
     params:
         partitions=lambda wc: " ".join(batch_parts(wc.batch)),
-        pred_dir=f"{R}/predictions",
+        pred_dir=lambda wc, output: Path(output.record).parent.parent,  # predictions/, beside batches/
         batch_size=INF["batch_size"],
         on_invalid=INF["on_invalid"],
         engine=lambda wc, input, threads: engine_options(input, threads),
