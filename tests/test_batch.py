@@ -69,3 +69,24 @@ def test_batch_refuses_unknown_partition(tmp_path: Path, tiny_dataset: Path, ran
 @pytest.mark.parametrize("setting,n,expected", [("auto", 4, 1), ("auto", 500, 1), ("auto", 501, 2), ("auto", 10_486, 21), (16, 4, 16)])
 def test_per_job(setting: int | str, n: int, expected: int) -> None:
     assert per_job(setting, n) == expected
+
+
+def test_bad_row_names_the_file_the_partition_and_the_row(
+    tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, onnx_graph: Path
+) -> None:
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(tiny_dataset, bad)
+    with h5py.File(bad, "r+") as f:
+        f["magnitudes"][80, 0] = np.nan
+    manifest = tmp_path / "manifest.json"
+    write_partitions(bad, None, 1.5, manifest)
+    with pytest.raises(
+        CosmicaiError, match=r"bad\.h5: partition part_00001 \(rows 75-150\): 1 row\(s\) with NaN or Inf .* first at row 80"
+    ):
+        _batch(tmp_path, manifest, random_checkpoint, onnx_graph)
+    assert (tmp_path / "pred" / "part_00000.json").exists()  # the partition before it is kept for the rerun
+    assert not (tmp_path / "pred" / "part_00001.parquet").exists() and not (tmp_path / "pred" / "batches").exists()

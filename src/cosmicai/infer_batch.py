@@ -18,6 +18,7 @@ from cosmicai.batch import file_identity, finished, part_paths, run_key, write_r
 from cosmicai.data.dataset import Batch, inspect, iter_batches
 from cosmicai.data.integrity import PartitionRead, check, load_manifest, partition_reads
 from cosmicai.engines.loader import load_engine
+from cosmicai.errors import CosmicaiError
 from cosmicai.infer import infer_partition, prefetch
 
 
@@ -76,19 +77,22 @@ def run_batch(
             stream = upcoming or _stream(read, batch_size)
             upcoming = _stream(todo[i + 1], batch_size) if i + 1 < len(todo) and not todo[i + 1].sha256 else None
             predictions, sidecar = part_paths(predictions_dir, read.name)
-            timings = infer_partition(
-                read.uri,
-                engine,
-                predictions,
-                None,
-                batch_size,
-                on_invalid,  # type: ignore[arg-type]
-                model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
-                batches=stream,
-                rows=(read.start, read.stop),
-                name=read.name,
-                version_id=read.version_id,
-            )
+            try:
+                timings = infer_partition(
+                    read.uri,
+                    engine,
+                    predictions,
+                    None,
+                    batch_size,
+                    on_invalid,  # type: ignore[arg-type]
+                    model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
+                    batches=stream,
+                    rows=(read.start, read.stop),
+                    name=read.name,
+                    version_id=read.version_id,
+                )
+            except CosmicaiError as exc:  # which partition of the batch, besides the file and the row
+                raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
             timings.update(key=keys[read.name], batch=batch)
             write_json(sidecar, timings)  # last: commits the partition
             done[read.name] = timings
