@@ -74,6 +74,26 @@ def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
     return config
 
 
+def _batch_args(manifest: Path, out: Path, batch: str, parts: list[str], model: Path, **lam: str) -> list[str]:
+    """One inference job's arguments (the rule's params.invoker_args), lambda settings as the stand-in's function."""
+    settings = {"bucket": BUCKET, "function_name": FUNCTION, "timeout_s": "120", "memory_mb": "2048", **lam}
+    return [
+        "--manifest",
+        str(manifest),
+        "--batch",
+        batch,
+        "--partitions",
+        *parts,
+        "--predictions-dir",
+        str(out),
+        "--record",
+        str(out / "batches" / f"{batch}.json"),
+        "--checkpoint",
+        str(model),
+        *[x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", v)],
+    ]
+
+
 MISMATCHES = [
     ({"memory_mb": 1024}, "lambda:cosmicai-infer: does not match the config: its memory is 2048 MB, lambda.memory_mb is 1024"),
     (
@@ -95,26 +115,12 @@ MISMATCH_IDS = ["memory", "prefix", "architecture", "timeout", "missing"]
 def test_the_invoker_checks_the_function_before_any_upload(
     tmp_path: Path, aws_env: Stands, change: dict, line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cosmicai.aws.invoker import main
+    from cosmicai.aws.batch_job import main
 
     part = tmp_path / "part_00000.h5"
     part.write_bytes(b"never read")
     lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
-    argv = [
-        "--manifest",
-        str(tmp_path / "never-read.json"),
-        "--partition",
-        "part_00000",
-        "--checkpoint",
-        str(part),
-        "--output",
-        str(tmp_path / "p.parquet"),
-        "--sidecar",
-        str(tmp_path / "p.json"),
-        "--bucket",
-        BUCKET,
-        *[x for k, v in lam.items() for x in (f"--{k.replace('_', '-')}", str(v))],
-    ]
+    argv = _batch_args(tmp_path / "never-read.json", tmp_path / "out", "batch_00000", ["part_00000"], part, **{k: str(v) for k, v in lam.items()})
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"lambda_invoke: error: {line}")
@@ -184,33 +190,16 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
     try:
         dispatcher = Dispatcher(settings)
         assert dispatcher.info.in_flight == 3 and dispatcher.info.limit_source == "reserved"
-        futures = {}
-        for entry in manifest["partitions"]:
-            stem = entry["name"]
-            argv = [
-                "--manifest",
-                str(tmp_path / "parts" / "manifest.json"),
-                "--partition",
-                stem,
-                "--checkpoint",
-                str(model),
-                "--output",
-                str(tmp_path / "out" / f"{stem}.parquet"),
-                "--sidecar",
-                str(tmp_path / "out" / f"{stem}.json"),
-                "--bucket",
-                BUCKET,
-                "--prefix",
-                settings.prefix,
-                "--function-name",
-                FUNCTION,
-                "--timeout-s",
-                "120",
-                "--memory-mb",
-                "2048",
-            ]
-            futures[stem] = dispatcher.submit(argv, tmp_path / "logs" / f"{stem}.log")
-        results = {stem: f.result(timeout=120) for stem, f in futures.items()}
+        names = [e["name"] for e in manifest["partitions"]]
+        batches = {f"batch_{i:05d}": names[i * 2 : i * 2 + 2] for i in range(-(-len(names) // 2))}  # K = 2
+        futures = {
+            batch: dispatcher.submit(
+                _batch_args(tmp_path / "parts" / "manifest.json", tmp_path / "out", batch, parts, model, prefix=settings.prefix),
+                tmp_path / "logs" / f"{batch}.log",
+            )
+            for batch, parts in batches.items()
+        }
+        results = {stem: t for f in futures.values() for t in f.result(timeout=120) for stem in [t["partition"]]}
         dispatcher.shutdown()
     finally:
         aws_env.patch({"faults": {"throttle": 0.0, "throttle_for_s": 0}})
@@ -218,7 +207,8 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
     throttles = after["throttles"] - before["throttles"]
     assert throttles >= 3 and sum(r["lambda"]["throttles"] for r in results.values()) == throttles
     assert dispatcher.peak_in_flight <= 3
-    rows = sum(pq.read_metadata(tmp_path / "out" / f"{stem}.parquet").num_rows for stem in futures)
+    assert sorted(results) == names
+    rows = sum(pq.read_metadata(tmp_path / "out" / f"{stem}.parquet").num_rows for stem in names)
     assert rows == sum(e["rows"] for e in manifest["partitions"]) == 300
     # Every wait after a 429 honoured its Retry-After (1 s), where plain backoff could have waited 0.5 s.
     waits = [
@@ -228,3 +218,85 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
         if "throttled" in text and "retrying in" in text
     ]
     assert waits and min(waits) >= 1.0
+
+
+def _manifest(tmp_path: Path, dataset: Path, copy: bool = False) -> tuple[Path, list[str]]:
+    """Four partitions of the tiny dataset (300 rows), row ranges or (copy) their own files."""
+    path = tmp_path / "parts" / "manifest.json"
+    manifest = write_partitions(dataset, tmp_path / "parts", 1.5, path, copy=copy)
+    return path, [e["name"] for e in manifest["partitions"]]
+
+
+def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:
+    from cosmicai.batch import load_sidecars
+
+    manifest, names = _manifest(tmp_path, tiny_dataset)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"the scale-mode function never reads it")
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    settings = LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=f"{ROOT}/reuse", timeout_s=120, memory_mb=2048)
+    dispatcher = Dispatcher(settings)
+
+    def run(*extra: str) -> tuple[list[dict], int]:
+        before = aws_env.stats()["invocations"]
+        argv = _batch_args(manifest, out, "batch_00000", names, model, prefix=settings.prefix) + list(extra)
+        timings = dispatcher.submit(argv, logs / "batch_00000.log").result(timeout=120)
+        return timings, aws_env.stats()["invocations"] - before
+
+    try:
+        first, invoked = run()
+        assert invoked == len(names) == 4 and [t["partition"] for t in first] == names
+        record = out / "batches" / "batch_00000.json"
+        assert load_sidecars([record]) == first and all(t["key"] for t in first)
+        log = (logs / "batch_00000.log").read_text().splitlines()
+        assert log[0] == "batch_00000: 4 partition(s), 0 reused, 4 to invoke"
+        assert sorted(line.split(":")[0] for line in log if " rows in " in line) == names  # one log, every partition's line
+
+        again, invoked = run()
+        assert invoked == 0 and again == first
+        assert (logs / "batch_00000.log").read_text().splitlines() == ["batch_00000: 4 partition(s), 4 reused, 0 to invoke"]
+
+        (out / f"{names[2]}.json").unlink()  # as a kill before the sidecar (the commit) leaves it
+        third, invoked = run()
+        assert invoked == 1 and [t["key"] for t in third] == [t["key"] for t in first] and third[:2] == first[:2]
+
+        changed, invoked = run("--batch-size", "64")  # another engine setting: another key, nothing reused
+        assert invoked == 4 and not {t["key"] for t in changed} & {t["key"] for t in first}
+    finally:
+        dispatcher.shutdown()
+    rows = sum(pq.read_metadata(out / f"{n}.parquet").num_rows for n in names)
+    assert rows == 300 and dispatcher.peak_in_flight <= 3
+
+
+def test_a_failed_partition_fails_its_batch_naming_it_and_the_others_stay_done(
+    tmp_path: Path, aws_env: Stands, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cosmicai.aws.batch_job import main
+
+    manifest, names = _manifest(tmp_path, tiny_dataset, copy=True)
+    broken = tmp_path / "parts" / f"{names[1]}.h5"
+    broken.write_bytes(broken.read_bytes()[:-10] + b"0123456789")  # not what the manifest's sha256 vouches for
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"the scale-mode function never reads it")
+    out = tmp_path / "out"
+    argv = _batch_args(manifest, out, "batch_00000", names, model, prefix=f"{ROOT}/fail")
+    before = aws_env.stats()["invocations"]
+    assert main(argv) == 1  # the script: one job, a small pool
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"lambda_invoke: error: {names[1]}: {broken}: sha256 mismatch")
+    assert aws_env.stats()["invocations"] - before == 3
+    assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(n for n in names if n != names[1])
+    assert not (out / "batches").exists()
+
+    # The dispatcher: the same batch reuses the three, fails on the broken one alone, its log ending with the cause.
+    dispatcher = Dispatcher(LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=f"{ROOT}/fail", timeout_s=120, memory_mb=2048))
+    try:
+        future = dispatcher.submit(argv, tmp_path / "logs" / "batch_00000.log")
+        with pytest.raises(CosmicaiError, match=f"^{names[1]}: {broken}: sha256 mismatch"):
+            future.result(timeout=120)
+    finally:
+        dispatcher.shutdown()
+    log = (tmp_path / "logs" / "batch_00000.log").read_text().splitlines()
+    assert log[0] == "batch_00000: 4 partition(s), 3 reused, 1 to invoke"
+    assert log[-1].startswith(f"lambda_invoke: error: {names[1]}: {broken}: sha256 mismatch")
+    assert aws_env.stats()["invocations"] - before == 3 and not (out / "batches").exists()

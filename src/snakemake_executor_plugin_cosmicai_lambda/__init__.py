@@ -1,11 +1,13 @@
-"""Snakemake executor plugin `cosmicai-lambda`: every non-local job (infer_partition) is one AWS Lambda
-invocation on one shared pool in this process (`cosmicai.aws.dispatch`), while every other rule runs
-locally (localrules). profiles/lambda selects it with `executor: cosmicai-lambda`.
+"""Snakemake executor plugin `cosmicai-lambda`: every non-local job (infer_batch, a batch of partitions)
+is one AWS Lambda invocation per partition, on one shared pool in this process (`cosmicai.aws.dispatch`),
+while every other rule runs locally (localrules). profiles/lambda selects it with `executor: cosmicai-lambda`.
 
-A job's work is the invoker's: the rule gives the arguments of `workflow/scripts/lambda_invoke.py`
-as `params.invoker_args`, and the plugin runs the same per-partition function on its pool instead of
-a Python process per job. Snakemake's retries, --keep-going, --rerun-incomplete and logs work as
-with any executor; a dry-run never reaches the plugin (nothing is checked or sent).
+A job's work is the batch job's (`cosmicai.aws.batch_job`): the rule gives the arguments of
+`workflow/scripts/lambda_invoke.py` as `params.invoker_args`, and the plugin runs the same code on its
+pool instead of a Python process per job: the batch's partitions not yet done are invoked, and the job
+succeeds when all are done and its record is written, or fails with the first cause and its log.
+Snakemake's retries, --keep-going, --rerun-incomplete and logs work as with any executor; a dry-run
+never reaches the plugin (nothing is checked or sent).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ STATUS_INTERVAL_S = 0.1  # how often finished invocations are handed back to Sna
 
 
 class Executor(RemoteExecutor):
-    """Submits each job's invocation to the shared dispatcher and reports the finished ones."""
+    """Submits each job's invocations to the shared dispatcher and reports the finished jobs."""
 
     def __post_init__(self) -> None:
         config = getattr(self.workflow, "config", {}) or {}
@@ -63,14 +65,14 @@ class Executor(RemoteExecutor):
         )
 
     def run_job(self, job: JobExecutorInterface) -> None:
-        """Queue the job's invocation; it counts as submitted at once (the pool bounds what is in flight)."""
+        """Queue the job's invocations; it counts as submitted at once (the pool bounds what is in flight)."""
         info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
         argv = getattr(job.params, "invoker_args", None) if hasattr(job, "params") else None
         if not argv:
             self.report_job_error(
                 info,
                 msg=f"rule {job.name} has no params.invoker_args: the cosmicai-lambda executor runs only the "
-                "Lambda invoker (make other rules localrules)",
+                "Lambda batch job (make other rules localrules)",
             )
             return
         try:
@@ -81,7 +83,7 @@ class Executor(RemoteExecutor):
         self.report_job_submission(info)
 
     async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
-        """Report finished invocations (success, or the one-line cause with the job's log); yield the others."""
+        """Report finished jobs (success, or the one-line cause with the job's log); yield the others."""
         for info in active_jobs:
             future = info.aux["future"]
             if not future.done():
@@ -97,7 +99,7 @@ class Executor(RemoteExecutor):
         await asyncio.sleep(STATUS_INTERVAL_S)
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
-        """Drop queued invocations; ones already sent run to their end on Lambda and their outputs are not kept."""
+        """Drop queued invocations; ones already sent run to their end on Lambda (their partitions, kept, are reused by a rerun)."""
         for info in active_jobs:
             if info.aux:
                 info.aux["future"].cancel()

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Infer one partition on AWS Lambda: the inference rule's command under the lambda backend.
+"""Infer a batch of partitions on AWS Lambda: the inference rule's command under the lambda backend.
 
-Thin entry point over cosmicai.aws.invoker (see there, or --help).
+Thin entry point over cosmicai.aws.batch_job (see there, or --help).
 """
 
 import sys
 
-from cosmicai.aws.invoker import main
+from cosmicai.aws.batch_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

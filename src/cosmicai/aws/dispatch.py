@@ -1,10 +1,11 @@
-"""Many partitions' invocations in flight from one process: the dispatcher behind profiles/lambda's executor.
+"""Many batches' invocations in flight from one process: the dispatcher behind profiles/lambda's executor.
 
 One Lambda client and one S3 client (each with a connection pool as large as the in-flight limit),
 one bounded thread pool, the model hashed and staged once, and one throttle gate: a 429's Retry-After
-holds back every new attempt, not only the throttled one. Each partition runs the invoker's own
-per-partition function (`cosmicai.aws.invoker.run_args`, the unit `workflow/scripts/lambda_invoke.py`
-runs for one partition) with its log routed to that partition's log file.
+holds back every new attempt, not only the throttled one. Each Snakemake job is a batch of partitions
+(cosmicai.aws.batch_job, what `workflow/scripts/lambda_invoke.py` runs for one job): its partitions
+not yet done are queued on the shared pool, one invocation each, their log lines routed to the job's
+one log, and the job's future ends when all of them have (with its record written, or the first cause).
 
 Before the first job the function is checked (`cosmicai.aws.preflight`): it must exist and match the
 config, and its reserved concurrency (else the account's unreserved concurrency), capped by
@@ -14,28 +15,18 @@ config, and its reserved concurrency (else the account's unreserved concurrency)
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import os
 import resource
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.invoker import (
-    READ_TIMEOUT_MARGIN_S,
-    LambdaBackend,
-    ThrottleGate,
-    build_parser,
-    lambda_client,
-    report_error,
-    run_args,
-    summary_line,
-)
+from cosmicai.aws.batch_job import BatchJob, ModelStage, batch_line, build_parser, report_error, s3_client, start_batch
+from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
 from cosmicai.aws.preflight import FunctionInfo, check_function
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import ensure_model
+from cosmicai.data.integrity import PartitionRead, load_manifest
 from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
@@ -43,8 +34,30 @@ log = logging.getLogger("cosmicai.lambda")
 FDS_PER_INVOCATION = 4
 
 
+class JobLog:
+    """A job's log file, shared by its partitions' threads: truncated once, each write whole and flushed."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w")  # noqa: SIM115 - closed when the job ends
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(text)
+                self._file.flush()
+
+    def flush(self) -> None:
+        """Every write is flushed already."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
 class _JobLogs(logging.Handler):
-    """Sends each record to the log file of the job running on the record's thread."""
+    """Sends each record to the log of the job whose partition runs on the record's thread."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -55,18 +68,6 @@ class _JobLogs(logging.Handler):
         stream = getattr(self.local, "stream", None)
         if stream is not None:
             stream.write(self.format(record) + "\n")
-            stream.flush()
-
-    @contextlib.contextmanager
-    def to(self, path: str | os.PathLike) -> Iterator[Any]:
-        """Route this thread's records to `path` (truncated: one attempt per log, as the shell's `> log`)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as stream:
-            self.local.stream = stream
-            try:
-                yield stream
-            finally:
-                self.local.stream = None
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -78,7 +79,7 @@ def raise_fd_limit(wanted: int) -> None:
 
 
 class Dispatcher:
-    """Runs partitions' invocations on a shared pool; `submit` returns a future per partition."""
+    """Runs batches' invocations on a shared pool; `submit` returns a future per batch (Snakemake job)."""
 
     def __init__(self, settings: LambdaSettings, client: Any = None, s3: Any = None) -> None:
         self.settings = settings
@@ -88,13 +89,13 @@ class Dispatcher:
         limit = self.info.in_flight
         raise_fd_limit(FDS_PER_INVOCATION * limit + 1024)
         self.client = client or lambda_client(settings.region, read_timeout, max_pool_connections=limit)
-        self.s3 = s3 or _s3_client(settings.region, limit)
+        self.s3 = s3 or s3_client(settings.region, limit)
         self.gate = ThrottleGate()
         # Threads start as work arrives; each waits on one socket at a time (its stack is reserved, not resident).
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
-        self._models: dict[str, tuple[str, str, bool]] = {}
-        self._model_lock = threading.Lock()
-        self._count_lock = threading.Lock()
+        self.stage_model = ModelStage(settings)
+        self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
+        self._lock = threading.Lock()
         self.in_flight = self.peak_in_flight = 0
         self._closed = False
         self._logs = _JobLogs()
@@ -103,41 +104,69 @@ class Dispatcher:
         logger.addHandler(self._logs)
         logger.propagate = False  # job logs go to their files, not to Snakemake's console
 
-    def stage_model(self, s3: Any, path: str | os.PathLike) -> tuple[str, str, bool]:
-        """Hash and stage the model once for all partitions (later partitions see uploaded=False)."""
-        key = os.path.abspath(path)
-        with self._model_lock:
-            if key not in self._models:
-                staged = ensure_model(s3, path, self.settings.bucket, self.settings.model_key)
-                self._models[key] = staged
-                return staged
-            model_key, sha, _ = self._models[key]
-            return model_key, sha, False
-
     def submit(self, argv: list[str], log_path: str | os.PathLike) -> concurrent.futures.Future:
-        """Queue one partition (the invoker's arguments); the future holds its timings or its CosmicaiError."""
-        args = build_parser().parse_args(argv)  # a bad argument list fails here, in the caller
-        return self.pool.submit(self._run, args, log_path)
+        """Queue one job (the batch's arguments); the future holds its record's sidecars or its first failure.
 
-    def _run(self, args: Any, log_path: str | os.PathLike) -> dict:
-        with self._count_lock:
+        The job's log is truncated when it starts; its partitions' lines follow, then its outcome.
+        """
+        args = build_parser().parse_args(argv)  # a bad argument list fails here, in the caller
+        result: concurrent.futures.Future = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()
+        try:
+            started = self.pool.submit(self._start, args, log_path, result)
+        except RuntimeError as exc:  # shut down
+            result.set_exception(CosmicaiError(args.batch, f"not started ({exc})"))
+            return result
+        started.add_done_callback(lambda f: f.cancelled() and result.set_exception(CosmicaiError(args.batch, "cancelled")))
+        return result
+
+    def _start(self, args: Any, log_path: str | os.PathLike, result: concurrent.futures.Future) -> None:
+        """On the pool: read the batch (what is reused), then queue its partitions."""
+        try:
+            out = JobLog(log_path)
+        except OSError as exc:
+            result.set_exception(CosmicaiError(log_path, f"cannot write the job's log ({exc.strerror})"))
+            return
+        result.add_done_callback(lambda f: _close(out, f))
+        try:
+            job = BatchJob(args, self._manifest(args.manifest))
+        except CosmicaiError as exc:
+            result.set_exception(exc)
+            return
+        except Exception as exc:  # an unforeseen failure fails only this job
+            result.set_exception(CosmicaiError(args.batch, f"{type(exc).__name__}: {exc}"))
+            return
+        out.write(batch_line(job) + "\n")
+        start_batch(job, lambda read: self.pool.submit(self._run, job, read, out), result)
+
+    def _manifest(self, path: str) -> dict:
+        """The manifest, parsed once while it is unchanged (every job of a run names the same one)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return load_manifest(path)  # its one line
+        key, sig = os.path.abspath(path), (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._plans.get(key)
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        plan = load_manifest(path)
+        with self._lock:
+            self._plans[key] = (sig, plan)
+        return plan
+
+    def _run(self, job: BatchJob, read: PartitionRead, out: JobLog) -> dict:
+        """One partition's invocation (on a pool thread), counted in flight, logged to its job's log."""
+        with self._lock:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._logs.local.stream = out
         try:
-            with self._logs.to(log_path) as stream:
-                backend = LambdaBackend(self.settings.function_name, self.settings.region, client=self.client, gate=self.gate)
-                try:
-                    timings = run_args(args, backend=backend, s3=self.s3, stage_model=self.stage_model)
-                except CosmicaiError as exc:
-                    report_error(exc, stream)
-                    raise
-                except Exception as exc:  # an unforeseen failure still fails only its partition, named in its log
-                    log.exception("unexpected error")
-                    raise CosmicaiError(args.partition, f"{type(exc).__name__}: {exc}") from exc
-                print(summary_line(timings), file=stream)
-                return timings
+            backend = LambdaBackend(job.settings.function_name, job.settings.region, client=self.client, gate=self.gate)
+            return job.run_logged(read, out, backend, self.s3, self.stage_model)
         finally:
-            with self._count_lock:
+            self._logs.local.stream = None
+            with self._lock:
                 self.in_flight -= 1
 
     def shutdown(self, cancel: bool = False) -> None:
@@ -153,9 +182,11 @@ class Dispatcher:
         logging.getLogger("cosmicai").removeHandler(self._logs)
 
 
-def _s3_client(region: str, pool: int) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=pool)
-    return boto3.client("s3", region_name=region or None, config=config)
+def _close(out: JobLog, job: concurrent.futures.Future) -> None:
+    """The job's outcome as its log's last line (a failure's one-line cause), then close the log."""
+    exc = job.exception() if not job.cancelled() else CosmicaiError("job", "cancelled")
+    if isinstance(exc, CosmicaiError):
+        report_error(exc, out)
+    elif exc is not None:
+        out.write(f"lambda_invoke: error: {type(exc).__name__}: {exc}\n")
+    out.close()

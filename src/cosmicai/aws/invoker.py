@@ -15,17 +15,15 @@ A retry never duplicates rows: the function writes one predictions object per pa
 by every attempt, and what lands locally is checked against the sha256 the answering attempt computed.
 
 The invocation itself, its retries and the throttle gate are cosmicai.aws.calls; this module is the
-per-partition unit that `workflow/scripts/lambda_invoke.py` runs for one partition and the executor
-plugin's dispatcher (cosmicai.aws.dispatch) runs for many at once.
+per-partition unit of a batch (cosmicai.aws.batch_job), which `workflow/scripts/lambda_invoke.py` runs
+for one inference job and the executor plugin's dispatcher (cosmicai.aws.dispatch) for many at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +53,7 @@ from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's inte
 )
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import download, ensure_dataset, ensure_model, ensure_uploaded
-from cosmicai.data.integrity import PartitionRead, check, partition_read
+from cosmicai.data.integrity import PartitionRead, check
 from cosmicai.data.s3io import head
 from cosmicai.data.source import is_s3, verify_s3_head
 from cosmicai.errors import CosmicaiError
@@ -145,6 +143,16 @@ def stage_source(read: PartitionRead, settings: LambdaSettings, s3: Any) -> tupl
     return {**staged, "meta_sha256": read.source["meta_sha256"]}, uploaded
 
 
+def checked_source(read: PartitionRead, settings: LambdaSettings, s3: Any) -> tuple[dict, bool]:
+    """`stage_source` after refusing a source that changed since partitioning (a local one by its
+    identity, an S3 one by its size and ETag; the function checks the S3 object's layout again)."""
+    if read.sha256 or not is_s3(read.uri):
+        check(read)
+    else:
+        verify_s3_head(read.source or {"uri": read.uri}, s3)
+    return stage_source(read, settings, s3)
+
+
 def _invoke(
     backend: Backend, payload: bytes, policy: RetryPolicy, settings: LambdaSettings, source_uri: str
 ) -> tuple[dict, dict, int, float]:
@@ -196,21 +204,20 @@ def invoke_partition(
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
     stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None,
+    stage_data: Callable[[PartitionRead, Any], tuple[dict, bool]] | None = None,
+    key: str | None = None,
 ) -> dict:
-    """Infer one partition on Lambda; write predictions and timings (with a `lambda` record) locally.
+    """Infer one partition on Lambda; write predictions, then timings (with a `lambda` record and `key`) locally.
 
-    A source that changed since partitioning is refused before anything is sent (a local one by its
-    identity, an S3 one by its size and ETag; the function checks the S3 object's layout again).
+    A source that changed since partitioning is refused before anything is sent (`checked_source`).
     The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
-    `stage_model(s3, path)` stages the model (a dispatcher passes one that hashes and uploads it once).
+    `stage_model(s3, path)` and `stage_data(read, s3)` stage the model and the data (a batch passes
+    ones that check and upload once for all its partitions). `key` (cosmicai.batch.run_key) goes into
+    the sidecar, which is written last: its presence commits the partition.
     """
     started, t0 = time.time(), time.perf_counter()
     s3 = s3 or _s3_client(settings.region)
-    if read.sha256 or not is_s3(read.uri):
-        check(read)
-    else:
-        verify_s3_head(read.source or {"uri": read.uri}, s3)
-    source, source_uploaded = stage_source(read, settings, s3)
+    source, source_uploaded = (stage_data or (lambda r, client: checked_source(r, settings, client)))(read, s3)
     stage_model = stage_model or (lambda client, path: ensure_model(client, path, settings.bucket, settings.model_key))
     model_key, model_sha, model_uploaded = stage_model(s3, onnx or checkpoint)
     staging_s = time.perf_counter() - t0
@@ -264,119 +271,7 @@ def invoke_partition(
         "event_bytes": len(payload),  # what this host sent per invocation (the data stays in S3)
         "model_uploaded": model_uploaded,
     }
+    if key is not None:
+        timings["key"] = key
     write_json(sidecar, timings)
     return timings
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of the invoker script (one partition per call, as one Snakemake job)."""
-    p = argparse.ArgumentParser(prog="lambda_invoke.py", description="Infer one partition on AWS Lambda (see cosmicai.aws.invoker)")
-    p.add_argument("--manifest", required=True, help="partition manifest (cosmicai partition)")
-    p.add_argument("--partition", required=True, help="partition name in the manifest (part_00007)")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
-    p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
-    p.add_argument(
-        "--runtime",
-        choices=("auto", "torch", "onnxruntime", "openvino"),
-        default="auto",
-        help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)",
-    )
-    p.add_argument("--output", required=True, help="predictions .parquet to write")
-    p.add_argument("--sidecar", required=True, help="timings .json to write")
-    p.add_argument("--bucket", required=True)
-    p.add_argument("--prefix", default="cosmicai")
-    p.add_argument("--function-name", required=True)
-    p.add_argument("--region", default="", help="empty: boto3's default")
-    p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
-    p.add_argument("--memory-mb", type=int, default=2048, help="the function's memory (checked against it before anything is sent)")
-    p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
-    p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
-    p.add_argument(
-        "--max-attempts",
-        type=int,
-        default=8,
-        help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
-        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})",
-    )
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
-    return p
-
-
-def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
-    """The Lambda settings the invoker's arguments describe."""
-    return LambdaSettings(
-        bucket=a.bucket,
-        prefix=a.prefix,
-        function_name=a.function_name,
-        region=a.region,
-        timeout_s=a.timeout_s,
-        memory_mb=a.memory_mb,
-        architecture=a.architecture,
-        ephemeral_storage_mb=a.ephemeral_storage_mb,
-        max_attempts=a.max_attempts,
-    )
-
-
-def run_args(
-    a: argparse.Namespace,
-    backend: Backend | None = None,
-    s3: Any = None,
-    stage_model: Callable[[Any, str | os.PathLike], tuple[str, str, bool]] | None = None,
-) -> dict:
-    """One partition from the invoker's parsed arguments: the unit the script and the executor plugin both call."""
-    return invoke_partition(
-        partition_read(a.manifest, a.partition),
-        a.checkpoint,
-        a.output,
-        a.sidecar,
-        settings_from_args(a),
-        a.batch_size,
-        a.precision,
-        a.on_invalid,
-        backend=backend,
-        s3=s3,
-        runtime=a.runtime,
-        onnx=a.onnx,
-        stage_model=stage_model,
-    )
-
-
-def report_error(exc: CosmicaiError, out: Any = None) -> None:
-    """The cause on one line, then any remote stack trace."""
-    out = out or sys.stderr
-    print(f"lambda_invoke: error: {exc}", file=out)
-    if isinstance(exc, RemoteError) and exc.stack:
-        print("remote stack trace (most recent call last):", file=out)
-        for line in "\n".join(exc.stack).splitlines():
-            print(f"  {line.rstrip()}", file=out)
-
-
-def summary_line(t: dict) -> str:
-    """One line for a partition done."""
-    lam = t["lambda"]
-    return (
-        f"{t['partition']}: {t['rows']} rows in {t['total_s']:.2f} s; request {lam['request_id']}: "
-        f"duration {lam['duration_ms']:.0f} ms, billed {lam['billed_ms']:.0f} ms, init {lam['init_ms']:.0f} ms, "
-        f"memory {lam['max_memory_mb']:.0f}/{lam['memory_mb']:.0f} MB, attempts {lam['attempts']}, throttles {lam['throttles']}"
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: check the function, infer one partition; one line on success, else the cause and any remote stack."""
-    from cosmicai.aws.preflight import check_function
-
-    a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    settings = settings_from_args(a)
-    try:
-        backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
-        check_function(settings, backend.client)  # before any upload or invocation
-        t = run_args(a, backend=backend)
-    except CosmicaiError as exc:
-        report_error(exc)
-        return 1
-    print(summary_line(t))
-    return 0

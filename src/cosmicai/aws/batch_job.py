@@ -1,0 +1,326 @@
+"""One inference job on Lambda: a batch of partitions (cosmicai.batch), each one invocation.
+
+The job's arguments (`workflow/scripts/lambda_invoke.py`, or the rule's `params.invoker_args` that the
+cosmicai-lambda executor runs on its shared pool) name the manifest, the batch and its partitions, the
+predictions directory and the batch record. The manifest is read once; each partition's reuse key
+(cosmicai.batch.run_key: the source's identity and row range, the model file, the engine and function
+settings) is computed, and a partition whose sidecar carries that key is reused. The others are
+invoked (cosmicai.aws.invoker.invoke_partition) concurrently; the data is checked and staged once
+per batch, the model once per process. When every partition has ended the job writes its record,
+or fails with the first failed partition's cause (the others keep their outputs for the rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, lambda_client
+from cosmicai.aws.invoker import FUNCTION_ERROR_ATTEMPTS, RemoteError, checked_source, invoke_partition
+from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.storage import ensure_model
+from cosmicai.batch import file_identity, finished, part_paths, run_key, write_record
+from cosmicai.data.integrity import PartitionRead, load_manifest, partition_read
+from cosmicai.errors import CosmicaiError
+
+log = logging.getLogger("cosmicai.lambda")
+SCRIPT_THREADS = 16  # invocations in flight for one job run as a script (the dispatcher shares one larger pool)
+
+Submit = Callable[[PartitionRead], concurrent.futures.Future]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of one inference job under backend lambda (a batch of partitions)."""
+    p = argparse.ArgumentParser(
+        prog="lambda_invoke.py", description="Infer a batch of partitions on AWS Lambda (see cosmicai.aws.batch_job)"
+    )
+    p.add_argument("--manifest", required=True, help="partition manifest (cosmicai partition)")
+    p.add_argument("--batch", required=True, help="the batch's name (batch_00003)")
+    p.add_argument("--partitions", required=True, nargs="+", help="its partitions' names in the manifest (part_00024 ...)")
+    p.add_argument("--predictions-dir", required=True, help="where each partition's .parquet and .json (sidecar) go")
+    p.add_argument("--record", required=True, help="the batch record to write when every partition is done")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
+    p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        default="auto",
+        help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)",
+    )
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", default="cosmicai")
+    p.add_argument("--function-name", required=True)
+    p.add_argument("--region", default="", help="empty: boto3's default")
+    p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
+    p.add_argument("--memory-mb", type=int, default=2048, help="the function's memory (checked against it before anything is sent)")
+    p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
+    p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
+        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})",
+    )
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
+    return p
+
+
+def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
+    """The Lambda settings the job's arguments describe."""
+    return LambdaSettings(
+        bucket=a.bucket,
+        prefix=a.prefix,
+        function_name=a.function_name,
+        region=a.region,
+        timeout_s=a.timeout_s,
+        memory_mb=a.memory_mb,
+        architecture=a.architecture,
+        ephemeral_storage_mb=a.ephemeral_storage_mb,
+        max_attempts=a.max_attempts,
+    )
+
+
+class ModelStage:
+    """Hashes and stages each model file once for every partition that uses it (later ones see uploaded=False)."""
+
+    def __init__(self, settings: LambdaSettings) -> None:
+        self.settings = settings
+        self._staged: dict[str, tuple[str, str, bool]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, s3: Any, path: str | os.PathLike) -> tuple[str, str, bool]:
+        key = os.path.abspath(path)
+        with self._lock:
+            if key not in self._staged:
+                self._staged[key] = ensure_model(s3, path, self.settings.bucket, self.settings.model_key)
+                return self._staged[key]
+            model_key, sha, _ = self._staged[key]
+            return model_key, sha, False
+
+
+class BatchJob:
+    """One batch's partitions: what each reads, its reuse key, and its sidecar once done (or reused)."""
+
+    def __init__(self, args: argparse.Namespace, plan: dict | None = None) -> None:
+        self.args = args
+        self.settings = settings_from_args(args)
+        plan = plan or load_manifest(args.manifest)
+        self.reads = [partition_read(args.manifest, name, plan) for name in args.partitions]
+        model = file_identity(args.onnx or args.checkpoint)
+        self.keys = {r.name: self._key(r, model) for r in self.reads}
+        self.sidecars: dict[str, dict | None] = {r.name: finished(args.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
+        self._staged: dict[str, tuple[dict, bool]] = {}
+        self._stage_lock = threading.Lock()
+
+    def _key(self, read: PartitionRead, model: dict | None) -> str:
+        a = self.args
+        return run_key(
+            kind="lambda",
+            source=read.source or {"uri": read.uri, "sha256": read.sha256},
+            start=read.start,
+            stop=read.stop,
+            model=model,
+            runtime=a.runtime,
+            precision=a.precision,
+            on_invalid=a.on_invalid,
+            batch_size=a.batch_size,
+            function_name=a.function_name,
+            memory_mb=a.memory_mb,
+        )
+
+    @property
+    def todo(self) -> list[PartitionRead]:
+        """The partitions to invoke (not reused), in order."""
+        return [r for r in self.reads if self.sidecars[r.name] is None]
+
+    def stage_data(self, read: PartitionRead, s3: Any) -> tuple[dict, bool]:
+        """Check and stage a partition's data once per batch (its partitions share the source; copies are their own)."""
+        ident = read.uri if read.sha256 else repr(sorted((read.source or {"uri": read.uri}).items()))
+        with self._stage_lock:
+            if ident not in self._staged:
+                self._staged[ident] = checked_source(read, self.settings, s3)
+                return self._staged[ident]
+            return self._staged[ident][0], False
+
+    def invoke(self, read: PartitionRead, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
+        """Infer one partition of the batch (its predictions and sidecar written, with its key)."""
+        a = self.args
+        output, sidecar = part_paths(a.predictions_dir, read.name)
+        timings = invoke_partition(
+            read,
+            a.checkpoint,
+            output,
+            sidecar,
+            self.settings,
+            a.batch_size,
+            a.precision,
+            a.on_invalid,
+            backend=backend,
+            s3=s3,
+            runtime=a.runtime,
+            onnx=a.onnx,
+            stage_model=stage_model,
+            stage_data=self.stage_data,
+            key=self.keys[read.name],
+        )
+        self.sidecars[read.name] = timings
+        return timings
+
+    def run_logged(self, read: PartitionRead, out: TextIO, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
+        """`invoke`, with the outcome in the job's log: a summary line, or the cause (naming the partition) and any remote stack."""
+        try:
+            timings = self.invoke(read, backend, s3, stage_model)
+        except CosmicaiError as exc:
+            report_error(exc, out, read.name)
+            raise CosmicaiError(read.name, str(exc)) from exc
+        except Exception as exc:  # an unforeseen failure still fails only its partition, named in the log
+            log.exception("%s: unexpected error", read.name)
+            raise CosmicaiError(read.name, f"{type(exc).__name__}: {exc}") from exc
+        out.write(summary_line(timings) + "\n")
+        return timings
+
+    def write_record(self) -> list[dict]:
+        """The batch record (its partitions' sidecars, in order); all must be done."""
+        timings = [self.sidecars[r.name] for r in self.reads]
+        assert all(t is not None for t in timings)
+        write_record(self.args.record, self.args.batch, timings)  # type: ignore[arg-type]
+        return timings  # type: ignore[return-value]
+
+
+def start_batch(job: BatchJob, submit: Submit, result: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+    """Submit the batch's partitions still to do; the future ends when all of them have ended.
+
+    Its result is the record's list of sidecars (the record written); its exception, the first failed
+    partition's cause in partition order (every partition ends first, so a rerun finds no invocation
+    of the batch still in flight and the finished ones on disk). `result`: a running future to complete
+    instead of a new one.
+    """
+    if result is None:
+        result = concurrent.futures.Future()
+        result.set_running_or_notify_cancel()
+    todo = job.todo
+    failures: dict[str, BaseException] = {}
+    remaining = len(todo)
+    lock = threading.Lock()
+
+    def finish() -> None:
+        if failures:
+            first = next(r.name for r in job.reads if r.name in failures)
+            exc = failures[first]
+            if len(failures) > 1:
+                more = f" (and {len(failures) - 1} more of the batch's partitions failed: see the job's log)"
+                exc = CosmicaiError(first, f"{_problem(exc)}{more}")
+            result.set_exception(exc)
+            return
+        try:
+            result.set_result(job.write_record())
+        except (CosmicaiError, OSError) as exc:
+            result.set_exception(exc)
+
+    def ended(name: str, future: concurrent.futures.Future) -> None:
+        nonlocal remaining
+        with lock:
+            if future.cancelled():
+                failures[name] = CosmicaiError(name, "cancelled")
+            elif future.exception() is not None:
+                failures[name] = future.exception()  # type: ignore[assignment]
+            remaining -= 1
+            last = remaining == 0
+        if last:
+            finish()
+
+    if not todo:
+        finish()
+    for read in todo:
+        try:
+            future = submit(read)
+        except RuntimeError as exc:  # the pool is shutting down
+            future = concurrent.futures.Future()
+            future.set_exception(CosmicaiError(read.name, f"not invoked ({exc})"))
+        future.add_done_callback(lambda f, name=read.name: ended(name, f))
+    return result
+
+
+def _problem(exc: BaseException) -> str:
+    """A failed partition's cause without its name (run_logged's errors name the partition)."""
+    return exc.problem if isinstance(exc, CosmicaiError) else f"{type(exc).__name__}: {exc}"
+
+
+def report_error(exc: CosmicaiError, out: Any = None, partition: str | None = None) -> None:
+    """The cause on one line (naming the partition, when there is one), then any remote stack trace (one write)."""
+    out = out or sys.stderr
+    lines = [f"lambda_invoke: error: {partition + ': ' if partition else ''}{exc}"]
+    if isinstance(exc, RemoteError) and exc.stack:
+        lines.append("remote stack trace (most recent call last):")
+        lines += [f"  {line.rstrip()}" for line in "\n".join(exc.stack).splitlines()]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def summary_line(t: dict) -> str:
+    """One line for a partition done."""
+    lam = t["lambda"]
+    return (
+        f"{t['partition']}: {t['rows']} rows in {t['total_s']:.2f} s; request {lam['request_id']}: "
+        f"duration {lam['duration_ms']:.0f} ms, billed {lam['billed_ms']:.0f} ms, init {lam['init_ms']:.0f} ms, "
+        f"memory {lam['max_memory_mb']:.0f}/{lam['memory_mb']:.0f} MB, attempts {lam['attempts']}, throttles {lam['throttles']}"
+    )
+
+
+def batch_line(job: BatchJob) -> str:
+    """What the job starts with: its partitions, how many are reused."""
+    reused = len(job.reads) - len(job.todo)
+    return f"{job.args.batch}: {len(job.reads)} partition(s), {reused} reused, {len(job.reads) - reused} to invoke"
+
+
+def s3_client(region: str, pool: int = 10) -> Any:
+    """A boto3 S3 client with `pool` connections (one per invocation in flight)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=pool)
+    return boto3.client("s3", region_name=region or None, config=config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: check the function, then infer the batch's partitions with a small thread pool.
+
+    One line per partition done; for a failed one its cause and any remote stack; last, on failure,
+    the first failed partition's cause.
+    """
+    from cosmicai.aws.preflight import check_function
+
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = settings_from_args(a)
+    threads = min(len(a.partitions), SCRIPT_THREADS)
+    try:
+        client = lambda_client(settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S, max_pool_connections=threads)
+        info = check_function(settings, client, cap=threads)  # before any upload or invocation
+        job = BatchJob(a)
+        print(batch_line(job), file=sys.stderr, flush=True)
+        s3, stage_model, gate = s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=info.in_flight, thread_name_prefix="lambda") as pool:
+
+            def submit(read: PartitionRead) -> concurrent.futures.Future:
+                backend = LambdaBackend(settings.function_name, settings.region, client=client, gate=gate)
+                return pool.submit(job.run_logged, read, sys.stderr, backend, s3, stage_model)
+
+            job_done = start_batch(job, submit)
+            exc = job_done.exception()
+        if exc is not None:
+            raise exc
+    except CosmicaiError as exc:
+        report_error(exc)
+        return 1
+    return 0
