@@ -151,18 +151,20 @@ def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: 
     cmd = [
         sys.executable,
         str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
-        "--partition",
-        "part_00000",
         "--manifest",
         str(res / "partitions" / "manifest.json"),
+        "--batch",
+        "batch_00000",
+        "--partitions",
+        "part_00000",
+        "--predictions-dir",
+        str(workdir),
+        "--record",
+        str(workdir / "batches" / "batch_00000.json"),
         "--checkpoint",
         str(res / "model" / "astromae.onnx"),
         "--onnx",
         str(res / "model" / "astromae.onnx"),
-        "--output",
-        str(workdir / "p.parquet"),
-        "--sidecar",
-        str(workdir / "p.json"),
         "--bucket",
         BUCKET,
         "--prefix",
@@ -249,7 +251,8 @@ def test_fault_that_persists_fails_the_job_with_its_cause(
         assert after["throttles"] - before["throttles"] == 6  # 2 invoker attempts x 3 botocore tries
     elif fault != "oom":
         assert after["faults"][fault] - before["faults"][fault] == invocations
-    assert not (tmp_path / "p.parquet").exists() and not (tmp_path / "p.json").exists()
+    assert not (tmp_path / "part_00000.parquet").exists() and not (tmp_path / "part_00000.json").exists()
+    assert not (tmp_path / "batches").exists()
     if fault == "lost_response":  # the function did write its output; only its answer was lost
         stands.client("s3").head_object(Bucket=BUCKET, Key=f"{ROOT}/fail-lost_response/predictions/part_00000.parquet")
 
@@ -274,7 +277,7 @@ def test_s3_unavailable_in_the_function_fails_the_job_with_its_cause(tmp_path: P
     ), line
     assert after["invocations"] - before["invocations"] == 3
     assert s3_after["injected"]["slow_down"] - s3_before["injected"]["slow_down"] == 3 * 2
-    assert not (tmp_path / "p.parquet").exists()
+    assert not (tmp_path / "part_00000.parquet").exists()
 
 
 def test_s3_unavailable_for_the_invoker_fails_the_job_with_its_cause(tmp_path: Path, stands: Stands, reference: Path) -> None:
@@ -311,7 +314,7 @@ def test_dataset_replaced_in_s3_is_caught_by_the_function(tmp_path: Path, stands
     line = _error_line(proc)
     assert f"CosmicaiError: s3://{BUCKET}/{key}: changed since partitioning: HDF5 layout" in line, line
     assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 1  # bad data is final: not retried
-    assert not (tmp_path / "p.parquet").exists()
+    assert not (tmp_path / "part_00000.parquet").exists()
 
 
 def test_key_outside_the_prefix_is_refused(tmp_path: Path, stands: Stands, reference: Path) -> None:
@@ -342,7 +345,7 @@ def test_key_outside_the_prefix_is_refused(tmp_path: Path, stands: Stands, refer
         assert response["FunctionError"] == "Unhandled" and body["errorType"] == "CosmicaiError"
         assert body["errorMessage"] == f"event: '{field}.key': key '{key}' {problem}: refused (COSMICAI_S3_PREFIX='{ROOT}')"
     assert stands.stats(FAULTY)["invocations"] - before["invocations"] == 2
-    assert not (tmp_path / "p.parquet").exists()
+    assert not (tmp_path / "part_00000.parquet").exists()
 
 
 def _report(response: dict[str, Any]) -> dict[str, str]:

@@ -155,14 +155,16 @@ def _invoke(tmp_path: Path, env: dict[str, str], dataset: Path, checkpoint: Path
         str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
         "--manifest",
         str(tmp_path / "manifest.json"),
-        "--partition",
+        "--batch",
+        "batch_00000",
+        "--partitions",
         "part_00000",
+        "--predictions-dir",
+        str(tmp_path / "out"),
+        "--record",
+        str(tmp_path / "out" / "batches" / "batch_00000.json"),
         "--checkpoint",
         str(checkpoint),
-        "--output",
-        str(tmp_path / "p.parquet"),
-        "--sidecar",
-        str(tmp_path / "p.json"),
         "--prefix",
         "errors",
         "--timeout-s",
@@ -181,7 +183,7 @@ def test_wrong_bucket_or_missing_function_is_a_clear_error(
     proc = _invoke(tmp_path, stand.env, tiny_dataset, random_checkpoint, "--bucket", BUCKET, "--function-name", "no-such-function")
     assert proc.returncode == 1
     assert "lambda:no-such-function: function not found in region us-east-1" in proc.stderr.splitlines()[-1]
-    assert not (tmp_path / "p.parquet").exists() and not (tmp_path / "p.json").exists()
+    assert not (tmp_path / "out").exists()
     assert KEY not in proc.stderr and SECRET not in proc.stderr  # credentials never reach logs
 
     config = tiny_config(tiny_dataset, random_checkpoint, "x")
