@@ -7,6 +7,7 @@ model compute) on threads: nothing here needs an awslambdaric process or a model
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -259,6 +260,7 @@ def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp
         (out / f"{names[2]}.json").unlink()  # as a kill before the sidecar (the commit) leaves it
         third, invoked = run()
         assert invoked == 1 and [t["key"] for t in third] == [t["key"] for t in first] and third[:2] == first[:2]
+        assert json.loads(record.read_text())["reused"] == [names[0], names[1], names[3]]
 
         changed, invoked = run("--batch-size", "64")  # another engine setting: another key, nothing reused
         assert invoked == 4 and not {t["key"] for t in changed} & {t["key"] for t in first}

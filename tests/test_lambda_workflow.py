@@ -128,8 +128,9 @@ def test_bad_partition_fails_alone_then_rerun_invokes_only_it(
     proc = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stand.env)
     middle = stand.stats()
     assert proc.returncode != 0
-    log = (tmp_path / "logs" / "infer_partition" / "part_00001.log").read_text()
+    log = (tmp_path / "logs" / "infer_batch" / "batch_00000.log").read_text()  # one job: the 4 partitions
     first = next(line for line in log.splitlines() if line.startswith("lambda_invoke: error:"))
+    assert first.startswith("lambda_invoke: error: part_00001: ")  # the batch's failed partition, named
     assert f"s3://{BUCKET}/bad/partitions/part_00001.h5: 1 row(s) with NaN or Inf" in first
     assert "Lambda function cosmicai-infer failed: CosmicaiError" in first
     assert "remote stack trace" in log and "infer.py" in log

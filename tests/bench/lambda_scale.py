@@ -2,13 +2,16 @@
 stand-ins' scale mode (deploy/lambda/standin-scale.yaml: the real handler without the model compute).
 
     make bench-lambda-scale            # 2,000 partitions; or: python tests/bench/lambda_scale.py --partitions 500
+    python tests/bench/lambda_scale.py --partitions-per-job 16 --drop-metadata --output results/bench/k16.json
 
 Measures peak invocations in flight (the stand-in's busiest moment), sustained invocations per second
 (partitions / span of the inference jobs, from their timing sidecars; and the rate at which invocations
 began in the function, which the function's hold does not dilute), peak memory of Snakemake and every
-process it starts (the process tree's RSS, sampled every 0.2 s), the stand-in's own peak RSS, and rows
-lost (dataset rows missing from the merged predictions). Partitioning and the ONNX export run first in
-a separate, unmeasured Snakemake run. Prints the table row and writes JSON.
+process it starts (the process tree's RSS, sampled every 0.2 s), the stand-in's own peak RSS, rows
+lost (dataset rows missing from the merged predictions), and where the CPU went: Snakemake with every
+process it started, the Lambda stand-in and the S3 server, in seconds and per invocation, with the
+load average at the start and end (the stand-ins share this machine's cores). Partitioning and the
+ONNX export run first in a separate, unmeasured Snakemake run. Prints the table row and writes JSON.
 """
 
 from __future__ import annotations
@@ -92,10 +95,10 @@ def make_inputs(work: Path, partitions: int, rows_per_partition: int) -> tuple[P
     return dataset, checkpoint, mb
 
 
-def snakemake(work: Path, env: dict[str, str], *targets: str) -> subprocess.Popen:
+def snakemake(work: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
     cmd = [
         "snakemake",
-        *targets,
+        *args,
         "-s",
         str(REPO / "workflow" / "Snakefile"),
         "--profile",
@@ -107,12 +110,32 @@ def snakemake(work: Path, env: dict[str, str], *targets: str) -> subprocess.Pope
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=(work / "snakemake.log").open("ab"), stderr=subprocess.STDOUT)
 
 
+def cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds a live process has used (user + system)."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, float]:
+    """Wait for the run; its CPU seconds with every descendant it waited for (wait4's rusage), and the stand-in's peak RSS."""
+    standin_peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(run.pid, os.WNOHANG)
+        if pid:
+            run.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime, standin_peak
+        standin_peak = max(standin_peak, standin.memory_info().rss / 2**20)
+        time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--partitions", type=int, default=2000)
     p.add_argument("--rows-per-partition", type=int, default=5)
     p.add_argument("--workdir", type=Path, default=REPO / "results" / "bench" / "lambda_scale")
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
+    p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
+    p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
     a = p.parse_args(argv)
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -152,20 +175,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"preparation failed: see {work / 'snakemake.log'}", file=sys.stderr)
             return 1
         standin = psutil.Process(int((work / "aws" / "lambda.pid").read_text()))
-        t = time.perf_counter()
-        run = snakemake(work, env)
-        sampler, standin_peak = TreeSampler(run.pid), 0.0
-        while run.poll() is None:
-            standin_peak = max(standin_peak, standin.memory_info().rss / 2**20)
-            time.sleep(0.2)
+        rclone = psutil.Process(int((work / "aws" / "s3.pid").read_text()))
+        extra = ["--config", f"inference={{partitions_per_job: {a.partitions_per_job}}}"] if a.partitions_per_job else []
+        extra += ["--drop-metadata"] if a.drop_metadata else []
+        cpu_before = {"standin": cpu_s(standin), "s3": cpu_s(rclone)}
+        load_before, t = os.getloadavg()[0], time.perf_counter()
+        run = snakemake(work, env, *extra)
+        sampler = TreeSampler(run.pid)
+        run_cpu, standin_peak = wait_tree(run, standin)
         sampler.stop()
         wall = time.perf_counter() - t
+        cpu = {"snakemake_tree": run_cpu, "standin": cpu_s(standin) - cpu_before["standin"], "s3": cpu_s(rclone) - cpu_before["s3"]}
+        load_after = os.getloadavg()[0]
         stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{lambda_port}/_standin/stats").read())["functions"]["cosmicai-infer"]
     finally:
         subprocess.run(["bash", script, "stop"], env=env, stdout=subprocess.DEVNULL)
     if run.returncode:
         print(f"workflow failed ({run.returncode}): see {work / 'snakemake.log'}", file=sys.stderr)
         return 1
+    config_k = yaml.safe_load((REPO / "config" / "lambda.yaml").read_text())["inference"]["partitions_per_job"]
+    k = a.partitions_per_job or config_k
     sidecars = [json.loads(f.read_text()) for f in (work / "results" / "predictions").glob("part_*.json")]
     span = max(s["ended_at"] for s in sidecars) - min(s["started_at"] for s in sidecars)
     starts = sorted(s["remote_started_at"] for s in sidecars)  # when each invocation began in the function
@@ -173,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     rows_out = pq.read_metadata(work / "results" / "predictions.parquet").num_rows
     result = {
         "partitions": a.partitions,
+        "partitions_per_job": k,
+        "inference_jobs": -(-a.partitions // k),
+        "drop_metadata": a.drop_metadata,
         "rows": rows_in,
         "invocations": stats["invocations"],
         "peak_in_flight": stats["peak_concurrency"],
@@ -185,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "peak_processes": sampler.peak_processes,
         "peak_rss_standin_mb": round(standin_peak),
         "rows_lost": rows_in - rows_out,
+        "cpu_s": {name: round(v, 1) for name, v in cpu.items()},  # the workflow run's span: Snakemake's tree, the stand-ins
+        "cpu_ms_per_invocation": {name: round(v / a.partitions * 1000, 1) for name, v in cpu.items()},
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(result, indent=2) + "\n")

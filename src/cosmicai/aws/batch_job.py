@@ -26,7 +26,7 @@ from cosmicai.aws.invoker import FUNCTION_ERROR_ATTEMPTS, RemoteError, checked_s
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import ensure_model
 from cosmicai.batch import file_identity, finished, part_paths, run_key, write_record
-from cosmicai.data.integrity import PartitionRead, load_manifest, partition_read
+from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
 from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
@@ -114,10 +114,11 @@ class BatchJob:
         self.args = args
         self.settings = settings_from_args(args)
         plan = plan or load_manifest(args.manifest)
-        self.reads = [partition_read(args.manifest, name, plan) for name in args.partitions]
+        self.reads = partition_reads(args.manifest, args.partitions, plan)
         model = file_identity(args.onnx or args.checkpoint)
         self.keys = {r.name: self._key(r, model) for r in self.reads}
         self.sidecars: dict[str, dict | None] = {r.name: finished(args.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
+        self.reused = [name for name, timings in self.sidecars.items() if timings is not None]  # by an earlier attempt
         self._staged: dict[str, tuple[dict, bool]] = {}
         self._stage_lock = threading.Lock()
 
@@ -192,7 +193,7 @@ class BatchJob:
         """The batch record (its partitions' sidecars, in order); all must be done."""
         timings = [self.sidecars[r.name] for r in self.reads]
         assert all(t is not None for t in timings)
-        write_record(self.args.record, self.args.batch, timings)  # type: ignore[arg-type]
+        write_record(self.args.record, self.args.batch, timings, self.reused)  # type: ignore[arg-type]
         return timings  # type: ignore[return-value]
 
 
@@ -278,8 +279,7 @@ def summary_line(t: dict) -> str:
 
 def batch_line(job: BatchJob) -> str:
     """What the job starts with: its partitions, how many are reused."""
-    reused = len(job.reads) - len(job.todo)
-    return f"{job.args.batch}: {len(job.reads)} partition(s), {reused} reused, {len(job.reads) - reused} to invoke"
+    return f"{job.args.batch}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
 
 
 def s3_client(region: str, pool: int = 10) -> Any:
