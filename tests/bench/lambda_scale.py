@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,6 +129,13 @@ def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, fl
         time.sleep(0.2)
 
 
+def clean(work: Path) -> None:
+    """Remove what an earlier run left (its outputs, logs and S3 objects; not the partitions or the model), so every partition is invoked."""
+    for path in [*(work / "results").glob("*"), work / "logs", work / "aws"]:
+        if path.name not in ("partitions", "model"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--partitions", type=int, default=2000)
@@ -167,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    clean(work)
     script = str(REPO / "scripts" / "local-aws.sh")
     subprocess.run(["bash", script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
