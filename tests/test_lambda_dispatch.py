@@ -121,7 +121,9 @@ def test_the_invoker_checks_the_function_before_any_upload(
     part = tmp_path / "part_00000.h5"
     part.write_bytes(b"never read")
     lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
-    argv = _batch_args(tmp_path / "never-read.json", tmp_path / "out", "batch_00000", ["part_00000"], part, **{k: str(v) for k, v in lam.items()})
+    argv = _batch_args(
+        tmp_path / "never-read.json", tmp_path / "out", "batch_00000", ["part_00000"], part, **{k: str(v) for k, v in lam.items()}
+    )
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"lambda_invoke: error: {line}")
