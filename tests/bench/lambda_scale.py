@@ -73,16 +73,25 @@ class TreeSampler:
         self._thread.join()
 
 
-def make_inputs(work: Path, partitions: int, rows_per_partition: int) -> tuple[Path, Path, float]:
-    """A synthetic dataset of exactly `partitions` partitions, a random checkpoint, and the partition_mb for them."""
+def make_inputs(work: Path, partitions: int, rows_per_partition: int, layout: str = "contiguous") -> tuple[Path, Path, float]:
+    """A synthetic dataset of exactly `partitions` partitions, a random checkpoint, and the partition_mb for them.
+
+    layout: `synth` keeps what `cosmicai synth` writes (256-row, 5 MiB chunks: a 5-row partition's read
+    fetches whole chunks); `contiguous` is what `cosmicai rechunk` gives such small partitions (the
+    README's advice), so a function reads about its own rows.
+    """
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.data.partition import partition_count
+    from cosmicai.data.rechunk import rechunk
     from cosmicai.data.synth import synthesize
 
     rows = partitions * rows_per_partition
-    dataset, checkpoint = work / "data.h5", work / "random.safetensors"
+    synth, checkpoint = work / "data-synth.h5", work / "random.safetensors"
+    dataset = synth if layout == "synth" else work / f"data-{layout}.h5"
+    if not synth.exists():
+        synthesize(synth, rows, seed=11, size=32)
     if not dataset.exists():
-        synthesize(dataset, rows, seed=11, size=32)
+        rechunk(synth, dataset, layout=layout)
     if not checkpoint.exists():
         import torch
 
@@ -144,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
     p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
     p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
+    p.add_argument(
+        "--layout", choices=("contiguous", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)"
+    )
     a = p.parse_args(argv)
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition)
+    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=mb)
     config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name="cosmicai-infer", timeout_s=300, memory_mb=2048)
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "partitions_per_job": k,
         "inference_jobs": -(-a.partitions // k),
         "drop_metadata": a.drop_metadata,
+        "layout": a.layout,
         "rows": rows_in,
         "invocations": stats["invocations"],
         "peak_in_flight": stats["peak_concurrency"],

@@ -25,6 +25,7 @@ only during the call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -159,14 +160,17 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
     work = root / "work" / request_id
     uri, version_id = ev.source["uri"], ev.source.get("version_id")
     reads_before = dict(S3RangeFile.totals)
+    stack = contextlib.ExitStack()
     try:
         t = time.perf_counter()
-        verify(ev.source)  # refuse a source that changed since partitioning
+        # Refuse a source that changed since partitioning; the file opened for its layout stays open for the
+        # rows (each open of an S3 dataset costs requests, and CPU under h5py's lock).
+        opened = verify(ev.source, keep=stack)
         verify_s = time.perf_counter() - t
         engine, model_load_s = (load_engine or _load_engine)(ev, root)
         predictions = work / "predictions.parquet"
         timings = infer_partition(
-            uri,
+            opened or uri,
             engine,
             predictions,
             None,
@@ -196,6 +200,7 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
             peak_rss_mb=peak_rss_mb(),
         )
     finally:
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
     summary = {
         "request_id": request_id,

@@ -17,6 +17,7 @@ every copied partition in full). An S3 object's ETag changes with any rewrite of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -62,8 +63,28 @@ def normalize(uri: str | os.PathLike) -> str:
     return str(uri) if is_s3(uri) else str(Path(uri).absolute())
 
 
-def open_h5(uri: str | os.PathLike, version_id: str | None = None, s3: Any = None) -> h5py.File:
-    """Open a dataset read-only; raise CosmicaiError naming it when it is missing or not HDF5."""
+class Opened:
+    """A dataset already open, passed where a path goes: reads through it reuse the one open file.
+
+    Over S3 every open of an HDF5 file costs metadata requests and, in h5py, CPU under its global
+    lock; a reader that checks, inspects and streams one dataset opens it once. `str()` is its URI.
+    """
+
+    def __init__(self, uri: str | os.PathLike, file: h5py.File) -> None:
+        self.uri, self.file = str(uri), file
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __fspath__(self) -> str:
+        return self.uri
+
+
+def open_h5(uri: str | os.PathLike | Opened, version_id: str | None = None, s3: Any = None) -> Any:
+    """Open a dataset read-only (a context manager yielding the h5py.File); raise CosmicaiError naming it when it
+    is missing or not HDF5. An `Opened` dataset is yielded as it is, and left open."""
+    if isinstance(uri, Opened):
+        return contextlib.nullcontext(uri.file)
     if is_s3(uri):
         from cosmicai.data.s3io import S3RangeFile, parse_s3_uri  # botocore: the lambda extra, only for S3
 
@@ -140,8 +161,12 @@ def verify_s3_head(recorded: dict, s3: Any = None) -> None:
     _refuse_changed(recorded["uri"], recorded, head(s3 or s3_client(), bucket, key), [("size", "size"), ("etag", "ETag")])
 
 
-def verify(recorded: dict, s3: Any = None) -> None:
-    """Refuse (one line naming the file and what changed) a source that differs from its recorded identity."""
+def verify(recorded: dict, s3: Any = None, keep: contextlib.ExitStack | None = None) -> Opened | None:
+    """Refuse (one line naming the file and what changed) a source that differs from its recorded identity.
+
+    With `keep`, the file opened to check its layout stays open in that stack and is returned (`Opened`),
+    for the caller's reads of it; otherwise it is closed (and None returned).
+    """
     uri = recorded["uri"]
     if is_s3(uri):
         verify_s3_head(recorded, s3)
@@ -151,9 +176,12 @@ def verify(recorded: dict, s3: Any = None) -> None:
         st = os.stat(uri)
         _refuse_changed(uri, recorded, {"size": st.st_size, "mtime": st.st_mtime}, [("size", "size"), ("mtime", "mtime")])
     if not recorded.get("meta_sha256"):
-        return  # a copied partition staged for Lambda: its sha256 was checked before upload, its ETag here
-    with open_h5(uri, recorded.get("version_id"), s3) as f:
+        return None  # a copied partition staged for Lambda: its sha256 was checked before upload, its ETag here
+    local = contextlib.ExitStack()
+    f = (keep or local).enter_context(open_h5(uri, recorded.get("version_id"), s3))
+    with local:
         if meta_sha256(f) != recorded["meta_sha256"]:
             raise CosmicaiError(uri, "changed since partitioning: HDF5 layout (dataset shapes, types or offsets) differs; re-partition")
     if not is_s3(uri) and sample_sha256(uri, recorded["size"]) != recorded["sample_sha256"]:
         raise CosmicaiError(uri, "changed since partitioning: sampled content hash differs (same size and mtime); re-partition")
+    return Opened(uri, f) if keep is not None else None
