@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
     p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
     p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
-    p.add_argument(
-        "--layout", choices=("contiguous", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)"
-    )
+    p.add_argument("--layout", choices=("contiguous", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)")
     a = p.parse_args(argv)
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
