@@ -352,7 +352,9 @@ def test_bad_partition_fails_once_without_a_doubled_retry(slurm: None, bad_confi
     log_shown = next(t for t, ln in lines if ln.strip().startswith("Logfile logs/infer_batch/batch_00000.log"))
     assert log_shown < 180, f"reported after {log_shown:.0f} s"
     # the cause, from the job's log: the file, the partition of the batch, the row
-    assert re.search(r"bad\.h5: partition part_00001 \(rows 50-100\): 1 row\(s\) with NaN or Inf in images or magnitudes, first at row 60", text)
+    assert re.search(
+        r"bad\.h5: partition part_00001 \(rows 50-100\): 1 row\(s\) with NaN or Inf in images or magnitudes, first at row 60", text
+    )
     record = json.loads((tmp_path / "results" / "failures" / "batch_00000.json").read_text())
     assert record["retryable"] is False and "NaN" in record["error"] and record["partitions"] == PARTS
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
