@@ -30,11 +30,15 @@ MIB = 1 << 20
 
 def sparse_dataset(path: str, n_rows: int, size: int = 32) -> None:
     """A valid dataset of n_rows whose data chunks are never written (reads give zeros; the file stays tiny)."""
+
+    def rows(chunk: int) -> int:  # a chunk may not be longer than the dataset
+        return min(chunk, n_rows)
+
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("images", (n_rows, len(BANDS), size, size), np.float32, chunks=(256, len(BANDS), size, size))
-        f.create_dataset("magnitudes", (n_rows, len(BANDS)), np.float32, chunks=(65536, len(BANDS)))
-        f.create_dataset("object_id", (n_rows,), np.int64, chunks=(1 << 20,))
-        f.create_dataset("redshift", (n_rows,), np.float32, chunks=(1 << 20,))
+        f.create_dataset("images", (n_rows, len(BANDS), size, size), np.float32, chunks=(rows(256), len(BANDS), size, size))
+        f.create_dataset("magnitudes", (n_rows, len(BANDS)), np.float32, chunks=(rows(65536), len(BANDS)))
+        f.create_dataset("object_id", (n_rows,), np.int64, chunks=(rows(1 << 20),))
+        f.create_dataset("redshift", (n_rows,), np.float32, chunks=(rows(1 << 20),))
 
 
 def repeat_dataset(source: str, output: str, n_rows: int, layout: str = "chunked", chunk_rows: int = 256) -> None:
