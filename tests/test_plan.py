@@ -229,7 +229,7 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     block = proc.stdout[proc.stdout.index(BLOCK) :].split("\n  (cosmicai plan")[0]
     assert f"{BLOCK} ({profile})" in block
     # the Slurm profiles group partitions (config/slurm*.yaml: 16 and 512 per job): one job for these 4
-    jobs = "1 inference jobs" if profile.startswith("slurm") else "4 inference jobs"
+    jobs = {"slurm": "1 inference jobs", "slurm-gpu": "1 inference jobs", "local": "4 inference jobs", "lambda": "4 invocations"}[profile]
     assert "4 partitions of 1.5 MiB (75 rows each)" in block and jobs in block
     assert re.search(r"inference wall time [\d.]+ s \(\d+ wave", block) and "cost $" in block and "calibration  " in block
     ran = re.search(r"infer_batch\s+(\d+)\n", proc.stdout)  # Snakemake's own job list is still there

@@ -95,7 +95,7 @@ def format_dry_run(plan: Plan, backend: str, recommendation: str = "") -> str:
         f"cosmicai plan for this run ({backend}) " + "-" * 40,
         f"  data         {s.rows:,} rows, {human_size(s.data_bytes)}: {plan.partitions:,} partitions of "
         f"{s.partition_mb:g} MiB ({plan.rows_per_partition:,} rows each)",
-        f"  jobs         {plan.jobs:,} inference jobs{per_job}, {plan.concurrency:,} at once",
+        f"  jobs         {plan.jobs:,} {'invocations' if backend == 'lambda' else 'inference jobs'}{per_job}, {plan.concurrency:,} at once",
         f"  estimate     inference wall time {human_time(plan.wall_s)} ({plan.waves:,} wave(s)); cost ${plan.cost_usd:.4f} ({plan.usage()})",
         f"  flags        {flags}",
         f"  calibration  {plan.calibration['label']}",
