@@ -22,10 +22,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosmicai.atomic import write_json
 from cosmicai.errors import CosmicaiError
+
+if TYPE_CHECKING:
+    from cosmicai.data.integrity import PartitionRead
 
 BATCH_DIR = "batches"
 # partitions_per_job: auto puts this many inference jobs in the workflow at most (Snakemake spends
@@ -74,6 +77,13 @@ def run_key(**fields: Any) -> str:
     """A short digest of what produces a partition's predictions (JSON-serialisable fields)."""
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def partition_key(kind: str, read: PartitionRead, model: dict | None, **settings: Any) -> str:
+    """A partition's reuse key: where it ran (`kind`), its data (source identity or copy, row range), the model file's
+    identity (`file_identity`) and the settings that shape its predictions."""
+    source = read.source or {"uri": read.uri, "sha256": read.sha256}
+    return run_key(kind=kind, source=source, start=read.start, stop=read.stop, model=model, **settings)
 
 
 def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | None:

@@ -14,24 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cosmicai.atomic import write_json
-from cosmicai.batch import file_identity, finished, part_paths, run_key, write_record
+from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.dataset import Batch, inspect, iter_batches
-from cosmicai.data.integrity import PartitionRead, check, load_manifest, partition_reads
+from cosmicai.data.integrity import PartitionRead, check, partition_reads
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import infer_partition, prefetch
-
-
-def local_key(read: PartitionRead, model: str | os.PathLike, engine: dict) -> str:
-    """What produces a partition's predictions on this machine: its data, the model file and the engine settings."""
-    return run_key(
-        kind="local",
-        source=read.source or {"uri": read.uri, "sha256": read.sha256},
-        start=read.start,
-        stop=read.stop,
-        model=file_identity(model),
-        **engine,
-    )
 
 
 def _stream(read: PartitionRead, batch_size: int) -> Iterator[tuple[Batch, float]]:
@@ -58,10 +46,12 @@ def run_batch(
 
     Returns every partition's timings and the names of those reused from an earlier attempt.
     """
-    reads = partition_reads(manifest, names, load_manifest(manifest))
+    reads = partition_reads(manifest, names)
+    model = file_identity(onnx or checkpoint)
     settings = {"device": device, "precision": precision, "runtime": runtime, "on_invalid": on_invalid, "compile": compile}
-    keys = {r.name: local_key(r, onnx or checkpoint, settings) for r in reads}
+    keys = {r.name: partition_key("local", r, model, **settings) for r in reads}
     done = {r.name: finished(predictions_dir, r.name, keys[r.name]) for r in reads}
+    reused = [name for name, timings in done.items() if timings is not None]  # finished by an earlier attempt
     todo = [r for r in reads if done[r.name] is None]
     for source in {id(r.source): r.source for r in todo if r.source}.values():
         check(PartitionRead("", source["uri"], 0, 0, source=source))  # a changed source is refused before the model loads
@@ -96,7 +86,6 @@ def run_batch(
             timings.update(key=keys[read.name], batch=batch)
             write_json(sidecar, timings)  # last: commits the partition
             done[read.name] = timings
-    reused = [r.name for r in reads if r not in todo]
     Path(record).parent.mkdir(parents=True, exist_ok=True)
     write_record(record, batch, [done[r.name] for r in reads], reused)
     return [done[r.name] for r in reads], reused

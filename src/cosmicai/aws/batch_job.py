@@ -3,7 +3,7 @@
 The job's arguments (`workflow/scripts/lambda_invoke.py`, or the rule's `params.invoker_args` that the
 cosmicai-lambda executor runs on its shared pool) name the manifest, the batch and its partitions, the
 predictions directory and the batch record. The manifest is read once; each partition's reuse key
-(cosmicai.batch.run_key: the source's identity and row range, the model file, the engine and function
+(cosmicai.batch.partition_key: the source's identity and row range, the model file, the engine and function
 settings) is computed, and a partition whose sidecar carries that key is reused. The others are
 invoked (cosmicai.aws.invoker.invoke_partition) concurrently; the data is checked and staged once
 per batch, the model once per process. When every partition has ended the job writes its record,
@@ -25,7 +25,7 @@ from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, Th
 from cosmicai.aws.invoker import FUNCTION_ERROR_ATTEMPTS, RemoteError, checked_source, invoke_partition
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import ensure_model
-from cosmicai.batch import file_identity, finished, part_paths, run_key, write_record
+from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
 from cosmicai.errors import CosmicaiError
 
@@ -124,12 +124,10 @@ class BatchJob:
 
     def _key(self, read: PartitionRead, model: dict | None) -> str:
         a = self.args
-        return run_key(
-            kind="lambda",
-            source=read.source or {"uri": read.uri, "sha256": read.sha256},
-            start=read.start,
-            stop=read.stop,
-            model=model,
+        return partition_key(
+            "lambda",
+            read,
+            model,
             runtime=a.runtime,
             precision=a.precision,
             on_invalid=a.on_invalid,

@@ -212,7 +212,7 @@ def invoke_partition(
     A source that changed since partitioning is refused before anything is sent (`checked_source`).
     The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
     `stage_model(s3, path)` and `stage_data(read, s3)` stage the model and the data (a batch passes
-    ones that check and upload once for all its partitions). `key` (cosmicai.batch.run_key) goes into
+    ones that check and upload once for all its partitions). `key` (cosmicai.batch.partition_key) goes into
     the sidecar, which is written last: its presence commits the partition.
     """
     started, t0 = time.time(), time.perf_counter()

@@ -36,22 +36,7 @@ def _infer_batch(a: argparse.Namespace) -> None:
         raise CosmicaiError(
             "cosmicai infer", "--partitions needs --manifest, --batch, --predictions-dir and --record (and no dataset file or --partition)"
         )
-    runs, reused = run_batch(
-        a.manifest,
-        a.batch,
-        a.partitions,
-        a.predictions_dir,
-        a.record,
-        a.checkpoint,
-        a.batch_size,
-        a.device,
-        a.precision,
-        a.on_invalid,
-        a.compile,
-        a.threads,
-        runtime=a.runtime,
-        onnx=a.onnx,
-    )
+    runs, reused = run_batch(a.manifest, a.batch, a.partitions, a.predictions_dir, a.record, **_engine(a))
     if a.failure_record:
         Path(a.failure_record).unlink(missing_ok=True)
     for t in runs:
@@ -67,21 +52,13 @@ def _infer_one(a: argparse.Namespace) -> dict:
     if not a.output:
         raise CosmicaiError("cosmicai infer", "--output is needed for one partition or dataset file")
     target = partition_read(a.manifest, a.partition) if a.manifest else a.data
-    return run_infer(
-        target,
-        a.checkpoint,
-        a.output,
-        a.sidecar,
-        a.batch_size,
-        a.device,
-        a.precision,
-        a.on_invalid,
-        a.compile,
-        a.threads,
-        sha256=a.sha256,
-        runtime=a.runtime,
-        onnx=a.onnx,
-    )
+    return run_infer(target, output=a.output, sidecar=a.sidecar, sha256=a.sha256, **_engine(a))
+
+
+def _engine(a: argparse.Namespace) -> dict:
+    """The engine options, as run_infer and run_batch both take them."""
+    keys = ("checkpoint", "batch_size", "device", "precision", "on_invalid", "compile", "threads", "runtime", "onnx")
+    return {k: getattr(a, k) for k in keys}
 
 
 def _engine_args(s: argparse.ArgumentParser) -> None:
