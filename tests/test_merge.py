@@ -66,6 +66,57 @@ def test_overlapping_ranges_refused(tmp_path: Path, partitioned: tuple[Path, Pat
     parts, preds, plan = partitioned
     plan["partitions"][1]["start"] -= 1  # one row in two partitions
     (parts / "manifest.json").write_text(json.dumps(plan))
-    with pytest.raises(CosmicaiError, match="do not cover the dataset's rows exactly once"):
+    with pytest.raises(CosmicaiError, match="do not cover the source's rows exactly once"):
         merge_predictions(parts / "manifest.json", preds, tmp_path / "all.parquet")
     assert not (tmp_path / "all.parquet").exists()
+
+
+def _cut_short(plan: dict) -> None:
+    plan["partitions"][-1]["stop"] -= 40  # the last range and every count edited to agree: only the source disagrees
+    plan["partitions"][-1]["rows"] -= 40
+    plan["rows"] -= 40
+
+
+def _extended(plan: dict) -> None:
+    plan["partitions"][-1]["stop"] += 10
+    plan["partitions"][-1]["rows"] += 10
+    plan["rows"] += 10
+
+
+def _reordered(plan: dict) -> None:
+    parts = plan["partitions"]
+    parts[0], parts[1] = parts[1], parts[0]
+
+
+@pytest.mark.parametrize("edit", [_cut_short, _extended, _reordered], ids=["cut-short", "extended", "reordered"])
+def test_manifest_checked_against_the_source(edit, tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    import json
+
+    from helpers.cli import run_cli
+
+    parts, preds, plan = partitioned
+    edit(plan)
+    (parts / "manifest.json").write_text(json.dumps(plan))
+    if edit is _cut_short:  # the jobs predict what the manifest says, so every partition's predictions agree with it
+        _fake_predictions(Path(plan["source"]["uri"]), preds, plan)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_cli("merge", "--manifest", parts / "manifest.json", "--predictions-dir", preds, "--output", out / "all.parquet")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "do not cover the source's rows exactly once" in lines[0], proc.stderr
+    assert str(parts / "manifest.json") in lines[0] and "has 300" in lines[0]
+    assert not any(out.iterdir())
+
+
+def test_rows_lost_counted_against_the_source(tmp_path: Path, partitioned: tuple[Path, Path, dict]) -> None:
+    import json
+
+    from cosmicai.reporting.summary import row_accounting
+
+    parts, preds, plan = partitioned
+    _cut_short(plan)
+    (parts / "manifest.json").write_text(json.dumps(plan))
+    _fake_predictions(Path(plan["source"]["uri"]), preds, plan)
+    acc = row_accounting(parts / "manifest.json", preds)
+    assert (acc["rows_in"], acc["manifest_rows"], acc["rows_out"], acc["rows_lost"]) == (300, 260, 260, 40)

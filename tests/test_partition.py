@@ -28,10 +28,27 @@ def test_row_bytes_is_model_input_size() -> None:
 
 def test_small_dataset_is_one_partition_and_bad_size_refused() -> None:
     assert partition_count(10, 100) == 1
-    assert partition_count(0, 100) == 1
-    for bad in (0, -5):
+    for bad in (0, -5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="partition_mb must be > 0"):
             partition_count(100, bad)
+    with pytest.raises(ValueError, match="the dataset has no rows"):
+        partition_count(0, 100)
+
+
+@pytest.mark.parametrize("mb", [1e-9, 0.01, ROW_BYTES / 2**20 * 0.999])
+def test_partition_smaller_than_a_row_refused(mb: float) -> None:
+    with pytest.raises(ValueError, match=f"partition_mb {mb} is smaller than one row"):
+        partition_count(3000, mb)
+
+
+@pytest.mark.parametrize("n_rows", [1, 2, 3, 299, 300, 3000])
+@pytest.mark.parametrize("rows_per_mb", [1, 1.5, 2, 51.1])
+def test_never_more_partitions_than_rows_none_empty(n_rows: int, rows_per_mb: float) -> None:
+    """At sizes of one row and up (one row is ROW_BYTES, about 0.02 MiB), every partition holds at least one row."""
+    mb = rows_per_mb * ROW_BYTES / 2**20
+    n = partition_count(n_rows, mb)
+    assert 1 <= n <= n_rows
+    assert all(stop > start for start, stop in partition_ranges(n_rows, n))
 
 
 def test_ranges_cover_all_rows_evenly() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        if exc.filename not in (None, str(tmp)):
+            raise
+        # A failed write names no file (ENOSPC from write(), pyarrow, h5py): name the output it was for, in one line.
+        text = str(exc)
+        problem = "No space left on device" if exc.errno == errno.ENOSPC or "No space left on device" in text else None
+        problem = problem or exc.strerror or (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise OSError(exc.errno, f"cannot write it: {problem}", str(final)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import queue
@@ -28,33 +29,73 @@ OnInvalid = Literal["fail", "flag"]
 BITS_PER_SAMPLE = 32 * (len(BANDS) * IMAGE_SIZE * IMAGE_SIZE + len(BANDS))
 
 
-def prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[tuple[Batch, float]]:
-    """Start reading batches in a background thread now (HDF5 reads overlap compute); iterate (batch, wait_s)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+class Prefetch:
+    """Batches read in a background thread (HDF5 reads overlap compute); iterate (batch, wait_s); `close` stops and joins it.
 
-    def reader() -> None:
+    The reader must be joined before the process exits: a thread left inside h5py holds its global lock,
+    and the interpreter's exit then waits on it forever (a failed partition's job hung after its error).
+    """
+
+    def __init__(self, batches: Iterator[Batch], depth: int = 2) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(batches,), daemon=True)
+        self._thread.start()
+
+    def _read(self, batches: Iterator[Batch]) -> None:
         try:
             for b in batches:
-                q.put(b)
-            q.put(done)
+                if not self._put(b):
+                    return
+            self._put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
+            self._put(exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # in this thread, which iterated it: closes its HDF5 file
 
-    threading.Thread(target=reader, daemon=True).start()
-    return _drain(q, done)
+    def _put(self, item: object) -> bool:
+        """Queue `item` unless closed meanwhile (a full queue is retried, so `close` is seen within 50 ms)."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[tuple[Batch, float]]:
+        while True:
+            t = time.perf_counter()
+            item = self._q.get()
+            wait = time.perf_counter() - t
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item, wait
+
+    def close(self) -> None:
+        """Stop reading and wait for the reader to leave h5py (at most the read of one batch)."""
+        self._stop.set()
+        self._thread.join()
+        while not self._q.empty():  # batches read ahead and never used: free them now
+            self._q.get_nowait()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _drain(q: queue.Queue, done: object) -> Iterator[tuple[Batch, float]]:
-    while True:
-        t = time.perf_counter()
-        item = q.get()
-        wait = time.perf_counter() - t
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item, wait
+_DONE = object()
+
+
+def prefetch(batches: Iterator[Batch], depth: int = 2) -> Prefetch:
+    """Start reading batches in a background thread now; iterate (batch, wait_s); close (or use as a context) when done."""
+    return Prefetch(batches, depth)
 
 
 def infer_partition(
@@ -89,25 +130,28 @@ def infer_partition(
     read_s = compute_s = 0.0
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress_bar(n, name) if show else None
-    for batch, wait in batches if batches is not None else prefetch(iter_batches(partition, batch_size, start, stop, version_id)):
-        read_s += wait
-        rows = slice(batch.start - start, batch.start - start + len(batch))
-        ok = np.isfinite(batch.images).all(axis=(1, 2, 3)) & np.isfinite(batch.magnitudes).all(axis=1)
-        valid[rows] = ok
-        ids[rows] = batch.object_id
-        mag_r[rows] = batch.magnitudes[:, BANDS.index("r")]
-        if z_spec is not None:
-            z_spec[rows] = batch.redshift
-        if not valid[: rows.stop].all() and on_invalid == "fail":
-            continue  # keep scanning only to report the full count of bad rows
-        images, mags = batch.images, batch.magnitudes
-        if not ok.all():
-            images, mags = np.where(ok[:, None, None, None], images, 0), np.where(ok[:, None], mags, 0)
-        t = time.perf_counter()
-        z_pred[rows] = engine.predict(images, mags)
-        compute_s += time.perf_counter() - t
-        if bar is not None:
-            bar.update(len(batch))
+    with contextlib.ExitStack() as stack:  # a reader this call starts is joined however the loop ends
+        if batches is None:
+            batches = stack.enter_context(prefetch(iter_batches(partition, batch_size, start, stop, version_id)))
+        for batch, wait in batches:
+            read_s += wait
+            rows = slice(batch.start - start, batch.start - start + len(batch))
+            ok = np.isfinite(batch.images).all(axis=(1, 2, 3)) & np.isfinite(batch.magnitudes).all(axis=1)
+            valid[rows] = ok
+            ids[rows] = batch.object_id
+            mag_r[rows] = batch.magnitudes[:, BANDS.index("r")]
+            if z_spec is not None:
+                z_spec[rows] = batch.redshift
+            if not valid[: rows.stop].all() and on_invalid == "fail":
+                continue  # keep scanning only to report the full count of bad rows
+            images, mags = batch.images, batch.magnitudes
+            if not ok.all():
+                images, mags = np.where(ok[:, None, None, None], images, 0), np.where(ok[:, None], mags, 0)
+            t = time.perf_counter()
+            z_pred[rows] = engine.predict(images, mags)
+            compute_s += time.perf_counter() - t
+            if bar is not None:
+                bar.update(len(batch))
     if bar is not None:
         bar.close()
     bad = np.flatnonzero(~valid)

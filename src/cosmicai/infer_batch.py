@@ -8,21 +8,21 @@ infers only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from cosmicai.atomic import write_json
 from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
-from cosmicai.data.dataset import Batch, inspect, iter_batches
+from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.data.integrity import PartitionRead, check, partition_reads
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
-from cosmicai.infer import infer_partition, prefetch
+from cosmicai.infer import Prefetch, infer_partition, prefetch
 
 
-def _stream(read: PartitionRead, batch_size: int) -> Iterator[tuple[Batch, float]]:
+def _stream(read: PartitionRead, batch_size: int) -> Prefetch:
     return prefetch(iter_batches(read.uri, batch_size, read.start, read.stop, read.version_id))
 
 
@@ -61,31 +61,36 @@ def run_batch(
         engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
         load_s = time.perf_counter() - t
         upcoming = None
-        for i, read in enumerate(todo):
-            if read.sha256:
-                check(read)  # a copied partition: its own file's sha256, read just before it is used
-            stream = upcoming or _stream(read, batch_size)
-            upcoming = _stream(todo[i + 1], batch_size) if i + 1 < len(todo) and not todo[i + 1].sha256 else None
-            predictions, sidecar = part_paths(predictions_dir, read.name)
-            try:
-                timings = infer_partition(
-                    read.uri,
-                    engine,
-                    predictions,
-                    None,
-                    batch_size,
-                    on_invalid,  # type: ignore[arg-type]
-                    model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
-                    batches=stream,
-                    rows=(read.start, read.stop),
-                    name=read.name,
-                    version_id=read.version_id,
-                )
-            except CosmicaiError as exc:  # which partition of the batch, besides the file and the row
-                raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
-            timings.update(key=keys[read.name], batch=batch)
-            write_json(sidecar, timings)  # last: commits the partition
-            done[read.name] = timings
+        with contextlib.ExitStack() as readers:  # every reader started is stopped and joined, however the batch ends
+            for i, read in enumerate(todo):
+                if read.sha256:
+                    check(read)  # a copied partition: its own file's sha256, read just before it is used
+                stream = upcoming or readers.enter_context(_stream(read, batch_size))
+                upcoming = None
+                if i + 1 < len(todo) and not todo[i + 1].sha256:
+                    upcoming = readers.enter_context(_stream(todo[i + 1], batch_size))
+                predictions, sidecar = part_paths(predictions_dir, read.name)
+                try:
+                    timings = infer_partition(
+                        read.uri,
+                        engine,
+                        predictions,
+                        None,
+                        batch_size,
+                        on_invalid,  # type: ignore[arg-type]
+                        model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
+                        batches=stream,
+                        rows=(read.start, read.stop),
+                        name=read.name,
+                        version_id=read.version_id,
+                    )
+                except CosmicaiError as exc:  # which partition of the batch, besides the file and the row
+                    raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
+                finally:
+                    stream.close()  # done with: its reader stops now, not at the end of the batch
+                timings.update(key=keys[read.name], batch=batch)
+                write_json(sidecar, timings)  # last: commits the partition
+                done[read.name] = timings
     Path(record).parent.mkdir(parents=True, exist_ok=True)
     write_record(record, batch, [done[r.name] for r in reads], reused)
     return [done[r.name] for r in reads], reused

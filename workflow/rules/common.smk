@@ -1,6 +1,8 @@
 # Config validation, the partition plan (computed when the DAG is built), input and resource functions.
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,21 +13,19 @@ from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.batch import batch_count, batch_index, batch_name, per_job, record_path
-from cosmicai.config import config_error
+from cosmicai.config import coerce_config, config_error, load_schema
+from cosmicai import runlock
 
-# Nested values given with --config (inference={partitions_per_job: 64}) arrive as text: Snakemake
-# parses them with YAML's BaseLoader.
-if str(config.get("inference", {}).get("partitions_per_job", "")).isdigit():
-    config["inference"]["partitions_per_job"] = int(
-        config["inference"]["partitions_per_job"]
-    )
-
+# Values given with --config arrive as text (nested ones always: Snakemake reads them with YAML's
+# BaseLoader): the schema's types are applied first, at every depth, then the config is validated.
+SCHEMA = f"{workflow.basedir}/schemas/config.schema.yaml"
 try:
-    validate(config, "../schemas/config.schema.yaml")
-except WorkflowError as exc:
-    raise WorkflowError(
-        config_error(config, f"{workflow.basedir}/schemas/config.schema.yaml")
-    ) from None
+    config.update(coerce_config(config, load_schema(SCHEMA)))
+    validate(config, SCHEMA)
+except CosmicaiError as exc:
+    raise WorkflowError(str(exc)) from None
+except WorkflowError:
+    raise WorkflowError(config_error(config, SCHEMA)) from None
 
 # Where workflow/envs/cosmicai.yaml installs the package from under --sdm conda (pip expands it).
 os.environ.setdefault("COSMICAI_SRC", os.path.dirname(workflow.basedir))
@@ -87,7 +87,11 @@ def dataset_rows() -> int:
 
 
 N_ROWS = dataset_rows()
-N_PARTS = partition_count(N_ROWS, config["partition_mb"])
+try:
+    N_PARTS = partition_count(N_ROWS, config["partition_mb"])
+except ValueError as exc:
+    where = "invalid config: partition_mb" if N_ROWS else f"dataset {DATASET}"
+    raise WorkflowError(f"{where}: {exc}") from None
 PARTS = [partition_name(i) for i in range(N_PARTS)]
 ROWS_PER_PART = -(-N_ROWS // N_PARTS)
 
@@ -123,12 +127,20 @@ def final_outputs() -> list[str]:
 
 
 def engine_options(input, threads: int) -> str:
-    """The engine's command-line options of `cosmicai infer`."""
-    onnx = f" --onnx {input.onnx}" if input.onnx else ""
-    return (
-        f"--checkpoint {input.checkpoint} --device {INF['device']} --precision {INF['precision']} --runtime {RUNTIME}"
-        f" --threads {threads}{' --compile' if INF['compile'] else ''}{onnx}"
+    """The engine's command-line options of `cosmicai infer`, each quoted for the shell (paths come from the config)."""
+    args = [
+        "--checkpoint",
+        input.checkpoint,
+        "--device",
+        INF["device"],
+        "--precision",
+        INF["precision"],
+    ]
+    args += ["--runtime", RUNTIME, "--threads", threads] + (
+        ["--compile"] if INF["compile"] else []
     )
+    args += ["--onnx", input.onnx] if input.onnx else []
+    return shlex.join(str(a) for a in args)
 
 
 def failure_record(batch: str) -> str:
@@ -235,3 +247,13 @@ def lambda_invoker_args(wildcards, input, output) -> list[str]:
     for key in LAMBDA_ARGS:
         args += [f"--{key.replace('_', '-')}", lam[key]]
     return [str(a) for a in args]
+
+
+def lock_results() -> None:
+    """Take the results folder's lock for this run (one run per results folder; cosmicai.runlock)."""
+    try:
+        note = runlock.acquire(R)
+    except CosmicaiError as exc:
+        raise WorkflowError(str(exc)) from None
+    if note:
+        print(note, file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ rule synth_demo:
         seed=config["demo"]["seed"],
         size=config["demo"]["image_size"],
     shell:
-        "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
+        "cosmicai synth {output:q} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
 
 rule synth_training_set:
@@ -47,7 +47,7 @@ rule synth_training_set:
         seed=config["train"]["seed"],
         size=config["demo"]["image_size"],
     shell:
-        "cosmicai synth {output} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
+        "cosmicai synth {output:q} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
 
 
 rule train_demo_model:
@@ -67,7 +67,7 @@ rule train_demo_model:
     params:
         t=config["train"],
     shell:
-        "cosmicai -v train {input} --output {output} --epochs {params.t[epochs]} --batch-size {params.t[batch_size]}"
+        "cosmicai -v train {input:q} --output {output:q} --epochs {params.t[epochs]} --batch-size {params.t[batch_size]}"
         " --lr {params.t[lr]} --seed {params.t[seed]} --max-minutes {params.t[max_minutes]} > {log} 2>&1"
 
 
@@ -84,7 +84,7 @@ rule export_onnx:
         mem_mb=3000,  # torch and the traced graph
         runtime=15,
     shell:
-        "cosmicai export-onnx {input} --output {output} > {log} 2>&1"
+        "cosmicai export-onnx {input:q} --output {output:q} > {log} 2>&1"
 
 
 rule partition_dataset:
@@ -103,6 +103,6 @@ rule partition_dataset:
     params:
         dataset=DATASET,
         mb=config["partition_mb"],
-        copy_files=f"--copy --outdir {R}/partitions" if COPY else "",
+        copy_files=["--copy", "--outdir", f"{R}/partitions"] if COPY else [],
     shell:
-        "cosmicai partition {params.dataset} --partition-mb {params.mb} --manifest {output.manifest} {params.copy_files} > {log} 2>&1"
+        "cosmicai partition {params.dataset:q} --partition-mb {params.mb} --manifest {output.manifest:q} {params.copy_files:q} > {log} 2>&1"

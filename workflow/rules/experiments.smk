@@ -38,5 +38,5 @@ rule run_experiments:
         snakefile=f"{workflow.basedir}/Snakefile",
         profiles=f"{workflow.basedir}/../profiles",
     shell:
-        "cosmicai experiments {input.grid} --outdir {params.outdir} --config-json {params.config:q}"
-        " --snakefile {params.snakefile} --profiles {params.profiles} > {log} 2>&1"
+        "cosmicai experiments {input.grid:q} --outdir {params.outdir:q} --config-json {params.config:q}"
+        " --snakefile {params.snakefile:q} --profiles {params.profiles:q} > {log} 2>&1"

@@ -28,7 +28,7 @@ rule infer_batch:
         runtime=infer_runtime_min,
         cpus_per_task=lambda wc, threads: threads,
     params:
-        partitions=lambda wc: " ".join(batch_parts(wc.batch)),
+        partitions=lambda wc: batch_parts(wc.batch),
         pred_dir=lambda wc, output: Path(output.record).parent.parent,  # predictions/, beside batches/
         batch_size=INF["batch_size"],
         on_invalid=INF["on_invalid"],
@@ -44,9 +44,9 @@ rule infer_batch:
         ),
     shell:
         (
-            "python {params.invoker} {params.invoker_args:q} > {log} 2>&1"
+            "python {params.invoker:q} {params.invoker_args:q} > {log} 2>&1"
             if config["backend"] == "lambda"
-            else "cosmicai infer --manifest {input.manifest} --batch {wildcards.batch} --partitions {params.partitions}"
-            " --predictions-dir {params.pred_dir} --record {output.record} --batch-size {params.batch_size}"
-            " --on-invalid {params.on_invalid} --failure-record {params.failed} {params.engine} > {log} 2>&1"
+            else "cosmicai infer --manifest {input.manifest:q} --batch {wildcards.batch} --partitions {params.partitions:q}"
+            " --predictions-dir {params.pred_dir:q} --record {output.record:q} --batch-size {params.batch_size}"
+            " --on-invalid {params.on_invalid} --failure-record {params.failed:q} {params.engine} > {log} 2>&1"
         )

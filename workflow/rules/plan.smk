@@ -63,8 +63,8 @@ if workflow.is_main_process:
     print(plan_block(), flush=True)
 
 
-onstart:
-    # A run (not a dry-run: Snakemake skips onstart there) under the lambda backend needs a bucket.
+def check_run_settings() -> None:
+    """A run (not a dry-run: Snakemake skips `onstart`, which calls this, there) under the lambda backend needs a bucket."""
     if config["backend"] == "lambda" and not config["lambda"]["bucket"]:
         raise WorkflowError(
             "config: lambda.bucket is required to run on Lambda (a dry-run needs none): --config 'lambda={bucket: my-bucket}'"
@@ -86,7 +86,7 @@ rule write_plan_context:
     params:
         context=json.dumps(PLAN_CONTEXT, sort_keys=True),
     shell:
-        "printf '%s\\n' {params.context:q} > {output} 2> {log}"
+        "printf '%s\\n' {params.context:q} > {output:q} 2> {log}"
 
 
 rule calibrate_run:
@@ -101,7 +101,7 @@ rule calibrate_run:
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai calibrate --sidecars {input.timings} --run-summary {input.run} --output {output} > {log} 2>&1"
+        "cosmicai calibrate --sidecars {input.timings:q} --run-summary {input.run:q} --output {output:q} > {log} 2>&1"
 
 
 rule plot_plan:
@@ -121,8 +121,8 @@ rule plot_plan:
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai plan --compare --context {input.context} --calibration {input.calibration}"
-        " --plot {output} --run-summary {input.run} --cost-summary {input.cost} > {log} 2>&1"
+        "cosmicai plan --compare --context {input.context:q} --calibration {input.calibration:q}"
+        " --plot {output:q} --run-summary {input.run:q} --cost-summary {input.cost:q} > {log} 2>&1"
 
 
 rule report_tables:
@@ -158,5 +158,5 @@ rule report_tables:
     params:
         outdir=lambda wc, output: os.path.dirname(output.metrics),
     shell:
-        "cosmicai report-tables --metrics {input.metrics} --run-summary {input.run} --cost-summary {input.cost}"
-        " --outdir {params.outdir} > {log} 2>&1"
+        "cosmicai report-tables --metrics {input.metrics:q} --run-summary {input.run:q} --cost-summary {input.cost:q}"
+        " --outdir {params.outdir:q} > {log} 2>&1"

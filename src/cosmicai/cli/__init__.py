@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except OSError as exc:
-        print(f"cosmicai {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cosmicai {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,8 +1,7 @@
-"""Merge per-partition predictions into one table, checking every input row is accounted for exactly once."""
+"""Merge per-partition predictions into one table, checking every row of the source is accounted for exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -11,38 +10,63 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cosmicai.atomic import atomic_path
-from cosmicai.data.dataset import read_ids
-from cosmicai.data.integrity import load_manifest, partition_read
+from cosmicai.data.integrity import load_manifest
+from cosmicai.data.partition import partition_name
 from cosmicai.data.predictions import read_predictions
-from cosmicai.data.source import open_h5
+from cosmicai.data.source import open_h5, verify
 from cosmicai.errors import CosmicaiError
 
 
-def merge_predictions(manifest: str | os.PathLike, predictions_dir: str | os.PathLike, output: str | os.PathLike) -> int:
-    """Concatenate part_*.parquet in manifest order; fail naming the partition whose rows or ids differ from its input's."""
-    plan = load_manifest(manifest)
+def source_rows(plan: dict) -> int:
+    """The row count of the manifest's source, read from the source itself (HDF5 metadata), not from the manifest."""
+    source = plan["source"]
+    with open_h5(source["uri"], source.get("version_id")) as f:
+        if "object_id" not in f:
+            raise CosmicaiError(source["uri"], "missing dataset 'object_id' (the partition manifest names it as the source)")
+        return int(f["object_id"].shape[0])
+
+
+def check_coverage(manifest: str | os.PathLike, plan: dict, n_source: int) -> None:
+    """Refuse a manifest whose row ranges, in order, are not [0, n) of the source exactly once (cut short, extended, reordered)."""
     ranges = [(e["start"], e["stop"]) for e in plan["partitions"]]
-    if ranges and (ranges[0][0] != 0 or ranges[-1][1] != plan["rows"] or any(a[1] != b[0] for a, b in zip(ranges, ranges[1:]))):
-        raise CosmicaiError(manifest, "partition row ranges do not cover the dataset's rows exactly once")
+    covered = sum(stop - start for start, stop in ranges)
+    contiguous = bool(ranges) and ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    if not contiguous or ranges[-1][1] != n_source or plan["rows"] != n_source:
+        span = f"{ranges[0][0]}-{ranges[-1][1]}" if ranges else "none"
+        raise CosmicaiError(
+            manifest,
+            f"partition row ranges do not cover the source's rows exactly once: {covered} rows ({span}"
+            f"{'' if contiguous else ', with gaps, overlaps or out of order'}; the manifest says {plan['rows']}) "
+            f"but the source {plan['source']['uri']} has {n_source}; re-partition",
+        )
+    for i, e in enumerate(plan["partitions"]):
+        if e["name"] != partition_name(i) or e["rows"] != e["stop"] - e["start"] or e["rows"] < 1:
+            raise CosmicaiError(
+                manifest, f"partition #{i} ({e['name']}): not {partition_name(i)} with rows = stop - start > 0; re-partition"
+            )
+
+
+def merge_predictions(manifest: str | os.PathLike, predictions_dir: str | os.PathLike, output: str | os.PathLike) -> int:
+    """Concatenate part_*.parquet in manifest order, checking the manifest against the source's own rows and ids;
+    fail naming the partition whose rows or ids differ from the source's."""
+    plan = load_manifest(manifest)
+    verify(plan["source"])  # the source partitioned is the one read now
     tables = []
-    with contextlib.ExitStack() as stack:
-        source = None if plan.get("copy") else stack.enter_context(open_h5(plan["source"]["uri"], plan["source"].get("version_id")))
+    with open_h5(plan["source"]["uri"], plan["source"].get("version_id")) as source:
+        check_coverage(manifest, plan, int(source["object_id"].shape[0]))
         for entry in plan["partitions"]:
             pred_path = Path(predictions_dir) / f"{entry['name']}.parquet"
             table = read_predictions(pred_path)
             if table.num_rows != entry["rows"]:
                 raise CosmicaiError(pred_path, f"partition {entry['name']} has {table.num_rows} predictions, expected {entry['rows']} rows")
-            if source is None:  # a copied partition: its own file
-                read = partition_read(manifest, entry["name"], plan)
-                expected_ids = read_ids(read.uri, read.start, read.stop)
-            else:  # one open source for all ranges (over S3, every open costs metadata reads)
-                expected_ids = source["object_id"][entry["start"] : entry["stop"]]
+            # one open source for all ranges (over S3, every open costs metadata reads); a copied partition came from it too
+            expected_ids = source["object_id"][entry["start"] : entry["stop"]]
             if not np.array_equal(table.column("object_id").to_numpy(), expected_ids):
-                raise CosmicaiError(pred_path, f"partition {entry['name']}: object_ids differ from the input partition's")
+                raise CosmicaiError(
+                    pred_path, f"partition {entry['name']}: object_ids differ from the source's rows {entry['start']}-{entry['stop']}"
+                )
             tables.append(table)
-    merged = pa.concat_tables(tables) if tables else pa.table({})
-    if merged.num_rows != plan["rows"]:
-        raise CosmicaiError(output, f"merged {merged.num_rows} rows but the dataset has {plan['rows']}")
+    merged = pa.concat_tables(tables)
     with atomic_path(output) as tmp:
         pq.write_table(merged, tmp)
     return merged.num_rows

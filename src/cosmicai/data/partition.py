@@ -36,8 +36,18 @@ def partitions_for_bytes(total_bytes: float, partition_mb: float) -> int:
 
 
 def partition_count(n_rows: int, partition_mb: float) -> int:
-    """Number of partitions for n_rows model-ready rows at partition_mb MiB each."""
-    return partitions_for_bytes(n_rows * ROW_BYTES, partition_mb)
+    """Number of partitions for n_rows model-ready rows at partition_mb MiB each: never more than the rows, none empty.
+
+    A partition smaller than one row is refused (ValueError): it would make partitions of no rows (and, for
+    a size like 1e-9, more partitions than memory holds).
+    """
+    if not (math.isfinite(partition_mb) and partition_mb > 0):
+        raise ValueError(f"partition_mb must be > 0 and finite, got {partition_mb}")
+    if partition_mb * MIB < ROW_BYTES:
+        raise ValueError(f"partition_mb {partition_mb} is smaller than one row ({ROW_BYTES / MIB:.6f} MiB, {ROW_BYTES} bytes)")
+    if n_rows < 1:
+        raise ValueError("the dataset has no rows")
+    return min(n_rows, partitions_for_bytes(n_rows * ROW_BYTES, partition_mb))
 
 
 def partition_ranges(n_rows: int, n_parts: int) -> list[tuple[int, int]]:

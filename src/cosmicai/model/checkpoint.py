@@ -18,7 +18,7 @@ def checkpoint_filter_fn(state_dict: dict, model: torch.nn.Module) -> dict[str, 
     for key in ("model", "state_dict", "model_state_dict"):
         if key in state_dict and isinstance(state_dict[key], dict):
             state_dict = state_dict[key]
-    if state_dict and all(k.startswith("module.") for k in state_dict):
+    if state_dict and all(isinstance(k, str) and k.startswith("module.") for k in state_dict):
         state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
     return state_dict
 
@@ -42,13 +42,18 @@ def _read_state_dict(path: Path) -> dict:
     return obj
 
 
+def _shape(value: object) -> str:
+    """A value's shape as the error shows it: a tensor's dimensions, else what it is instead (a state_dict may hold anything)."""
+    return str(tuple(value.shape)) if torch.is_tensor(value) else f"(a {type(value).__name__}, not a tensor)"
+
+
 def check_state_dict(state_dict: dict, model: torch.nn.Module, path: object) -> None:
     """Raise CosmicaiError listing missing, unexpected and mis-shaped keys, if any."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+    unexpected = [str(k) for k in state_dict if k not in expected]
     misshaped = [
-        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        f"{k} {_shape(state_dict[k])} != {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state_dict and (not torch.is_tensor(state_dict[k]) or state_dict[k].shape != v.shape)
     ]

@@ -51,18 +51,23 @@ def run_summary(runs: list[dict], backend: str) -> dict:
 
 
 def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLike) -> dict:
-    """Rows in (from the partition manifest) and rows out (from each partition's predictions file)."""
+    """Rows in (the source's own row count, read from the source) and rows out (each partition's predictions file);
+    per partition, rows in as the manifest gives them, so a manifest that lost rows shows as rows lost."""
     import pyarrow.parquet as pq
 
+    from cosmicai.data.merge import source_rows
+
+    plan = json.loads(Path(manifest).read_text())
     per = []
-    for entry in json.loads(Path(manifest).read_text())["partitions"]:
+    for entry in plan["partitions"]:
         pred = Path(predictions_dir) / f"{entry['name']}.parquet"
         per.append(
             {"partition": entry["name"], "rows_in": entry["rows"], "rows_out": pq.read_metadata(pred).num_rows if pred.exists() else 0}
         )
-    rows_in, rows_out = sum(p["rows_in"] for p in per), sum(p["rows_out"] for p in per)
+    rows_in, rows_out = source_rows(plan), sum(p["rows_out"] for p in per)
     return {
         "rows_in": rows_in,
+        "manifest_rows": sum(p["rows_in"] for p in per),
         "rows_out": rows_out,
         "rows_lost": rows_in - rows_out,
         "partitions_mismatched": [p["partition"] for p in per if p["rows_in"] != p["rows_out"]],
