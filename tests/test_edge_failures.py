@@ -33,4 +33,4 @@ def test_state_dict_with_a_non_tensor_value(value: object, tmp_path: Path, tiny_
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("infer", tiny_dataset, "--checkpoint", checkpoint, "--runtime", "torch", "--output", out / "p.parquet")
-    assert_clean_failure(proc, checkpoint, f"mis-shaped keys: {key} (a {type(value).__name__}, not a tensor)", out)
+    assert_clean_failure(proc, checkpoint, f"mis-shaped keys: {key} ({type(value).__name__}, not a tensor)", out)

@@ -44,7 +44,7 @@ def _read_state_dict(path: Path) -> dict:
 
 def _shape(value: object) -> str:
     """A value's shape as the error shows it: a tensor's dimensions, else what it is instead (a state_dict may hold anything)."""
-    return str(tuple(value.shape)) if torch.is_tensor(value) else f"(a {type(value).__name__}, not a tensor)"
+    return str(tuple(value.shape)) if torch.is_tensor(value) else f"({type(value).__name__}, not a tensor)"
 
 
 def check_state_dict(state_dict: dict, model: torch.nn.Module, path: object) -> None:
