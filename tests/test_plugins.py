@@ -7,6 +7,7 @@ The upstream Slurm plugin's own suite against cosmicai-slurm is tests/test_slurm
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ from types import SimpleNamespace
 import pytest
 import snakemake.common.tests
 import tomllib
+import yaml
 from helpers.cli import REPO, env_with_venv
 from helpers.slurm import require_slurm
+from helpers.workflow import tiny_config
 from snakemake_executor_plugin_slurm import ExecutorSettings as UpstreamSettings
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
@@ -142,3 +145,44 @@ def test_snakemake_starts_in_a_workflow_install_without_boto3(tmp_path: Path) ->
     assert slurm.returncode == 0, slurm.stderr
     version = run(str(venv / "bin" / "snakemake"), "--version")
     assert version.returncode == 0 and version.stdout.strip()[:1].isdigit(), version.stdout + version.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+class TestCosmicaiLambdaWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
+    """Snakemake's executor test base on cosmicai-lambda and the stand-ins. The plugin runs only the workflow's
+    Lambda batch jobs (every other rule is local), so its test case is this workflow on the tiny dataset, not
+    the base's shell-rule cases; Snakemake's group jobs do not apply to it."""
+
+    __test__ = True
+
+    @pytest.fixture(autouse=True)
+    def _stand_ins(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        stand = request.getfixturevalue("stand")
+        for key, value in stand.env.items():  # the plugin's boto3 clients live in this process
+            if key.startswith("AWS_") or key == "PATH":
+                monkeypatch.setenv(key, value)
+        for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(key, raising=False)
+        self.config = tiny_config(request.getfixturevalue("tiny_dataset"), request.getfixturevalue("random_checkpoint"), "base")
+        self.config.update(backend="lambda")
+        self.config["inference"]["partitions_per_job"] = 2
+
+    def get_executor(self) -> str:
+        return "cosmicai-lambda"
+
+    def get_executor_settings(self) -> ExecutorSettingsBase | None:
+        return None
+
+    def _copy_test_files(self, test_path: Path, tmp_path: Path) -> None:
+        """This workflow at tmp_path (the base runs tmp_path/Snakefile), its config beside it."""
+        shutil.copytree(REPO / "workflow", tmp_path)
+        shutil.copytree(REPO / "config", tmp_path.parent / "config", dirs_exist_ok=True)
+        (tmp_path.parent / "config" / "config.yaml").write_text(yaml.safe_dump(self.config))
+
+    def test_simple_workflow(self, tmp_path: Path) -> None:
+        self.run_workflow("simple", tmp_path)
+        assert (tmp_path / "simple" / "results" / "predictions.parquet").exists()
+
+    def test_group_workflow(self, tmp_path: Path) -> None:
+        pytest.skip("cosmicai-lambda runs one kind of job, the Lambda batch job; it does not run group jobs")
