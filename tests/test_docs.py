@@ -74,8 +74,8 @@ def params() -> list:
     reads the workflow: ~3 s alone, ~10 s on the shared machine), so `make test` tries each profile once."""
     seen, out = set(), []
     for page, argv in COMMANDS:
-        key = (argv[0], profile_of(argv)) if argv[0] == "snakemake" else None
-        marks = [pytest.mark.slow] if key in seen else []
+        key = profile_of(argv) if argv[0] == "snakemake" else None
+        marks = [pytest.mark.slow] if key is not None and key in seen else []
         seen.add(key)
         out.append(pytest.param(page, argv, marks=marks, id=f"{page}:{shlex.join(argv)[:70]}"))
     return out

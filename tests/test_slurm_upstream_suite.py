@@ -22,10 +22,18 @@ from helpers.slurm import require_slurm
 
 UPSTREAM = "snakemake-executor-plugin-slurm"
 CONFTEST = """
+import pytest
 import snakemake_executor_plugin_slurm as upstream
 import snakemake_executor_plugin_cosmicai_slurm as cosmicai_slurm
 
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
 upstream.Executor = cosmicai_slurm.Executor  # the `slurm` executor the suite runs is now cosmicai-slurm's
+
+
+@pytest.fixture(autouse=True)
+def _runs_cosmicai_slurm():
+    assert ExecutorPluginRegistry().get_plugin("slurm").executor is cosmicai_slurm.Executor
 """
 
 
@@ -46,7 +54,7 @@ def upstream_tests(dest: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)  # 213 tests, ~20 Slurm workflows: 32 min on the shared 2-core machine
 def test_upstream_slurm_suite_passes_against_cosmicai_slurm(tmp_path: Path) -> None:
     require_slurm()
     tests = upstream_tests(tmp_path / "upstream")
@@ -57,7 +65,7 @@ def test_upstream_slurm_suite_passes_against_cosmicai_slurm(tmp_path: Path) -> N
         capture_output=True,
         text=True,
         env=env_with_venv(),
-        timeout=1700,
+        timeout=3500,
         check=False,
     )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
