@@ -103,7 +103,8 @@ class Executor(SlurmExecutor):
         msg = one_line(msg)
         if msg and job_info.job.is_group():
             self.logger.error(f"{job_info.job.groupid}: {msg}")  # GroupJob.log_error logs its jobs, not msg
-        super().report_job_error(job_info, msg=msg, **kwargs)
+        # Snakemake appends its own sentence ('For further error details ...') right after the message
+        super().report_job_error(job_info, msg=f"{msg} " if msg else msg, **kwargs)
 
     async def _sacct_cancelled(self, job_ids: list[str]) -> dict[str, str]:
         """The cancelled jobs among `job_ids` (none when sacct cannot answer: the slurm plugin's poll follows)."""
