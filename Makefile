@@ -4,7 +4,7 @@ PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 # torch/torchvision: the pair that installs and imports together on x86_64 here. This is the one place
-# the pins live (README, Set-up); on aarch64: make setup TORCH_PINS="torch==2.9.1 torchvision==0.24.1".
+# the pins live (docs/getting-started.md); on aarch64: make setup TORCH_PINS="torch==2.9.1 torchvision==0.24.1".
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup demo test test-all lint fmt bench bench-scaling bench-lambda-scale bench-gpu clean
@@ -32,7 +32,7 @@ test: setup
 test-all: setup
 	pytest -q
 
-# Check mode (CI): ruff, ruff format --check, snakefmt --check, snakemake --lint, copy-paste and import cycles.
+# Check mode (CI): ruff, ruff format --check, snakefmt --check, snakemake --lint, copy-paste and import cycles, the docs site (mkdocs build --strict).
 lint: setup
 	bash scripts/lint.sh
 
@@ -48,11 +48,11 @@ bench: setup
 bench-scaling: setup
 	cosmicai bench --scaling --output results/bench/scaling.json
 
-# 2,000 partitions through profiles/lambda on the stand-ins' scale mode (deploy/lambda/standin-scale.yaml); README, "AWS Lambda".
+# 2,000 partitions through profiles/lambda on the stand-ins' scale mode (deploy/lambda/standin-scale.yaml); figures in docs/performance.md.
 bench-lambda-scale: setup
 	python tests/bench/lambda_scale.py --partitions 2000 --output results/bench/lambda_scale.json
 
-# On a CUDA machine: GPU engines vs the CAI method, then the local profile on 12.6 GiB (README, "Performance").
+# On a CUDA machine: GPU engines vs the CAI method, then the local profile on 12.6 GiB (docs/performance.md).
 bench-gpu: setup
 	cosmicai bench --gpu --output results/bench/gpu.json
 

@@ -7,6 +7,8 @@
 #   snakemake --lint                   Snakemake's own lints, none unexplained (ALLOWED_SNAKEMAKE_LINTS)
 #   pylint duplicate-code, cyclic-import  no copied blocks and no import cycles in src/ (function-level
 #                                      imports count: a cycle through a lazy import is still a cycle)
+#   docs-config.py --check             the configuration reference (docs/configuration.md) matches the schema
+#   mkdocs build --strict              the docs site builds: every link, anchor and page in the nav
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -66,6 +68,16 @@ step "snakefmt --check" snakefmt --check workflow/Snakefile workflow/rules
 step "snakemake --lint" snakemake_lint
 mapfile -t PACKAGES < <(find src -mindepth 2 -maxdepth 2 -name __init__.py -printf '%h\n' | sort)  # cosmicai and the executor plugin
 step "pylint duplicate-code, cyclic-import (src)" pylint --disable=all --enable=duplicate-code,cyclic-import --score=n "${PACKAGES[@]}"
+step "docs-config.py --check" python scripts/docs-config.py --check
+docs_site() {  # into a temporary folder: the check leaves no site/ behind
+    local dir rc
+    dir=$(mktemp -d)
+    NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$dir"
+    rc=$?
+    rm -rf "$dir"
+    return $rc
+}
+step "mkdocs build --strict" docs_site
 
 if ((${#failed[@]})); then
     printf 'lint: FAILED: %s\n' "${failed[@]}"

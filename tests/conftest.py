@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cli import BIN, REPO, env_with_venv, run_cli  # noqa: F401 (re-exported for modules that still import them from here)
 from helpers.stands import Stands, cosmicai_function, running_stands
 
 from cosmicai.data.synth import synthesize

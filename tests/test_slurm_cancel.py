@@ -61,3 +61,40 @@ def test_scancelled_job_fails_the_run(tmp_path: Path) -> None:
     assert re.search(rf"SLURM job '{job_id}' was cancelled, SLURM status is: 'CANCELLED by \d+'", out), out[-3000:]
     assert not (tmp_path / "done.txt").exists()
     print(f"\nscancel of job {job_id}: the run failed {seconds:.1f} s later")
+
+
+ARRAY_SNAKEFILE = """
+rule all:
+    input: expand("done_{i}.txt", i=[1, 2])
+rule sleepy:
+    output: "done_{i}.txt"
+    resources: slurm_partition="debug", runtime=5, mem_mb=100
+    shell: "touch started_{wildcards.i}.txt; sleep 300; touch {output}"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_scancelled_array_job_fails_the_run(tmp_path: Path) -> None:
+    """Array tasks are tracked as <jobid>_<task>: a cancelled array is found by its tasks' ids, not waited on."""
+    require_slurm()
+    (tmp_path / "Snakefile").write_text(ARRAY_SNAKEFILE)
+    cmd = ["snakemake", "--executor", "cosmicai-slurm", "--jobs", "2", "--retries", "0", "--default-resources", "slurm_account=",
+           "--cosmicai-slurm-array-jobs", "sleepy", "--cosmicai-slurm-init-seconds-before-status-checks", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_with_venv())
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("started_*.txt")):  # a task runs on the node
+            assert time.monotonic() < deadline and proc.poll() is None, "no array task started"
+            time.sleep(0.2)
+        queued = subprocess.run(["squeue", "-h", "-o", "%F|%Z"], capture_output=True, text=True, check=True, timeout=30).stdout
+        (array_id,) = {line.split("|")[0] for line in queued.splitlines() if line.split("|")[1] == str(tmp_path)}
+        subprocess.run(["scancel", array_id], check=True, timeout=30)
+        out, _ = proc.communicate(timeout=120)  # without the array check, the run waits for its tasks forever
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out[-3000:]
+    assert re.search(rf"SLURM job '{array_id}_\d+' was cancelled, SLURM status is: 'CANCELLED", out), out[-3000:]
+    assert not list(tmp_path.glob("done_*.txt"))

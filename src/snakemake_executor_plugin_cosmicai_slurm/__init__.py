@@ -8,12 +8,16 @@ with scancel (by the user, an administrator or a preemption policy) counts as st
 Snakemake waits for it forever, even after Ctrl-C ("Will exit after finishing currently running jobs").
 Before the slurm plugin's own poll, this plugin asks sacct for the active jobs' states and reports the
 cancelled ones as failed: Snakemake's retries and --keep-going apply as to any failure, and a rerun
-redoes what the job left unfinished.
+redoes what the job left unfinished. It asks by JobID (`<jobid>_<task>` for an array task, as
+Snakemake tracks it), not JobIdRaw (an array task's own number), so cancelled array tasks are found too.
+A job's error message (a refusal by sbatch carries the whole sbatch call and script) is folded to one
+line, and for a group job it is logged too, as Snakemake's group error drops it.
 
 The slurm plugin also waits 10 s longer after every poll that finds no job finished, up to 180 s, so a
 job's end is seen up to minutes late (a 74 s inference job of the demo was seen 30 s after it ended).
 `--cosmicai-slurm-status-interval-max` caps that wait (the profiles: 10 s; two sacct calls per poll for
-all of the run's jobs). Everything else (submission, resources, the other states, the jobs' own
+all of the run's jobs); it is read with its default when the settings object is the slurm plugin's own
+(as in that plugin's test suite). Everything else (submission, resources, the other states, the jobs' own
 `slurm-jobstep` executor, the settings: `--cosmicai-slurm-<setting>` for `--slurm-<setting>`) is the
 slurm plugin's.
 """
@@ -27,10 +31,11 @@ from snakemake_executor_plugin_slurm import ExecutorSettings as SlurmSettings
 from snakemake_executor_plugin_slurm import common_settings
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
-__all__ = ["Executor", "ExecutorSettings", "common_settings", "cancelled_states"]
+__all__ = ["Executor", "ExecutorSettings", "common_settings", "cancelled_states", "one_line"]
 
 SACCT_TIMEOUT_S = 60  # as the slurm plugin's own status query
 SLURM_PLUGIN_MAX_INTERVAL_S = 180  # the slurm plugin's own cap on the wait between polls
+SBATCH_CALL_MARK = "sbatch call:"  # where the slurm plugin's refusal message goes on with the call and script
 
 
 @dataclass
@@ -47,21 +52,64 @@ class ExecutorSettings(SlurmSettings):
 
 
 def cancelled_states(sacct_output: str) -> dict[str, str]:
-    """Job id -> state of the cancelled jobs in `sacct --parsable2 --noheader --format=JobIdRaw,State` output."""
+    """Job id -> state of the cancelled jobs in `sacct --parsable2 --noheader --format=JobID,State` output.
+
+    An array task's id is `<jobid>_<task>`; a range of tasks sacct has not split yet (pending when
+    cancelled) is `<jobid>_[1-3,5%2]` and is expanded, so every task in it is found by its own id.
+    """
     found = {}
     for line in sacct_output.splitlines():
         job_id, _, state = line.partition("|")
-        if state.split(" ")[0] == "CANCELLED":  # "CANCELLED", "CANCELLED by 1000"
-            found[job_id.strip()] = state.strip()
+        if state.split(" ")[0] != "CANCELLED":  # "CANCELLED", "CANCELLED by 1000"
+            continue
+        for one in _expand_array_range(job_id.strip()):
+            found[one] = state.strip()
     return found
+
+
+def _expand_array_range(job_id: str) -> list[str]:
+    """`123_[1-3,5%2]` -> 123_1, 123_2, 123_3, 123_5; any other id as it is."""
+    parent, sep, tasks = job_id.partition("_[")
+    if not sep or not tasks.endswith("]"):
+        return [job_id]
+    ids = []
+    for part in tasks[:-1].split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return [job_id]
+        ids += [f"{parent}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return ids
+
+
+def one_line(msg: str | None) -> str | None:
+    """A job error message as one line: the part before the sbatch call the slurm plugin appends, whitespace folded."""
+    if msg is None:
+        return None
+    return " ".join(msg.split(SBATCH_CALL_MARK)[0].split())
 
 
 class Executor(SlurmExecutor):
     """The slurm plugin's executor; check_active_jobs first fails the jobs Slurm has cancelled."""
 
+    def setting(self, name: str, default: object) -> object:
+        """An optional setting of this plugin, `default` when the settings object lacks it (the slurm plugin's own)."""
+        value = getattr(self.workflow.executor_settings, name, None)
+        return default if value is None else value
+
+    def report_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs: object) -> None:
+        """Report a failed or refused job with a one-line message; a group job's too (Snakemake drops it)."""
+        if msg and SBATCH_CALL_MARK in msg:
+            self.logger.debug(msg)  # the sbatch call and script, for --verbose
+        msg = one_line(msg)
+        if msg and job_info.job.is_group():
+            self.logger.error(f"{job_info.job.groupid}: {msg}")  # GroupJob.log_error logs its jobs, not msg
+        # Snakemake appends its own sentence ('For further error details ...') right after the message
+        super().report_job_error(job_info, msg=f"{msg} " if msg else msg, **kwargs)
+
     async def _sacct_cancelled(self, job_ids: list[str]) -> dict[str, str]:
         """The cancelled jobs among `job_ids` (none when sacct cannot answer: the slurm plugin's poll follows)."""
-        cmd = ["sacct", "-X", "--parsable2", "--noheader", "--clusters", "all", "--format=JobIdRaw,State", "--jobs", ",".join(job_ids)]
+        parents = sorted({job_id.split("_")[0] for job_id in job_ids})  # an array's tasks are listed under its id
+        cmd = ["sacct", "-X", "--parsable2", "--noheader", "--clusters", "all", "--format=JobID,State", "--jobs", ",".join(parents)]
         try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), timeout=SACCT_TIMEOUT_S)
@@ -88,10 +136,10 @@ class Executor(SlurmExecutor):
             log = j.aux.get("slurm_logfile")
             self.report_job_error(
                 j,
-                msg=f"SLURM job '{j.external_jobid}' was cancelled, SLURM status is: '{state}'. ",
+                msg=f"SLURM job '{j.external_jobid}' was cancelled, SLURM status is: '{state}'.",
                 aux_logs=[str(log)] if log is not None else [],
             )
         async for j in super().check_active_jobs(running):
             yield j
-        cap = max(1, self.workflow.executor_settings.status_interval_max)
+        cap = max(1, int(self.setting("status_interval_max", SLURM_PLUGIN_MAX_INTERVAL_S)))
         self.next_seconds_between_status_checks = min(self.next_seconds_between_status_checks, cap)
