@@ -48,7 +48,7 @@ def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
         "timeout_s": 120,
         "reserved_concurrency": 3,
         "retry_after_s": 1,
-        "environment": {"COSMICAI_S3_PREFIX": ROOT},
+        "environment": {"COSMICAI_S3_BUCKET": BUCKET, "COSMICAI_S3_PREFIX": ROOT},
     }
     with running_stands(tmp_path_factory.mktemp("aws"), [function], fault_proxy=True) as running:
         yield running

@@ -1,6 +1,6 @@
 """The workflow through `--profile profiles/lambda` against the real local stand-ins (rclone S3 + Lambda).
 
-The servers (the `stand` fixture, tests/conftest.py) start on free ports; the function is cosmicai.aws.handler.handler
+The servers (the `stand` fixture, tests/conftest.py) start on free ports; the function is cosmicai.function.handler.handler
 run by awslambdaric.
 """
 

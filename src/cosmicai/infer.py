@@ -80,7 +80,9 @@ def infer_partition(
     info = inspect(partition, check_ids=False, version_id=version_id)  # ids: checked once, when partitioning
     start, stop = rows[0], info.n_rows if rows[1] is None else rows[1]
     name = name or Path(str(partition)).name
-    n = max(0, stop - start)
+    if not 0 <= start <= stop <= info.n_rows:  # before anything is allocated for the range
+        raise CosmicaiError(str(partition), f"rows [{start}, {stop}) are outside its {info.n_rows} rows")
+    n = stop - start
     z_pred = np.empty(n, np.float32)
     ids = np.empty(n, np.int64)
     mag_r = np.empty(n, np.float32)
