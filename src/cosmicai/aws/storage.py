@@ -66,7 +66,7 @@ def _metadata(s3: Any, bucket: str, key: str, doing: str = "checking what is sta
     return {k.lower(): v for k, v in h.get("Metadata", {}).items()}
 
 
-def _put(s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict[str, str], part_bytes: int) -> str:
+def _put(s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict[str, str], part_bytes: int, doing: str) -> str:
     """Upload a file (one PUT, or a concurrent multipart upload); return the ETag S3 answered."""
     size = os.path.getsize(path)
     if size <= max(SINGLE_PUT_BYTES, part_bytes):
@@ -90,7 +90,7 @@ def _put(s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict
             s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
         except ClientError as abort_exc:
             if client_error_code(abort_exc)[0] in ("AccessDenied", "403", "Forbidden"):
-                cause = s3_error(exc, bucket, key, "uploading", "s3:PutObject").problem
+                cause = s3_error(exc, bucket, key, doing, "s3:PutObject").problem
                 raise CosmicaiError(
                     f"s3://{bucket}/{key}",
                     f"{cause}; aborting the upload was denied too: the credentials need s3:AbortMultipartUpload on "
@@ -105,7 +105,7 @@ def upload_verified(
     """Upload a file, then check what landed (one HEAD: the file's size, the ETag the upload answered); return the HEAD's identity."""
     doing = f"uploading {Path(path).name}"
     try:
-        etag = _put(s3, path, bucket, key, metadata, part_bytes).strip('"')
+        etag = _put(s3, path, bucket, key, metadata, part_bytes, doing).strip('"')
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(exc, bucket, key, doing, "s3:PutObject") from None
     landed = head(s3, bucket, key, doing=f"checking the upload of {Path(path).name}")
