@@ -116,6 +116,12 @@ def test_deploy_lambda_creates_then_updates_and_the_preflight_checks_what_it_set
     with pytest.raises(CosmicaiError, match="its bucket \\(COSMICAI_S3_BUCKET\\) is 'deploy-stage', lambda.bucket is 'elsewhere'"):
         check_function(dataclasses.replace(bigger, bucket="elsewhere"), lam)
 
+    with pytest.raises(CosmicaiError) as no_bucket:
+        storage.check_bucket(moto.client("s3"), "no-such-bucket", PREFIX)
+    assert str(no_bucket.value) == (
+        "s3://no-such-bucket/run: listing the prefix: bucket 'no-such-bucket' does not exist (set lambda.bucket to an existing bucket)"
+    )
+
     # A function deployed without its scope would refuse every event: stopped before anything is sent.
     lam.create_function(
         FunctionName="bare", Role=role, PackageType="Image", Code={"ImageUri": settings.image_uri}, MemorySize=2048, Timeout=120

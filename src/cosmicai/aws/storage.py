@@ -69,7 +69,9 @@ def _metadata(s3: Any, bucket: str, key: str, doing: str = "checking what is sta
 def _put(s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict[str, str], part_bytes: int, doing: str) -> str:
     """Upload a file (one PUT, or a concurrent multipart upload); return the ETag S3 answered."""
     size = os.path.getsize(path)
-    if size <= max(SINGLE_PUT_BYTES, part_bytes):
+    # Larger objects go up in parts even when one part would do: a single PUT stores a whole-object checksum
+    # that some S3-compatible servers (rclone) send with every ranged GET, which botocore then rejects.
+    if size <= SINGLE_PUT_BYTES:
         with open(path, "rb") as f:
             return s3.put_object(Bucket=bucket, Key=key, Body=f, Metadata=metadata)["ETag"]
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
@@ -102,21 +104,30 @@ def _put(s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict
 def upload_verified(
     s3: Any, path: str | os.PathLike, bucket: str, key: str, metadata: dict[str, str], part_bytes: int = MULTIPART_MB << 20
 ) -> dict:
-    """Upload a file, then check what landed (one HEAD: the file's size, the ETag the upload answered); return the HEAD's identity."""
+    """Upload a file, then check what landed (one HEAD: the file's size, the ETag the upload answered, the metadata); return its identity."""
     doing = f"uploading {Path(path).name}"
     try:
         etag = _put(s3, path, bucket, key, metadata, part_bytes, doing).strip('"')
     except (ClientError, BotoCoreError) as exc:
         raise s3_error(exc, bucket, key, doing, "s3:PutObject") from None
-    landed = head(s3, bucket, key, doing=f"checking the upload of {Path(path).name}")
-    size = os.path.getsize(path)
-    if landed["size"] != size or landed["etag"] != etag:
+    checking = f"checking the upload of {Path(path).name}"
+    try:
+        h = s3.head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, bucket, key, checking, "s3:GetObject", s3) from None
+    size, landed = os.path.getsize(path), h["ETag"].strip('"')
+    found = {k.lower(): v for k, v in h.get("Metadata", {}).items()}
+    # A server that names a multipart upload by another ETag form (rclone: the whole file's MD5) is held
+    # to the size and the metadata sent with it.
+    same_etag = landed == etag or ("-" in etag) != ("-" in landed)
+    if h["ContentLength"] != size or not same_etag or any(found.get(k) != v for k, v in metadata.items()):
         raise CosmicaiError(
             f"s3://{bucket}/{key}",
-            f"{doing}: what landed is not what was sent (size {landed['size']}, ETag {landed['etag']}; sent {size} bytes, "
+            f"{checking}: what landed is not what was sent (size {h['ContentLength']}, ETag {landed}; sent {size} bytes, "
             f"ETag {etag}): another writer at this key? rerun",
         )
-    return landed
+    vid = h.get("VersionId")
+    return {"size": size, "etag": landed, "version_id": None if vid in (None, "null") else vid}
 
 
 def ensure_dataset(s3: Any, identity: dict, bucket: str, key: str, part_bytes: int = MULTIPART_MB << 20) -> tuple[dict, bool]:

@@ -52,6 +52,7 @@ def client_error_code(exc: ClientError) -> tuple[str, int]:
 
 
 DENIED_CODES = ("AccessDenied", "403", "Forbidden", "AllAccessDisabled")
+REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
 
 
 def s3_error(exc: Exception, bucket: str, key: str, doing: str, permission: str | None = None, s3: Any = None) -> CosmicaiError:
@@ -71,12 +72,14 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str, permission: str 
         message = exc.response.get("Error", {}).get("Message", "")
         if code == "NoSuchBucket":
             return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+        if code in REFUSED_CREDENTIALS:
             return CosmicaiError(uri, f"{doing}: the credentials were refused ({code}); check boto3's credentials")
         if code in DENIED_CODES:
             needs = permission or "s3:GetObject/s3:PutObject"
             if code in ("403", "Forbidden") and s3 is not None:  # a HEAD: denied, or missing and not listable?
                 needs, missing = diagnose_head(s3, bucket, key, needs)
+                if needs in REFUSED_CREDENTIALS:
+                    return CosmicaiError(uri, f"{doing}: the credentials were refused ({needs}); check boto3's credentials")
                 if missing:
                     return CosmicaiError(
                         uri,
@@ -102,14 +105,16 @@ def diagnose_head(s3: Any, bucket: str, key: str, wanted: str) -> tuple[str, boo
     """After a HEAD answered 403, one listing of the key: (the permission to name, whether the key is absent).
 
     Listing denied: s3:ListBucket (without it S3 answers 403 for a missing key too). Listed: `wanted`
-    (the read is denied). Not listed: the object is missing, or `wanted` is denied as well.
+    (the read is denied). Not listed: the object is missing, or `wanted` is denied as well. Credentials
+    refused: the listing's error code.
     """
     try:
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
     except ClientError as exc:
-        if client_error_code(exc)[0] in DENIED_CODES:
+        code = client_error_code(exc)[0]
+        if code in DENIED_CODES:
             return f"s3:ListBucket (prefix {key})", False  # without it a missing key also answers 403
-        return wanted, False
+        return (code, False) if code in REFUSED_CREDENTIALS else (wanted, False)
     except BotoCoreError:
         return wanted, False
     return wanted, not any(o.get("Key") == key for o in listed)
