@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("boto3")
 from botocore.exceptions import ClientError, ReadTimeoutError  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
-from helpers.cli import REPO  # noqa: E402
 
 from cosmicai.accounting.cost import cost_summary, detect_backend  # noqa: E402
 from cosmicai.accounting.lambda_cost import PAPER, lambda_invocations, lambda_usage, paper_reference  # noqa: E402
