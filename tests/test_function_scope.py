@@ -202,3 +202,21 @@ def test_remote_error_bodies_are_trimmed_to_their_first_meaningful_line() -> Non
     assert first_line("x" * 500).endswith("…") and len(first_line("x" * 500)) == 200
     error = ClientError({"Error": {"Code": "502", "Message": page}, "ResponseMetadata": {"HTTPStatusCode": 502}}, "GetObject")
     assert str(s3_error(error, "b", "k", "reading")) == "s3://b/k: reading: Bad Gateway (HTTP 502), still after botocore's retries"
+
+
+def test_the_function_imports_nothing_from_the_submitting_side() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, cosmicai.function.handler; print(sorted(m for m in sys.modules if m.startswith('cosmicai.')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "cosmicai.function.handler" in loaded and "cosmicai.aws" not in loaded and "cosmicai.cli" not in loaded
+
+
+def test_inference_refuses_rows_beyond_the_dataset_before_allocating(tiny_dataset: Any, tmp_path: Any) -> None:
+    from cosmicai.infer import infer_partition
+
+    with pytest.raises(CosmicaiError) as info:
+        infer_partition(tiny_dataset, None, tmp_path / "out.parquet", rows=(0, 10**12))  # type: ignore[arg-type]
+    assert str(info.value) == f"{tiny_dataset}: rows [0, 1000000000000) are outside its 300 rows"
+    assert not (tmp_path / "out.parquet").exists()

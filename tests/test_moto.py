@@ -80,6 +80,28 @@ def test_versioned_source_is_read_at_its_pinned_version_and_a_deleted_version_ha
     )
 
 
+def test_a_row_range_beyond_the_source_is_refused_before_any_allocation(
+    moto: Moto, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket="ranges")
+    s3.upload_file(str(tiny_dataset), "ranges", "p/datasets/d/tiny.h5")
+    monkeypatch.setattr(data_source, "_s3_client", s3)
+    for name, value in {"COSMICAI_S3_BUCKET": "ranges", "COSMICAI_S3_PREFIX": "p"}.items():
+        monkeypatch.setenv(name, value)
+    event = {
+        "source": identify("s3://ranges/p/datasets/d/tiny.h5", s3),
+        "start": 0,
+        "stop": 10**12,  # 3.64 TiB of images, had it been allocated
+        "partition": "part_00000",
+        "model": {"bucket": "ranges", "key": "p/models/m/m.onnx"},
+        "output": {"bucket": "ranges", "key": "p/predictions/part_00000.parquet"},
+    }
+    with pytest.raises(CosmicaiError) as info:
+        function_handler.handler(event, None, load_engine=lambda *_: pytest.fail("the model is not loaded"))
+    assert str(info.value) == "event: 'stop' is 1000000000000, beyond the source's 300 rows (s3://ranges/p/datasets/d/tiny.h5): refused"
+
+
 # --- deploy-lambda and the preflight on moto's Lambda ----------------------------------------------------
 
 

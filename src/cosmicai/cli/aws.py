@@ -29,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", help="checkpoint or .onnx graph to stage in S3 (default: the config's checkpoint, if set)")
     s.add_argument(
         "--print-policy",
+        nargs="?",
+        const="function",
         choices=("function", "submitter"),
-        help="only print an IAM policy for these settings: the function's execution role, or the identity that runs the workflow",
+        help="only print an IAM policy for these settings: the function's execution role (the default), or the "
+        "identity that runs the workflow (submitter)",
     )
     s.add_argument(
         "--dataset",
