@@ -197,11 +197,11 @@ def test_remote_error_bodies_are_trimmed_to_their_first_meaningful_line() -> Non
         "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title><style>body{x}</style></head>\n"
         "<body>\n\n<h1>Bad Gateway</h1>\n<p>The upstream server sent an invalid response.</p>\n" + "<p>x</p>\n" * 500 + "</body></html>"
     )
-    assert remote_message("", 502, page) == "Bad Gateway (HTTP 502)"
+    assert remote_message("", 502, page) == "502: Bad Gateway (HTTP 502)"
     assert remote_message("ServiceException", 500, "  \n Internal failure \n trace...") == "ServiceException: Internal failure (HTTP 500)"
     assert first_line("x" * 500).endswith("…") and len(first_line("x" * 500)) == 200
     error = ClientError({"Error": {"Code": "502", "Message": page}, "ResponseMetadata": {"HTTPStatusCode": 502}}, "GetObject")
-    assert str(s3_error(error, "b", "k", "reading")) == "s3://b/k: reading: Bad Gateway (HTTP 502), still after botocore's retries"
+    assert str(s3_error(error, "b", "k", "reading")) == "s3://b/k: reading: 502: Bad Gateway (HTTP 502, still after botocore's retries)"
 
 
 def test_the_function_imports_nothing_from_the_submitting_side() -> None:

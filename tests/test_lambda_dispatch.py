@@ -180,7 +180,7 @@ def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_pat
     finally:
         aws_env.s3_faults({"no_list_permission": False})
     assert str(err.value) == (
-        f"s3://{BUCKET}/{ROOT}/head403/other.bin: checking what is staged: the credentials were refused "
+        f"s3://{BUCKET}/{ROOT}/head403/other.bin: uploading object.bin: access denied: the credentials were refused "
         "(SignatureDoesNotMatch); check boto3's credentials"
     )
     assert not (aws_env.s3_data / ROOT / "head403" / "other.bin").exists()

@@ -372,8 +372,8 @@ STEPS: list[Callable[[Run], None]] = [
 MODEL_KEY = "run/models/{sha16}/model.onnx"
 DATA_KEY = "run/datasets/{sample16}/tiny.h5"
 FAILED_PART = (
-    f"s3://{STAGE}/run/datasets/ffffffffffffffff/failing.h5: uploading tiny.h5: RequestTimeout: part 2 lost (HTTP 400), "
-    "still after botocore's retries"
+    f"s3://{STAGE}/run/datasets/ffffffffffffffff/failing.h5: uploading tiny.h5: RequestTimeout: part 2 lost "
+    "(HTTP 400, still after botocore's retries)"
 )
 # (user, action removed) -> the one line the run stops with. None: the run passes (see the comment).
 MATRIX: dict[tuple[str, str | None], str | None] = {

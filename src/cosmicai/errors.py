@@ -27,8 +27,7 @@ def first_line(text: str) -> str:
     return ""
 
 
-def remote_message(code: str, status: int, message: str) -> str:
-    """`CODE: first line (HTTP status)` for an error a service answered; the body trimmed to its first meaningful line."""
+def remote_message(code: str, status: int, message: str, note: str = "") -> str:
+    """`CODE: first line (HTTP status[, note])` for an error a service answered; the body trimmed to its first meaningful line."""
     line = first_line(message)
-    head = code if code and code != str(status) else ""
-    return f"{head}{': ' if head and line else ''}{line or ('' if head else 'no message')} (HTTP {status})"
+    return f"{code or status}{': ' + line if line else ''} (HTTP {status}{', ' + note if note else ''})"

@@ -45,7 +45,7 @@ def stored_sha256(s3: Any, bucket: str, key: str) -> str | None:
     return (_metadata(s3, bucket, key) or {}).get(SHA256_META)
 
 
-def _metadata(s3: Any, bucket: str, key: str, doing: str = "checking what is staged") -> dict[str, str] | None:
+def _metadata(s3: Any, bucket: str, key: str, doing: str = "checking what is there") -> dict[str, str] | None:
     """An object's user metadata (keys lowercased), or None when there is no such object (404).
 
     A 403 is an error naming the missing permission (s3:GetObject, or s3:ListBucket without which S3
@@ -140,7 +140,7 @@ def ensure_dataset(s3: Any, identity: dict, bucket: str, key: str, part_bytes: i
     path = identity["uri"]
     want = {k.replace("_", "-"): str(identity[k]) for k in IDENTITY_META}
     with host_lock(f"{bucket}/{key}"):
-        found = _metadata(s3, bucket, key)
+        found = _metadata(s3, bucket, key, f"uploading {Path(path).name}")
         if found is not None and all(found.get(k) == v for k, v in want.items()):
             return {**head(s3, bucket, key, doing="reading the staged dataset"), "uri": f"s3://{bucket}/{key}"}, False
         landed = upload_verified(s3, path, bucket, key, want, part_bytes)
@@ -150,7 +150,7 @@ def ensure_dataset(s3: Any, identity: dict, bucket: str, key: str, part_bytes: i
 def ensure_uploaded(s3: Any, path: str | os.PathLike, bucket: str, key: str, sha256: str | None = None) -> tuple[str, bool]:
     """Upload a file unless an object with the same sha256 is at the key; return (sha256, uploaded)."""
     sha = sha256 or sha256_file(path)
-    if (_metadata(s3, bucket, key) or {}).get(SHA256_META) == sha:
+    if (_metadata(s3, bucket, key, f"uploading {Path(path).name}") or {}).get(SHA256_META) == sha:
         return sha, False
     upload_verified(s3, path, bucket, key, {SHA256_META: sha})
     return sha, True

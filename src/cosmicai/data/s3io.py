@@ -73,13 +73,13 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str, permission: str 
         if code == "NoSuchBucket":
             return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
         if code in REFUSED_CREDENTIALS:
-            return CosmicaiError(uri, f"{doing}: the credentials were refused ({code}); check boto3's credentials")
+            return CosmicaiError(uri, f"{doing}: access denied: the credentials were refused ({code}); check boto3's credentials")
         if code in DENIED_CODES:
             needs = permission or "s3:GetObject/s3:PutObject"
             if code in ("403", "Forbidden") and s3 is not None:  # a HEAD: denied, or missing and not listable?
                 needs, missing = diagnose_head(s3, bucket, key, needs)
                 if needs in REFUSED_CREDENTIALS:
-                    return CosmicaiError(uri, f"{doing}: the credentials were refused ({needs}); check boto3's credentials")
+                    return CosmicaiError(uri, f"{doing}: access denied: the credentials were refused ({needs}); check boto3's credentials")
                 if missing:
                     return CosmicaiError(
                         uri,
@@ -91,7 +91,7 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str, permission: str 
         if code in ("NoSuchVersion", "InvalidArgument") and "version" in str(exc).lower():
             return CosmicaiError(uri, f"{doing}: the version recorded at partitioning is gone (deleted; {code}); re-partition")
         if status >= 500 or code in UNAVAILABLE_CODES:
-            return S3Unavailable(uri, f"{doing}: {remote_message(code, status, message)}, still after botocore's retries")
+            return S3Unavailable(uri, f"{doing}: {remote_message(code, status, message, 'still after botocore' + chr(39) + 's retries')}")
         return CosmicaiError(uri, f"{doing}: {remote_message(code, status, message or str(exc))}")
     return CosmicaiError(uri, f"{doing}: {exc}")
 
