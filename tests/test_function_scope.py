@@ -218,5 +218,8 @@ def test_inference_refuses_rows_beyond_the_dataset_before_allocating(tiny_datase
 
     with pytest.raises(CosmicaiError) as info:
         infer_partition(tiny_dataset, None, tmp_path / "out.parquet", rows=(0, 10**12))  # type: ignore[arg-type]
-    assert str(info.value) == f"{tiny_dataset}: rows [0, 1000000000000) are outside its 300 rows"
+    assert (
+        str(info.value)
+        == f"{tiny_dataset}: rows [0, 1000000000000) are past the end of the dataset (300 rows): changed since partitioning?"
+    )
     assert not (tmp_path / "out.parquet").exists()

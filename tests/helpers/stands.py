@@ -107,8 +107,14 @@ def cosmicai_function(name: str = FUNCTION, concurrency: int = 4, timeout_s: int
         "reserved_concurrency": concurrency,
         "code_dirs": [str(REPO / "src")],
         **extra,
-        # As deploy-lambda sets it: the function refuses to run without its bucket and prefix.
-        "environment": {"COSMICAI_S3_BUCKET": BUCKET, "COSMICAI_S3_PREFIX": "", **extra.get("environment", {})},
+        # As deploy-lambda sets it (with --dataset s3://BUCKET/inputs/, where tests keep datasets read in place):
+        # the function refuses to run without its bucket and prefix, and reads data only from its locations.
+        "environment": {
+            "COSMICAI_S3_BUCKET": BUCKET,
+            "COSMICAI_S3_PREFIX": "",
+            "COSMICAI_DATASETS": f"s3://{BUCKET}/inputs/",
+            **extra.get("environment", {}),
+        },
     }
 
 
