@@ -223,3 +223,14 @@ def test_inference_refuses_rows_beyond_the_dataset_before_allocating(tiny_datase
         == f"{tiny_dataset}: rows [0, 1000000000000) are past the end of the dataset (300 rows): changed since partitioning?"
     )
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_html_error_page_from_lambda_is_one_line() -> None:
+    from cosmicai.aws.calls import lambda_error
+    from cosmicai.aws.invoker import RemoteError
+
+    page = "<html><head><title>x</title></head><body><h1>504 Gateway Time-out</h1>\n<p>nginx</p></body></html>"
+    error = ClientError({"Error": {"Code": "", "Message": page}, "ResponseMetadata": {"HTTPStatusCode": 504}}, "Invoke")
+    assert str(lambda_error(error, SETTINGS, "us-east-1", 1)) == "lambda:cosmicai-infer: 504: 504 Gateway Time-out (HTTP 504)"
+    remote = RemoteError("part_00000", SETTINGS, page.encode())
+    assert str(remote) == "part_00000: Lambda function cosmicai-infer failed: Unhandled: 504 Gateway Time-out"
