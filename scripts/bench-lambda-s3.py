@@ -116,7 +116,7 @@ def main() -> None:
         "functions": [
             {
                 "name": FUNCTION,
-                "handler": "cosmicai.aws.handler.handler",
+                "handler": "cosmicai.function.handler.handler",
                 "memory_mb": 2048,
                 "timeout_s": 300,
                 "reserved_concurrency": a.jobs,

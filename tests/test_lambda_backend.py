@@ -10,11 +10,10 @@ import pytest
 pytest.importorskip("boto3")
 from botocore.exceptions import ClientError, ReadTimeoutError  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
-from helpers.cli import REPO  # noqa: E402
 
 from cosmicai.accounting.cost import cost_summary, detect_backend  # noqa: E402
 from cosmicai.accounting.lambda_cost import PAPER, lambda_invocations, lambda_usage, paper_reference  # noqa: E402
-from cosmicai.aws.deploy import DESCRIPTION, deploy_function, render_policy  # noqa: E402
+from cosmicai.aws.deploy import DESCRIPTION, deploy_function  # noqa: E402
 from cosmicai.aws.invoker import RemoteError, Response, RetryPolicy, call_with_retries, parse_report  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
 from cosmicai.data.dataset import ROW_BYTES  # noqa: E402
@@ -168,36 +167,6 @@ def test_settings_keys() -> None:
     assert LambdaSettings(bucket="b", function_name="f", prefix="").output_key("p") == "predictions/p.parquet"
 
 
-def test_handler_rejects_bad_events() -> None:
-    pytest.importorskip("torch")
-    from cosmicai.aws.handler import Event, handler
-
-    good = {
-        "source": {"uri": "s3://d/data.h5", "etag": "e"},
-        "start": 0,
-        "stop": 10,
-        "partition": "part_00000",
-        "model": {"bucket": "b", "key": "m"},
-        "output": {"bucket": "b", "key": "o.parquet"},
-    }
-    assert Event.parse(good).batch_size == 512
-    for event, message in [
-        ([], "expected a JSON object"),
-        ({**good, "partition": ""}, "missing field(s) partition"),
-        ({k: v for k, v in good.items() if k != "model"}, "missing field(s) model"),
-        ({**good, "source": {"uri": "/tmp/data.h5"}}, "'source.uri' must be an s3:// URI"),
-        ({**good, "start": 20}, "0 <= start <= stop"),
-        ({**good, "stop": "10"}, "'stop' must be int"),
-        ({**good, "output": {"bucket": "b"}}, "'output' must have string 'bucket' and 'key'"),
-        ({**good, "batch_size": "8"}, "'batch_size' must be int"),
-        ({**good, "batch_size": 0}, "'batch_size' must be >= 1"),
-        ({**good, "on_invalid": "skip"}, "'on_invalid' must be fail or flag"),
-        ({**good, "surprise": 1}, "unknown field(s) surprise"),
-    ]:
-        with pytest.raises(CosmicaiError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            handler(event, None)
-
-
 def _lambda_client() -> object:
     import boto3
 
@@ -213,7 +182,7 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
         "Timeout": 300,
         "EphemeralStorage": {"Size": 512},
         "Architectures": ["x86_64"],
-        "Environment": {"Variables": {"COSMICAI_S3_PREFIX": "runs/a"}},
+        "Environment": {"Variables": {"COSMICAI_S3_BUCKET": "b", "COSMICAI_S3_PREFIX": "runs/a"}},
         "Role": "arn:aws:iam::1:role/r",
         "State": "Active",
         "LastUpdateStatus": "Successful",
@@ -237,7 +206,7 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
                 "MemorySize": 2048,
                 "Timeout": 300,
                 "EphemeralStorage": {"Size": 512},
-                "Environment": {"Variables": {"COSMICAI_S3_PREFIX": "runs/a"}},
+                "Environment": {"Variables": {"COSMICAI_S3_BUCKET": "b", "COSMICAI_S3_PREFIX": "runs/a"}},
             },
         )
         stub.add_response("get_function", {"Configuration": config})  # the function_active_v2 waiter
@@ -256,32 +225,3 @@ def test_deploy_creates_then_is_idempotent_then_updates() -> None:
 
     with pytest.raises(CosmicaiError, match="image_uri"):
         deploy_function(LambdaSettings(bucket="b", function_name="f"), None, client)
-
-
-def test_iam_policy_renders_least_privilege() -> None:
-    template = (REPO / "deploy" / "lambda" / "iam-policy.json").read_text()
-    policy = render_policy(template, SETTINGS, "123456789012", "us-east-1")
-    actions = sorted(a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
-    assert actions == [
-        "logs:CreateLogGroup",
-        "logs:CreateLogStream",
-        "logs:PutLogEvents",
-        "s3:GetObject",
-        "s3:GetObjectVersion",
-        "s3:PutObject",
-    ]
-    resources = json.dumps(policy)
-    assert (
-        "arn:aws:s3:::b/runs/a/datasets/*" in resources
-        and "arn:aws:s3:::b/runs/a/partitions/*" in resources
-        and "arn:aws:s3:::b/runs/a/predictions/*" in resources
-    )
-    assert "/aws/lambda/cosmicai-infer" in resources and "<" not in resources
-    assert all(
-        r.startswith(("arn:aws:s3:::b/runs/a/", "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/cosmicai-infer"))
-        for s in policy["Statement"]
-        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
-    )
-    assert "arn:aws:s3:::b/partitions/*" in json.dumps(
-        render_policy(template, LambdaSettings(bucket="b", function_name="f", prefix=""), "1", "r")
-    )

@@ -48,7 +48,7 @@ def stands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stands]:
         "timeout_s": 120,
         "reserved_concurrency": 3,
         "retry_after_s": 1,
-        "environment": {"COSMICAI_S3_PREFIX": ROOT},
+        "environment": {"COSMICAI_S3_BUCKET": BUCKET, "COSMICAI_S3_PREFIX": ROOT},
     }
     with running_stands(tmp_path_factory.mktemp("aws"), [function], fault_proxy=True) as running:
         yield running
@@ -173,13 +173,16 @@ def test_a_missing_key_answered_403_is_staged_and_a_real_denial_is_named(tmp_pat
         assert uploaded and (aws_env.s3_data / ROOT / "head403" / "object.bin").read_bytes() == path.read_bytes()
         assert ensure_uploaded(s3, path, BUCKET, f"{ROOT}/head403/object.bin") == (sha, False)  # there now: HEAD answers 200
         assert aws_env.s3_stats()["denied_missing"] >= 2
-        # Wrong credentials: HEAD says 403 (missing or denied), and the upload's 403 is named as the permission problem.
+        # Wrong credentials: HEAD says 403 (missing or denied); the listing that tells which names the refused credentials.
         wrong = boto3.client("s3", aws_access_key_id=KEY, aws_secret_access_key="not-the-secret")
         with pytest.raises(CosmicaiError) as err:
             ensure_uploaded(wrong, path, BUCKET, f"{ROOT}/head403/other.bin")
     finally:
         aws_env.s3_faults({"no_list_permission": False})
-    assert str(err.value).startswith(f"s3://{BUCKET}/{ROOT}/head403/other.bin: uploading object.bin: access denied")
+    assert str(err.value) == (
+        f"s3://{BUCKET}/{ROOT}/head403/other.bin: uploading object.bin: access denied: the credentials were refused "
+        "(SignatureDoesNotMatch); check boto3's credentials"
+    )
     assert not (aws_env.s3_data / ROOT / "head403" / "other.bin").exists()
 
 

@@ -261,18 +261,19 @@ def test_s3_unavailable_in_the_function_fails_the_job_with_its_cause(tmp_path: P
     # The function's uploads of predictions always get 503 SlowDown; the invoker's own requests pass.
     stands.s3_faults({"slow_down": 1.0, "methods": ["PUT"], "match": f"/{ROOT}/fail-s3/predictions/"})
     # Two botocore tries per S3 call in the function (AWS_MAX_ATTEMPTS), to keep the test short.
-    stands.patch({"environment": {"COSMICAI_S3_PREFIX": ROOT, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}}, FAULTY)
+    scope = {"COSMICAI_S3_BUCKET": BUCKET, "COSMICAI_S3_PREFIX": ROOT}
+    stands.patch({"environment": {**scope, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}}, FAULTY)
     before, s3_before = stands.stats(FAULTY), stands.s3_stats()
     try:
         proc = _invoke(stands, tmp_path, reference, "fail-s3")
         after, s3_after = stands.stats(FAULTY), stands.s3_stats()
     finally:
         stands.s3_faults(NO_S3_FAULTS)
-        stands.patch({"environment": {"COSMICAI_S3_PREFIX": ROOT}}, FAULTY)
+        stands.patch({"environment": scope}, FAULTY)
     line = _error_line(proc)
     assert line.endswith(
         f"Lambda function {FAULTY} failed: S3Unavailable: s3://{BUCKET}/{ROOT}/fail-s3/predictions/part_00000.parquet: "
-        "uploading: SlowDown: Please reduce your request rate. (HTTP 503, still after botocore's retries) "
+        "writing the predictions: SlowDown: Please reduce your request rate. (HTTP 503, still after botocore's retries) "
         "(S3 is shedding load: rerun later, or lower the profile's jobs) (3 attempts)"
     ), line
     assert after["invocations"] - before["invocations"] == 3

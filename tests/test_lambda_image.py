@@ -18,7 +18,7 @@ REQUIREMENTS = REPO / "deploy" / "lambda" / "requirements.txt"
 PROBE = """
 import importlib.metadata, json, sys
 start = set(sys.modules)  # what the interpreter itself loaded (site, .pth hooks) is not the handler's
-import cosmicai.aws.handler
+import cosmicai.function.handler
 from cosmicai.engines.onnx_engine import OnnxRuntimeEngine, OpenVinoEngine
 import onnxruntime, openvino  # the engines import these when they load a graph
 new = {m.split(".")[0] for m in set(sys.modules) - start} - set(sys.stdlib_module_names)

@@ -1,6 +1,6 @@
 """The workflow through `--profile profiles/lambda` against the real local stand-ins (rclone S3 + Lambda).
 
-The servers (the `stand` fixture, tests/conftest.py) start on free ports; the function is cosmicai.aws.handler.handler
+The servers (the `stand` fixture, tests/conftest.py) start on free ports; the function is cosmicai.function.handler.handler
 run by awslambdaric.
 """
 
@@ -180,7 +180,8 @@ def test_wrong_bucket_or_missing_function_is_a_clear_error(
 ) -> None:
     proc = _invoke(tmp_path, stand.env, tiny_dataset, random_checkpoint, "--bucket", "no-such-bucket", "--function-name", FUNCTION)
     assert proc.returncode == 1
-    assert "bucket 'no-such-bucket' does not exist (set lambda.bucket" in proc.stderr.splitlines()[-1]
+    # The function was deployed for another bucket (its COSMICAI_S3_BUCKET): stopped before any upload.
+    assert "its bucket (COSMICAI_S3_BUCKET) is 'cosmicai-test', lambda.bucket is 'no-such-bucket'" in proc.stderr.splitlines()[-1]
     proc = _invoke(tmp_path, stand.env, tiny_dataset, random_checkpoint, "--bucket", BUCKET, "--function-name", "no-such-function")
     assert proc.returncode == 1
     assert "lambda:no-such-function: function not found in region us-east-1" in proc.stderr.splitlines()[-1]

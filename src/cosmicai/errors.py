@@ -8,3 +8,26 @@ class CosmicaiError(Exception):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+MESSAGE_CHARS = 200  # a remote message longer than this is cut: the line must stay one line
+
+
+def first_line(text: str) -> str:
+    """The first meaningful line of a remote error body: markup removed, blank and boilerplate lines skipped, cut short."""
+    import html
+    import re
+
+    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", " ", text)  # an HTML page's title and scripts are not the message
+    text = html.unescape(re.sub(r"(?s)<[^>]*>", "\n", text))
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line and not line.lower().startswith(("<!doctype", "<?xml")):
+            return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 1] + "…"
+    return ""
+
+
+def remote_message(code: str, status: int, message: str, note: str = "") -> str:
+    """`CODE: first line (HTTP status[, note])` for an error a service answered; the body trimmed to its first meaningful line."""
+    line = first_line(message)
+    return f"{code or status}{': ' + line if line else ''} (HTTP {status}{', ' + note if note else ''})"

@@ -121,7 +121,13 @@ def infer_partition(
     info = inspect(partition, check_ids=False, version_id=version_id)  # ids: checked once, when partitioning
     start, stop = rows[0], info.n_rows if rows[1] is None else rows[1]
     name = name or Path(str(partition)).name
-    n = max(0, stop - start)
+    if not 0 <= start <= stop:
+        raise CosmicaiError(str(partition), f"rows [{start}, {stop}) are not a row range")
+    if stop > info.n_rows:  # before anything is allocated for the range (iter_batches would say the same, too late)
+        raise CosmicaiError(
+            str(partition), f"rows [{start}, {stop}) are past the end of the dataset ({info.n_rows} rows): changed since partitioning?"
+        )
+    n = stop - start
     z_pred = np.empty(n, np.float32)
     ids = np.empty(n, np.int64)
     mag_r = np.empty(n, np.float32)

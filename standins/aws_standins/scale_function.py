@@ -1,6 +1,6 @@
 """The scale-test function (deploy/lambda/standin-scale.yaml): the real handler without the model compute.
 
-A TEST MODE, never deployed: each invocation runs cosmicai.aws.handler.handler as the real function
+A TEST MODE, never deployed: each invocation runs cosmicai.function.handler.handler as the real function
 does (validates the event, reads its partition from S3, writes the predictions and timings objects
 back), but the engine predicts z = 0 for every row instead of loading and running the model. Rows and
 object ids are real, so the workflow's merge still accounts for every input row; what it measures is
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cosmicai.aws import handler as real
+from cosmicai.function import handler as real
 
 
 class NullEngine:

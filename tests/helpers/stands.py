@@ -98,15 +98,23 @@ def _python_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def cosmicai_function(name: str = FUNCTION, concurrency: int = 4, timeout_s: int = 120, **extra: Any) -> dict[str, Any]:
-    """A stand-in function running cosmicai.aws.handler.handler from this checkout (2,048 MB)."""
+    """A stand-in function running cosmicai.function.handler.handler from this checkout (2,048 MB)."""
     return {
         "name": name,
-        "handler": "cosmicai.aws.handler.handler",
+        "handler": "cosmicai.function.handler.handler",
         "memory_mb": 2048,
         "timeout_s": timeout_s,
         "reserved_concurrency": concurrency,
         "code_dirs": [str(REPO / "src")],
         **extra,
+        # As deploy-lambda sets it (with --dataset s3://BUCKET/inputs/, where tests keep datasets read in place):
+        # the function refuses to run without its bucket and prefix, and reads data only from its locations.
+        "environment": {
+            "COSMICAI_S3_BUCKET": BUCKET,
+            "COSMICAI_S3_PREFIX": "",
+            "COSMICAI_DATASETS": f"s3://{BUCKET}/inputs/",
+            **extra.get("environment", {}),
+        },
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, lambda_client
 from cosmicai.aws.invoker import FUNCTION_ERROR_ATTEMPTS, RemoteError, checked_source, invoke_partition
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import ensure_model
+from cosmicai.aws.storage import check_bucket, ensure_model
 from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
 from cosmicai.errors import CosmicaiError
@@ -280,7 +280,7 @@ def batch_line(job: BatchJob) -> str:
     return f"{job.args.batch}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
 
 
-def s3_client(region: str, pool: int = 10) -> Any:
+def pooled_s3_client(region: str, pool: int = 10) -> Any:
     """A boto3 S3 client with `pool` connections (one per invocation in flight)."""
     import boto3
     from botocore.config import Config
@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         info = check_function(settings, client, cap=threads)  # before any upload or invocation
         job = BatchJob(a)
         print(batch_line(job), file=sys.stderr, flush=True)
-        s3, stage_model, gate = s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()
+        s3, stage_model, gate = pooled_s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()
+        check_bucket(s3, settings.bucket, settings.prefix)  # before any upload: a denied listing is named here
         with concurrent.futures.ThreadPoolExecutor(max_workers=info.in_flight, thread_name_prefix="lambda") as pool:
 
             def submit(read: PartitionRead) -> concurrent.futures.Future:

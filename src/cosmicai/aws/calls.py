@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code
-from cosmicai.errors import CosmicaiError
+from cosmicai.errors import CosmicaiError, remote_message
 
 log = logging.getLogger("cosmicai.lambda")
 
@@ -257,6 +257,6 @@ def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts
                 f"still throttled after {attempts} attempt(s) ({code}: {message}); lower the profile's jobs or raise the function's concurrency",
             )
         if code in ("AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException"):
-            return CosmicaiError(where, f"not allowed to invoke ({code}); check the credentials and lambda:InvokeFunction on this function")
-        return CosmicaiError(where, f"{code or status}: {message}")
+            return CosmicaiError(where, f"invoking: access denied ({code}): the credentials need lambda:InvokeFunction on this function")
+        return CosmicaiError(where, remote_message(code, status, message))
     return CosmicaiError(where, str(exc))

@@ -1,6 +1,9 @@
-"""Deploy the function: create or update it from a container image (idempotent) and stage the model in S3.
+"""Deploy the function: create or update it from a container image (idempotent) and stage the model in S3;
+render the two IAM policies (the function's execution role, the identity that runs the workflow).
 
-Credentials come only from boto3's standard chain and are never printed or written.
+The function's environment names its scope (cosmicai.function.scope: bucket, prefix, dataset locations),
+from the same settings its policy is rendered for. Credentials come only from boto3's standard chain and
+are never printed or written.
 """
 
 from __future__ import annotations
@@ -8,16 +11,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cosmicai.aws.settings import PREFIX_ENV, LambdaSettings
+from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code, ensure_model
-from cosmicai.errors import CosmicaiError
+from cosmicai.data.s3io import parse_s3_uri
+from cosmicai.errors import CosmicaiError, remote_message
+from cosmicai.function.scope import BUCKET_ENV, DATASETS_ENV, PREFIX_ENV
 
 DESCRIPTION = "cosmicai: AstroMAE photometric-redshift inference, one partition per invocation"
+PolicyName = Literal["function", "submitter"]
+POLICY_FILES: dict[str, str] = {"function": "function-policy.json", "submitter": "submitter-policy.json"}
 
 
 def load_settings(configfiles: list[str | os.PathLike]) -> tuple[LambdaSettings, dict]:
@@ -41,17 +48,33 @@ def load_settings(configfiles: list[str | os.PathLike]) -> tuple[LambdaSettings,
     return LambdaSettings.from_config(config["lambda"]), config
 
 
-def _wanted(settings: LambdaSettings) -> dict[str, Any]:
+def _wanted(settings: LambdaSettings, datasets: tuple[str, ...] = ()) -> dict[str, Any]:
+    variables = {BUCKET_ENV: settings.bucket, PREFIX_ENV: settings.prefix.strip("/")}
+    if datasets:
+        variables[DATASETS_ENV] = " ".join(datasets)
     return {
         "MemorySize": settings.memory_mb,
         "Timeout": settings.timeout_s,
         "EphemeralStorage": {"Size": settings.ephemeral_storage_mb},
-        # The handler refuses keys outside the prefix, as the IAM policy does.
-        "Environment": {"Variables": {PREFIX_ENV: settings.prefix.strip("/")}},
+        # The function refuses anything outside this scope, as its IAM policy does.
+        "Environment": {"Variables": variables},
     }
 
 
-def deploy_function(settings: LambdaSettings, role_arn: str | None = None, client: Any = None) -> tuple[str, list[str]]:
+def dataset_locations(uris: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The `s3://` dataset locations the function may read in place (an object, or a prefix ending in /); others refused."""
+    found = []
+    for uri in uris:
+        bucket, _, key = uri[len("s3://") :].partition("/") if uri.startswith("s3://") else ("", "", "")
+        if not bucket or not key or any(segment in (".", "..") for segment in key.split("/")) or "//" in key:
+            raise CosmicaiError("--dataset", f"'{uri}' is not an s3://BUCKET/KEY object or s3://BUCKET/PREFIX/ location")
+        found.append(uri)
+    return tuple(dict.fromkeys(found))
+
+
+def deploy_function(
+    settings: LambdaSettings, role_arn: str | None = None, client: Any = None, datasets: tuple[str, ...] = ()
+) -> tuple[str, list[str]]:
     """Create the function, or bring its image, architecture, memory, timeout and /tmp to the settings; return (ARN, actions)."""
     if not settings.image_uri:
         raise CosmicaiError(
@@ -71,7 +94,8 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
                 raise
             if not role_arn:
                 raise CosmicaiError(
-                    where, "does not exist yet; creating it needs --role-arn (an execution role carrying deploy/lambda/iam-policy.json)"
+                    where,
+                    "does not exist yet; creating it needs --role-arn (an execution role carrying deploy/lambda/function-policy.json)",
                 ) from None
             created = client.create_function(
                 FunctionName=name,
@@ -80,7 +104,7 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
                 Code={"ImageUri": settings.image_uri},
                 Architectures=[arch],
                 Description=DESCRIPTION,
-                **_wanted(settings),
+                **_wanted(settings, datasets),
             )
             client.get_waiter("function_active_v2").wait(FunctionName=name)
             return created["FunctionArn"], ["created"]
@@ -94,7 +118,7 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
             client.update_function_code(FunctionName=name, ImageUri=settings.image_uri, Architectures=[arch])
             client.get_waiter("function_updated_v2").wait(FunctionName=name)
             actions.append("code updated")
-        changed = {k: v for k, v in _wanted(settings).items() if config.get(k) != v}
+        changed = {k: v for k, v in _wanted(settings, datasets).items() if config.get(k) != v}
         if role_arn and config.get("Role") != role_arn:
             changed["Role"] = role_arn
         if changed:
@@ -104,7 +128,7 @@ def deploy_function(settings: LambdaSettings, role_arn: str | None = None, clien
         return config["FunctionArn"], actions or ["unchanged"]
     except ClientError as exc:
         code, status = client_error_code(exc)
-        raise CosmicaiError(where, f"{code or status}: {exc.response.get('Error', {}).get('Message', '')}") from None
+        raise CosmicaiError(where, remote_message(code, status, exc.response.get("Error", {}).get("Message", ""))) from None
     except BotoCoreError as exc:
         raise CosmicaiError(where, str(exc)) from None
 
@@ -121,8 +145,40 @@ def upload_model(settings: LambdaSettings, checkpoint: str | os.PathLike, s3: An
     return key, uploaded
 
 
-def render_policy(template: str, settings: LambdaSettings, account_id: str, region: str) -> dict:
-    """The execution role's policy (deploy/lambda/iam-policy.json, with <PLACEHOLDERS>) for these settings."""
+def policy_template(name: PolicyName, folder: str | os.PathLike = "deploy/lambda") -> str:
+    """The policy template in deploy/lambda/ of the checkout (the command runs from its root)."""
+    path = Path(folder) / POLICY_FILES[name]
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise CosmicaiError(path, f"cannot read the policy template ({exc.strerror}); run from the repository's root") from None
+
+
+def _dataset_statements(datasets: tuple[str, ...]) -> list[dict]:
+    """Reading datasets in place: their objects (every version, for pinned reads) and their listing (a missing one answers 404)."""
+    if not datasets:
+        return []
+    objects = [f"arn:aws:s3:::{uri[len('s3://') :]}" + ("*" if uri.endswith("/") else "") for uri in datasets]
+    statements = [{"Sid": "ReadDatasetsInPlace", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": objects}]
+    buckets: dict[str, list[str]] = {}
+    for uri in datasets:
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        buckets.setdefault(bucket, []).append(key + ("*" if key.endswith("/") else ""))
+    statements += [
+        {
+            "Sid": f"ListDataset{i}",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": keys}},
+        }
+        for i, (bucket, keys) in enumerate(sorted(buckets.items()))
+    ]
+    return statements
+
+
+def render_policy(template: str, settings: LambdaSettings, account_id: str, region: str, datasets: tuple[str, ...] = ()) -> dict:
+    """A policy template (deploy/lambda/*-policy.json, with <PLACEHOLDERS>) for these settings and dataset locations."""
     prefix = settings.prefix.strip("/")
     values = {
         "<PREFIX>/": f"{prefix}/" if prefix else "",  # an empty prefix leaves no leading slash
@@ -133,7 +189,9 @@ def render_policy(template: str, settings: LambdaSettings, account_id: str, regi
     }
     for placeholder, value in values.items():
         template = template.replace(placeholder, value)
-    return json.loads(template)
+    policy = json.loads(template)
+    policy["Statement"] += _dataset_statements(datasets)
+    return policy
 
 
 def deploy_lambda(
@@ -141,35 +199,48 @@ def deploy_lambda(
     image_uri: str | None,
     role_arn: str | None,
     checkpoint: str | None,
-    print_policy: bool = False,
-    policy_template: str | os.PathLike = "deploy/lambda/iam-policy.json",
+    print_policy: PolicyName | None = None,
+    datasets: list[str] | None = None,
+    account_id: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> list[str]:
-    """The `cosmicai deploy-lambda` command: stage the model, create or update the function; lines to print."""
+    """The `cosmicai deploy-lambda` command: stage the model, create or update the function; lines to print.
+
+    With `print_policy`, only that policy is printed (rendered for the settings and the dataset locations).
+    The dataset locations default to the config's `dataset` when it is an s3:// URI.
+    """
     import dataclasses
 
     import boto3
 
     settings, config = load_settings(configfiles)
-    if image_uri:
-        settings = dataclasses.replace(settings, image_uri=image_uri)
+    settings = dataclasses.replace(settings, **(overrides or {}), **({"image_uri": image_uri} if image_uri else {}))
     if not settings.bucket:
         raise CosmicaiError("lambda.bucket", "empty: set it in config/lambda.yaml (the bucket must exist)")
+    if datasets is None:
+        datasets = [config["dataset"]] if str(config.get("dataset", "")).startswith("s3://") else []
+    locations = dataset_locations(datasets)
+    for uri in locations:
+        if not uri.endswith("/"):
+            parse_s3_uri(uri)
     session = boto3.session.Session(region_name=settings.region or None)
     region = session.region_name
     if not region:
         raise CosmicaiError("lambda.region", "empty and boto3 has no default region (set lambda.region or AWS_DEFAULT_REGION)")
     if print_policy:
-        try:
-            account = session.client("sts").get_caller_identity()["Account"]
-        except (ClientError, BotoCoreError) as exc:
-            raise CosmicaiError("sts", f"cannot read the account id: {exc}") from None
-        return [json.dumps(render_policy(Path(policy_template).read_text(), settings, account, region), indent=2)]
+        if not account_id:
+            try:
+                account_id = session.client("sts").get_caller_identity()["Account"]
+            except (ClientError, BotoCoreError) as exc:
+                raise CosmicaiError("sts", f"cannot read the account id (or give --account-id): {exc}") from None
+        policy = render_policy(policy_template(print_policy), settings, str(account_id), region, locations)
+        return [json.dumps(policy, indent=2)]
     lines = []
     checkpoint = checkpoint or config.get("checkpoint")
     if checkpoint:
         key, uploaded = upload_model(settings, checkpoint, session.client("s3"))
         lines.append(f"model: s3://{settings.bucket}/{key} ({'uploaded' if uploaded else 'already there'})")
-    arn, actions = deploy_function(settings, role_arn, session.client("lambda"))
+    arn, actions = deploy_function(settings, role_arn, session.client("lambda"), locations)
     lines.append(
         f"function: {arn} ({'; '.join(actions)}; {settings.memory_mb} MB, {settings.timeout_s} s, "
         f"/tmp {settings.ephemeral_storage_mb} MB, {settings.architecture})"

@@ -22,10 +22,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.batch_job import BatchJob, ModelStage, batch_line, build_parser, report_error, s3_client, start_batch
+from cosmicai.aws.batch_job import BatchJob, ModelStage, batch_line, build_parser, pooled_s3_client, report_error, start_batch
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
 from cosmicai.aws.preflight import FunctionInfo, check_function
 from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.storage import check_bucket
 from cosmicai.data.integrity import PartitionRead, load_manifest
 from cosmicai.errors import CosmicaiError
 
@@ -89,7 +90,8 @@ class Dispatcher:
         limit = self.info.in_flight
         raise_fd_limit(FDS_PER_INVOCATION * limit + 1024)
         self.client = client or lambda_client(settings.region, read_timeout, max_pool_connections=limit)
-        self.s3 = s3 or s3_client(settings.region, limit)
+        self.s3 = s3 or pooled_s3_client(settings.region, limit)
+        check_bucket(self.s3, settings.bucket, settings.prefix)  # before any upload: a denied listing is named here
         self.gate = ThrottleGate()
         # Threads start as work arrives; each waits on one socket at a time (its stack is reserved, not resident).
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")

@@ -56,7 +56,7 @@ from cosmicai.aws.storage import download, ensure_dataset, ensure_model, ensure_
 from cosmicai.data.integrity import PartitionRead, check
 from cosmicai.data.s3io import head
 from cosmicai.data.source import is_s3, verify_s3_head
-from cosmicai.errors import CosmicaiError
+from cosmicai.errors import CosmicaiError, first_line
 
 log = logging.getLogger("cosmicai.lambda")
 
@@ -82,8 +82,8 @@ class RemoteError(CosmicaiError):
     def __init__(self, partition: str | os.PathLike, settings: LambdaSettings, payload: bytes, attempts: int = 1) -> None:
         try:
             body = json.loads(payload)
-        except ValueError:
-            body = {"errorMessage": payload.decode("utf-8", "replace")}
+        except ValueError:  # not the runtime's JSON (a proxy's HTML page, say): its first meaningful line
+            body = {"errorMessage": first_line(payload.decode("utf-8", "replace"))}
         self.error_type = body.get("errorType", "Unhandled")
         self.stack = [str(line).rstrip() for line in body.get("stackTrace") or []]
         message = str(body.get("errorMessage", "")).strip()

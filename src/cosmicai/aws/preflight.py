@@ -1,8 +1,8 @@
 """Checks before any upload or invocation: the function exists and is the one the config describes,
 and how many invocations it can take at once.
 
-The function's prefix (its COSMICAI_S3_PREFIX environment, which its IAM policy matches) must hold
-lambda.prefix (be it, or a parent of it), and its memory, architecture and timeout must equal the
+The function's bucket and prefix (its COSMICAI_S3_BUCKET and COSMICAI_S3_PREFIX environment, which its
+IAM policy matches) must be lambda.bucket and hold lambda.prefix (be it, or a parent of it), and its memory, architecture and timeout must equal the
 config's, or the run stops with one line naming the mismatch: a function deployed for another prefix would refuse every event, one with less memory or
 a shorter timeout would fail partitions that fit the plan, another architecture would be priced wrong.
 
@@ -18,9 +18,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.calls import lambda_error
-from cosmicai.aws.settings import PREFIX_ENV, LambdaSettings
+from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code
 from cosmicai.errors import CosmicaiError
+from cosmicai.function.scope import BUCKET_ENV, PREFIX_ENV
 
 # Lambda's default regional concurrency, when the account settings cannot be read.
 DEFAULT_ACCOUNT_CONCURRENCY = 1000
@@ -40,8 +41,8 @@ def _api_error(exc: Exception, settings: LambdaSettings, region: str) -> Cosmica
     if isinstance(exc, ClientError) and client_error_code(exc)[0] == "AccessDeniedException":
         return CosmicaiError(
             f"lambda:{settings.function_name}",
-            "reading its configuration: not allowed (AccessDeniedException); the caller "
-            "needs lambda:GetFunction, lambda:GetFunctionConcurrency and lambda:InvokeFunction on it",
+            "reading its configuration: access denied (AccessDeniedException): the credentials need lambda:GetFunction on it "
+            "(cosmicai deploy-lambda --print-policy submitter lists every permission a run uses)",
         )
     return lambda_error(exc, settings, region)
 
@@ -51,6 +52,11 @@ def mismatches(config: dict, settings: LambdaSettings) -> list[str]:
     env = (config.get("Environment") or {}).get("Variables") or {}
     found = []
     prefix, allowed = settings.prefix.strip("/"), str(env.get(PREFIX_ENV, "")).strip("/")
+    missing = [name for name in (BUCKET_ENV, PREFIX_ENV) if name not in env]
+    if missing:  # it would refuse every event
+        found.append(f"its environment has no {' or '.join(missing)} (deployed by an older cosmicai?)")
+    elif env[BUCKET_ENV] != settings.bucket:
+        found.append(f"its bucket ({BUCKET_ENV}) is {env[BUCKET_ENV]!r}, lambda.bucket is {settings.bucket!r}")
     # The function refuses any key outside its prefix: lambda.prefix must be it or lie under it.
     if allowed and prefix != allowed and not prefix.startswith(allowed + "/"):
         found.append(f"its prefix ({PREFIX_ENV}) is {allowed!r}, lambda.prefix {prefix!r} is outside it")

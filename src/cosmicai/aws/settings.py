@@ -6,23 +6,11 @@ import dataclasses
 from typing import Literal
 
 from cosmicai.errors import CosmicaiError
+from cosmicai.function.scope import PREFIX_ENV, key_problem  # noqa: F401 - the function's scope, as deploy sets it
 
 Architecture = Literal["x86_64", "arm64"]
-# The function's environment names the prefix it may touch (set by deploy-lambda, as its IAM policy is).
-PREFIX_ENV = "COSMICAI_S3_PREFIX"
 # Lambda's ephemeral storage up to this size is included in the price.
 FREE_EPHEMERAL_MB = 512
-
-
-def key_problem(key: str, prefix: str) -> str | None:
-    """Why an S3 key is not plainly inside `prefix` (None when it is)."""
-    prefix = prefix.strip("/")
-    if key.startswith("/") or any(segment in ("", ".", "..") for segment in key.split("/")):
-        # S3 keeps such keys literally; S3-compatible stores on a filesystem resolve them elsewhere.
-        return f"key '{key}' has an empty, '.' or '..' segment"
-    if prefix and not key.startswith(prefix + "/"):
-        return f"key '{key}' is outside the prefix '{prefix}/'"
-    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from cosmicai.atomic import atomic_path
 from cosmicai.data.dataset import BANDS, ROW_BYTES, inspect, iter_batches
 from cosmicai.data.s3io import S3RangeFile, parse_s3_uri
-from cosmicai.data.source import s3_client
+from cosmicai.data.source import reader_s3_client
 
 MIB = 1 << 20
 
@@ -84,7 +84,7 @@ def download_read(uri: str, nbytes: int) -> dict:
     bucket, key = parse_s3_uri(uri)
     buf = io.BytesIO()
     t = time.perf_counter()
-    s3_client().download_fileobj(bucket, key, buf, Config=TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=8))
+    reader_s3_client().download_fileobj(bucket, key, buf, Config=TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=8))
     seconds = time.perf_counter() - t
     assert len(buf.getbuffer()) == nbytes, (len(buf.getbuffer()), nbytes)
     return {"uri": uri, "bytes": nbytes, "seconds": seconds, "mb_per_s": nbytes / MIB / seconds}

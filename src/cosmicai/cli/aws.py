@@ -8,7 +8,8 @@ import argparse
 def _deploy_lambda(a: argparse.Namespace) -> None:
     from cosmicai.aws.deploy import deploy_lambda
 
-    for line in deploy_lambda(a.configfile, a.image_uri, a.role_arn, a.checkpoint, a.print_policy):
+    overrides = {k: v for k, v in (("bucket", a.bucket), ("region", a.region)) if v}
+    for line in deploy_lambda(a.configfile, a.image_uri, a.role_arn, a.checkpoint, a.print_policy, a.dataset, a.account_id, overrides):
         print(line)
 
 
@@ -22,7 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="workflow config files whose lambda: block is used, merged in order",
     )
     s.add_argument("--image-uri", help="container image URI (default: lambda.image_uri)")
+    s.add_argument("--bucket", help="the bucket (default: lambda.bucket)")
+    s.add_argument("--region", help="the region (default: lambda.region, else boto3's default)")
     s.add_argument("--role-arn", help="execution role ARN (needed to create the function)")
     s.add_argument("--checkpoint", help="checkpoint or .onnx graph to stage in S3 (default: the config's checkpoint, if set)")
-    s.add_argument("--print-policy", action="store_true", help="only print the execution role's IAM policy for these settings")
+    s.add_argument(
+        "--print-policy",
+        nargs="?",
+        const="function",
+        choices=("function", "submitter"),
+        help="only print an IAM policy for these settings: the function's execution role (the default), or the "
+        "identity that runs the workflow (submitter)",
+    )
+    s.add_argument(
+        "--dataset",
+        action="append",
+        metavar="S3_URI",
+        help="an s3:// dataset (or prefix ending in /) the function may read in place; repeat for more "
+        "(default: the config's dataset when it is s3://); set in its environment and in both policies",
+    )
+    s.add_argument("--account-id", help="the AWS account id for --print-policy (default: asked of STS)")
     s.set_defaults(fn=_deploy_lambda)

@@ -26,7 +26,7 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from cosmicai.errors import CosmicaiError
+from cosmicai.errors import CosmicaiError, remote_message
 
 MIB = 1 << 20
 # Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
@@ -51,8 +51,17 @@ def client_error_code(exc: ClientError) -> tuple[str, int]:
     return exc.response.get("Error", {}).get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
 
 
-def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError:
-    """One clear line for an S3 failure, naming the object, what was being done and the likely fix."""
+DENIED_CODES = ("AccessDenied", "403", "Forbidden", "AllAccessDisabled")
+REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken")
+
+
+def s3_error(exc: Exception, bucket: str, key: str, doing: str, permission: str | None = None, s3: Any = None) -> CosmicaiError:
+    """One clear line for an S3 failure, naming the object, what was being done and the likely fix.
+
+    `permission`: the IAM action the call needs (s3:GetObject, s3:PutObject ...), named when it is denied.
+    A HEAD has no body, so its 403 cannot say whether the object is missing (S3 answers 403 for a missing
+    key to a caller without s3:ListBucket): given the client `s3`, one listing of the key tells which.
+    """
     uri = f"s3://{bucket}/{key}"
     if isinstance(exc, NoCredentialsError):
         return CosmicaiError(uri, f"{doing}: no AWS credentials found (boto3's chain: environment, ~/.aws, instance role)")
@@ -60,31 +69,69 @@ def s3_error(exc: Exception, bucket: str, key: str, doing: str) -> CosmicaiError
         return CosmicaiError(uri, f"{doing}: cannot reach the S3 endpoint ({exc}); is AWS_ENDPOINT_URL_S3 or the region right?")
     if isinstance(exc, ClientError):
         code, status = client_error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "")
         if code == "NoSuchBucket":
             return CosmicaiError(uri, f"{doing}: bucket '{bucket}' does not exist (set lambda.bucket to an existing bucket)")
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return CosmicaiError(
-                uri,
-                f"{doing}: access denied ({code}); the credentials need s3:GetObject and s3:PutObject "
-                "on this bucket and prefix (check them and the IAM policy)",
-            )
+        if code in REFUSED_CREDENTIALS:
+            return CosmicaiError(uri, f"{doing}: access denied: the credentials were refused ({code}); check boto3's credentials")
+        if code in DENIED_CODES:
+            needs = permission or "s3:GetObject/s3:PutObject"
+            if code in ("403", "Forbidden") and s3 is not None:  # a HEAD: denied, or missing and not listable?
+                needs, missing = diagnose_head(s3, bucket, key, needs)
+                if needs in REFUSED_CREDENTIALS:
+                    return CosmicaiError(uri, f"{doing}: access denied: the credentials were refused ({needs}); check boto3's credentials")
+                if missing:
+                    return CosmicaiError(
+                        uri,
+                        f"{doing}: no such object (S3 answered 403: if it should be there, the credentials need {needs} on {arn(bucket, key)})",
+                    )
+            return CosmicaiError(uri, f"{doing}: access denied ({code}): the credentials need {needs} on {arn(bucket, key, needs)}")
         if code in ("NoSuchKey", "404", "NotFound"):
             return CosmicaiError(uri, f"{doing}: no such object")
         if code in ("NoSuchVersion", "InvalidArgument") and "version" in str(exc).lower():
-            return CosmicaiError(uri, f"{doing}: the version recorded at partitioning is gone ({code}); re-partition")
+            return CosmicaiError(uri, f"{doing}: the version recorded at partitioning is gone (deleted; {code}); re-partition")
         if status >= 500 or code in UNAVAILABLE_CODES:
-            message = exc.response.get("Error", {}).get("Message", "")
-            return S3Unavailable(uri, f"{doing}: {code or status}: {message} (HTTP {status}, still after botocore's retries)")
-        return CosmicaiError(uri, f"{doing}: {code or status}: {exc.response.get('Error', {}).get('Message', exc)}")
+            return S3Unavailable(uri, f"{doing}: {remote_message(code, status, message, 'still after botocore' + chr(39) + 's retries')}")
+        return CosmicaiError(uri, f"{doing}: {remote_message(code, status, message or str(exc))}")
     return CosmicaiError(uri, f"{doing}: {exc}")
 
 
-def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict:
+def arn(bucket: str, key: str, permission: str = "") -> str:
+    """The resource ARN an S3 permission applies to: the bucket for s3:ListBucket, else the object."""
+    return f"arn:aws:s3:::{bucket}" if permission == "s3:ListBucket" else f"arn:aws:s3:::{bucket}/{key}"
+
+
+def diagnose_head(s3: Any, bucket: str, key: str, wanted: str) -> tuple[str, bool]:
+    """After a HEAD answered 403, one listing of the key: (the permission to name, whether the key is absent).
+
+    Listing denied: s3:ListBucket (without it S3 answers 403 for a missing key too). Listed: `wanted`
+    (the read is denied). Not listed: the object is missing, or `wanted` is denied as well. Credentials
+    refused: the listing's error code.
+    """
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
+    except ClientError as exc:
+        code = client_error_code(exc)[0]
+        if code in DENIED_CODES:
+            return f"s3:ListBucket (prefix {key})", False  # without it a missing key also answers 403
+        return (code, False) if code in REFUSED_CREDENTIALS else (wanted, False)
+    except BotoCoreError:
+        return wanted, False
+    return wanted, not any(o.get("Key") == key for o in listed)
+
+
+def head(s3: Any, bucket: str, key: str, version_id: str | None = None, doing: str = "reading the dataset") -> dict:
     """HEAD an object: {size, etag, version_id} (version_id None when the bucket is not versioned)."""
     try:
         h = s3.head_object(Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {}))
     except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, bucket, key, "reading the dataset") from None
+        if version_id and isinstance(exc, ClientError) and client_error_code(exc)[1] in (404, 405):
+            # 404: that version was deleted; 405: it is a delete marker. Either way the pinned bytes are gone.
+            raise CosmicaiError(
+                f"s3://{bucket}/{key}", f"{doing}: version {version_id}, recorded at partitioning, is gone (deleted); re-partition"
+            ) from None
+        permission = "s3:GetObjectVersion" if version_id else "s3:GetObject"
+        raise s3_error(exc, bucket, key, doing + (f" (version {version_id})" if version_id else ""), permission, s3) from None
     vid = h.get("VersionId")
     return {"size": int(h["ContentLength"]), "etag": h["ETag"].strip('"'), "version_id": None if vid in (None, "null") else vid}
 
@@ -159,7 +206,8 @@ class S3RangeFile(io.RawIOBase):
             r = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{stop - 1}", **args)
             data = r["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            raise s3_error(exc, self.bucket, self.key, f"reading bytes {start}-{stop - 1}") from None
+            permission = "s3:GetObjectVersion" if self.version_id else "s3:GetObject"
+            raise s3_error(exc, self.bucket, self.key, f"reading bytes {start}-{stop - 1}", permission) from None
         if r.get("ETag", "").strip('"') not in ("", self.etag):
             raise CosmicaiError(self.uri, f"the object changed while being read (ETag {self.etag} -> {r['ETag'].strip(chr(34))})")
         if len(data) != stop - start:

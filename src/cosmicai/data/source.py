@@ -40,7 +40,7 @@ def is_s3(uri: str | os.PathLike) -> bool:
     return str(uri).startswith("s3://")
 
 
-def s3_client() -> Any:
+def reader_s3_client() -> Any:
     """The process's boto3 S3 client (endpoint and credentials from boto3's chain; created on first use)."""
     global _s3_client
     if _s3_client is None:
@@ -89,7 +89,7 @@ def open_h5(uri: str | os.PathLike | Opened, version_id: str | None = None, s3: 
         from cosmicai.data.s3io import S3RangeFile, parse_s3_uri  # botocore: the lambda extra, only for S3
 
         bucket, key = parse_s3_uri(str(uri))
-        raw = S3RangeFile(s3 or s3_client(), bucket, key, version_id)
+        raw = S3RangeFile(s3 or reader_s3_client(), bucket, key, version_id)
         try:
             return h5py.File(raw, "r")
         except OSError as exc:
@@ -136,7 +136,7 @@ def identify(uri: str | os.PathLike, s3: Any = None) -> dict:
         from cosmicai.data.s3io import head, parse_s3_uri
 
         bucket, key = parse_s3_uri(uri)
-        meta = head(s3 or s3_client(), bucket, key)
+        meta = head(s3 or reader_s3_client(), bucket, key)
         with open_h5(uri, meta["version_id"], s3) as f:
             return {"uri": uri, **meta, "meta_sha256": meta_sha256(f)}
     with open_h5(uri) as f:
@@ -158,7 +158,9 @@ def verify_s3_head(recorded: dict, s3: Any = None) -> None:
     from cosmicai.data.s3io import head, parse_s3_uri
 
     bucket, key = parse_s3_uri(recorded["uri"])
-    _refuse_changed(recorded["uri"], recorded, head(s3 or s3_client(), bucket, key), [("size", "size"), ("etag", "ETag")])
+    # A pinned source is checked at its version: a newer version is no change, a deleted one says so.
+    now = head(s3 or reader_s3_client(), bucket, key, recorded.get("version_id"))
+    _refuse_changed(recorded["uri"], recorded, now, [("size", "size"), ("etag", "ETag")])
 
 
 def verify(recorded: dict, s3: Any = None, keep: contextlib.ExitStack | None = None) -> Opened | None:

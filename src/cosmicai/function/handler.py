@@ -10,11 +10,12 @@ Event (JSON object):
     output      {"bucket", "key"}: where the predictions parquet goes
     batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag"),
     runtime ("auto" | "torch" | "onnxruntime" | "openvino")
-The model and output keys must lie under the function's prefix (environment COSMICAI_S3_PREFIX, set
-by deploy-lambda as the IAM policy is) and have no empty, '.' or '..' segment; an event naming any
-other key is refused. The source is only read, with ranged GETs of its rows (never downloaded whole):
-where it may be is the IAM policy's business. Returns a short JSON summary: rows, timings (model load,
-read, compute, upload), bytes and requests read from S3, peak RSS, and the whole timings record.
+The function stays in the scope its environment sets (cosmicai.function.scope): the model and output
+in its bucket, under its prefix, in the `models/` and `predictions/` folders; the source staged under
+`datasets/` (or `partitions/`) or at a dataset location given at deploy time; and rows [start, stop)
+inside the source, checked before anything is allocated. Every refusal is one line naming the field.
+Returns a short JSON summary: rows, timings (model load, read, compute, upload), bytes and requests
+read from S3, peak RSS, and the whole timings record.
 
 The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu): an ONNX graph
 (model key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
@@ -29,26 +30,22 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from cosmicai.aws.settings import PREFIX_ENV, key_problem
-from cosmicai.aws.storage import download, s3_error, upload_bytes
 from cosmicai.data.s3io import S3RangeFile, parse_s3_uri
 from cosmicai.data.source import is_s3, verify
 from cosmicai.engines.base import RUNTIMES, InferenceEngine
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
+from cosmicai.function.objects import download_model, function_s3_client, model_etag, put_predictions
+from cosmicai.function.scope import Scope
 from cosmicai.infer import infer_partition
 from cosmicai.resources import peak_rss_mb
 
-_s3: Any = None  # created on first use, then reused by warm calls
 _engine: tuple[str, InferenceEngine] | None = None  # (cache id, engine) of the model loaded in this environment
 _calls = 0
 
@@ -69,8 +66,8 @@ class Event:
     runtime: str = "auto"
 
     @classmethod
-    def parse(cls, event: Any) -> Event:
-        """Check types and required fields; a bad event raises CosmicaiError naming the field."""
+    def parse(cls, event: Any, scope: Scope | None = None) -> Event:
+        """Check types, required fields and (given `scope`) where it reads and writes; a bad event raises CosmicaiError naming the field."""
         if not isinstance(event, dict):
             raise CosmicaiError("event", f"expected a JSON object, got {type(event).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -87,6 +84,10 @@ class Event:
                 raise CosmicaiError("event", f"'{name}' must be {want.__name__}, got {value!r}")
         parsed = cls(**event)
         parsed._check_values()
+        if scope is not None:
+            scope.check_key("model", parsed.model["bucket"], parsed.model["key"], "models")
+            scope.check_key("output", parsed.output["bucket"], parsed.output["key"], "predictions")
+            scope.check_source(parsed.source["uri"])
         return parsed
 
     def _check_values(self) -> None:
@@ -101,31 +102,22 @@ class Event:
         if not is_s3(self.source.get("uri", "")):
             raise CosmicaiError("event", f"'source.uri' must be an s3:// URI, got {self.source.get('uri')!r}")
         parse_s3_uri(self.source["uri"])
-        prefix = os.environ.get(PREFIX_ENV, "")
         for name, obj in (("model", self.model), ("output", self.output)):
             if not isinstance(obj.get("bucket"), str) or not isinstance(obj.get("key"), str) or not obj["bucket"]:
                 raise CosmicaiError("event", f"'{name}' must have string 'bucket' and 'key'")
-            if problem := key_problem(obj["key"], prefix):
-                raise CosmicaiError("event", f"'{name}.key': {problem}: refused ({PREFIX_ENV}={prefix!r})")
 
 
-def _client() -> Any:
-    global _s3
-    if _s3 is None:
-        import boto3  # the region and endpoint come from the environment Lambda provides
-
-        _s3 = boto3.client("s3")
-    return _s3
+def check_rows(ev: Event, n_rows: int) -> None:
+    """Refuse a row range beyond the source (before anything is allocated for it)."""
+    if ev.stop > n_rows:
+        raise CosmicaiError("event", f"'stop' is {ev.stop}, beyond the source's {n_rows} rows ({ev.source['uri']}): refused")
 
 
 def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     """The engine for the event's model and precision: this environment's, or downloaded and loaded now."""
     global _engine
     bucket, key = ev.model["bucket"], ev.model["key"]
-    try:
-        etag = _client().head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except (ClientError, BotoCoreError) as exc:
-        raise s3_error(exc, bucket, key, "model") from None
+    etag = model_etag(function_s3_client(), bucket, key)
     cache_id = hashlib.sha256(f"{key}\0{etag}\0{ev.precision}\0{ev.runtime}".encode()).hexdigest()[:16]
     if _engine is not None and _engine[0] == cache_id:
         return _engine[1], 0.0
@@ -133,7 +125,7 @@ def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     models = root / "models"
     shutil.rmtree(models, ignore_errors=True)  # one model at a time: /tmp is small
     path = models / cache_id / Path(key).name
-    download(_client(), bucket, key, path, ev.model.get("sha256"))
+    download_model(function_s3_client(), bucket, key, path, ev.model.get("sha256"))
     _engine = None  # free the previous model before loading the next
     # A checkpoint under runtime auto runs in PyTorch: exporting a graph here would cost every cold start.
     runtime = "torch" if ev.runtime == "auto" and path.suffix != ".onnx" else ev.runtime
@@ -154,7 +146,7 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
     global _calls
     _calls += 1
     started = time.perf_counter()
-    ev = Event.parse(event)
+    ev = Event.parse(event, Scope.from_env())
     request_id = getattr(context, "aws_request_id", "local")
     root = Path(tempfile.gettempdir()) / "cosmicai"
     work = root / "work" / request_id
@@ -166,6 +158,8 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         # Refuse a source that changed since partitioning; the file opened for its layout stays open for the
         # rows (each open of an S3 dataset costs requests, and CPU under h5py's lock).
         opened = verify(ev.source, keep=stack)
+        if opened is not None:  # a copied partition has no layout record: its rows are checked when read
+            check_rows(ev, len(opened.file["images"]))
         verify_s = time.perf_counter() - t
         engine, model_load_s = (load_engine or _load_engine)(ev, root)
         predictions = work / "predictions.parquet"
@@ -184,7 +178,7 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         )
         t = time.perf_counter()
         body = predictions.read_bytes()
-        upload_bytes(_client(), ev.output["bucket"], ev.output["key"], body, "application/vnd.apache.parquet")
+        predictions_sha256 = put_predictions(function_s3_client(), ev.output["bucket"], ev.output["key"], body)
         upload_s = time.perf_counter() - t
         timings.update(
             request_id=request_id,
@@ -211,7 +205,7 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         "s3_bytes_read": timings["s3_bytes_read"],
         "peak_rss_mb": round(timings["peak_rss_mb"], 1),
         "predictions_key": ev.output["key"],
-        "predictions_sha256": hashlib.sha256(body).hexdigest(),
+        "predictions_sha256": predictions_sha256,
         "timings_record": timings,  # what the invoker keeps: a late write by an earlier, abandoned call cannot swap it
     }
     print(
