@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from cosmicai.planning.model import Plan
+from cosmicai.planning.estimate import Plan
 
 
 def _pyplot():
