@@ -15,7 +15,7 @@
 from cosmicai.planning import calibration as plan_calibration
 from cosmicai.planning.context import PLAN_KEYS, workflow_settings
 from cosmicai.planning.formatting import format_dry_run
-from cosmicai.planning.model import estimate
+from cosmicai.planning.estimate import estimate
 from cosmicai.planning.recommend import workflow_recommendation
 from cosmicai.planning.units import parse_duration, parse_money
 
