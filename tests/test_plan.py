@@ -362,3 +362,68 @@ def test_lambda_run_reports_plan_against_actual(tmp_path: Path, tiny_dataset: Pa
     )
     # The ratio itself is a measurement (it depends on the machine's load), reported by the run, not asserted.
     assert isinstance(pva["time_within_factor_2"], bool) and rows["wall_s"]["estimate"] > 0 and rows["wall_s"]["actual"] > 0
+
+
+def test_every_term_of_the_wall_time_and_the_dispatch_bound() -> None:
+    shipped = calibration.load(calibration.DEFAULT_FILE)
+    assert shipped["lambda"].dispatch_per_s == pytest.approx(27.2)  # `make bench-lambda-scale`, kept once in the calibration
+    in_s3 = estimate(Settings("lambda", 2**40, 100, concurrency=1000, data_in_s3=True, memory_mb=10240), shipped)
+    assert in_s3.terms["dispatch_s"] == pytest.approx(10_486 / 27.2) and in_s3.terms["upload_s"] == 0
+    assert in_s3.bound_by == "dispatch" and in_s3.wall_s == pytest.approx(10_485 / 27.2 + in_s3.warm_job_s)  # the last begun, then run
+    # With the dataset on this host, its one upload comes first and dominates.
+    local = estimate(dataclasses.replace(in_s3.settings, data_in_s3=False), shipped)
+    assert local.terms["upload_s"] == pytest.approx(2**40 / 2**20 / 100) and local.bound_by == "upload"
+    assert local.wall_s == pytest.approx(local.terms["upload_s"] + in_s3.stage_s + local.terms["merge_s"])
+    row = local.row()
+    assert {"upload_s", "queue_wait_s", "dispatch_s", "cold_start_s", "compute_s", "merge_s", "bound_by"} <= set(row)
+    # Slurm: the queue wait is its own term, before the stage.
+    slurm = estimate(Settings("slurm", 2**30, 100, queue_wait_s=120), shipped)
+    assert slurm.terms["queue_wait_s"] == 120 and slurm.wall_s == pytest.approx(120 + slurm.terms["compute_s"] + slurm.terms["merge_s"])
+
+
+def test_makespan_dispatch_limits_starts() -> None:
+    # 10 jobs of 1 s on 100 slots, begun 2 per second: the last begins at 4.5 s, one slot is reused by then.
+    end, cold = makespan(10, 100, lambda k: 0.0, 1.0, 1.0, dispatch_per_s=2.0)
+    assert end == pytest.approx(4.5 + 1.0) and cold == 2
+
+
+def test_estimate_and_accounting_price_alike() -> None:
+    from cosmicai.accounting import lambda_cost, pricing
+    from cosmicai.planning import estimate as estimate_module
+
+    assert lambda_cost.lambda_lines is pricing.lambda_lines is estimate_module.lambda_lines  # one home for the formula
+    cals = simple_calibrations()
+    plan = estimate(Settings("lambda", 10 * 20 * 2**20, 20, memory_mb=3008, concurrency=1000, ephemeral_storage_mb=1024), cals)
+    billed_ms = (plan.job_s - cals["lambda"].overhead_s) * 1000  # every invocation cold (one wave)
+    runs = [
+        {"lambda": {"billed_ms": math.ceil(billed_ms), "memory_mb": 3008, "architecture": "x86_64", "ephemeral_storage_mb": 1024}}
+    ] * plan.partitions
+    actual = lambda_cost.lambda_usage(runs, {"lambda": {}})
+    assert [(line["resource"], line["rate_usd"]) for line in actual] == [(line["resource"], line["rate_usd"]) for line in plan.lines]
+    assert [line["cost_usd"] for line in actual] == pytest.approx([line["cost_usd"] for line in plan.lines], rel=1e-6)
+
+
+def test_each_backend_is_planned_with_its_profile(tmp_path: Path) -> None:
+    from cosmicai.planning.context import backend_config, load_config
+
+    base = load_config()  # config/config.yaml: the local profile's
+    gpu = backend_config(base, "slurm-gpu")["inference"]
+    assert gpu["batch_size"] == 4096 and gpu["partitions_per_job"] == 512  # config/slurm-gpu.yaml's, not the local run's
+    assert backend_config(base, "slurm")["inference"]["partitions_per_job"] == 16
+    assert backend_config(backend_config(base, "slurm-gpu"), "local")["inference"]["batch_size"] == 512
+    ctx = tmp_path / "context.json"
+    ctx.write_text(json.dumps({"backend": "local", "config": {k: base[k] for k in ("partition_mb", "inference", "lambda", "cost")}}))
+    plans = json.loads(run_cli("plan", "--compare", "--data-size", "10GB", "--context", ctx, "--format", "json", check=True).stdout)
+    by = {p["backend"]: p for p in plans}
+    assert by["slurm-gpu"]["batch_size"] == 4096 and by["slurm-gpu"]["partitions_per_job"] == 410  # all 410 partitions: one job
+    assert "BATCH" not in by["slurm-gpu"]["flags"] and by["slurm"]["partitions_per_job"] == 16 and by["local"]["batch_size"] == 512
+
+
+def test_the_papers_table() -> None:
+    out = run_cli("plan", "--paper", check=True).stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("lambda", "slurm-gpu", "slurm")}
+    assert "28 s" in lines["lambda"] and "$0.38" in lines["lambda"] and "dispatch" in lines["lambda"]
+    assert (
+        re.search(r"2 min 20 s +2 min 20 s +1.00", lines["slurm-gpu"]) and "29 min 53 s" in lines["slurm"] and "unpriced" in lines["slurm"]
+    )
+    assert "lambda: the plan adds this project's terms" in out

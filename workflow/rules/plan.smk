@@ -59,7 +59,9 @@ def plan_block() -> str:
         return f"cosmicai plan: no estimate: {exc}"
 
 
-if workflow.is_main_process:
+if (
+    workflow.is_main_process and not config["experiments"]
+):  # a grid prints its own cells' plans (experiments.smk)
     print(plan_block(), flush=True)
 
 

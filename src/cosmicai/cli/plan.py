@@ -167,12 +167,14 @@ def _plot(a: argparse.Namespace, bases: dict, axes, cals, run: dict | None) -> N
             f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
             + (", dataset in S3" if s.data_in_s3 else "")
         )
-    for b in ("slurm", "slurm-gpu"):
-        if b in bases:
-            s = bases[b]
-            parts.append(f"{b} {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
+    if "slurm" in bases:
+        s = bases["slurm"]
+        parts.append(f"slurm {s.nodes} x {s.cores_per_node} cores, {s.threads} threads/job, {s.partitions_per_job} partitions/job")
+    if "slurm-gpu" in bases:
+        s = bases["slurm-gpu"]
+        parts.append(f"slurm-gpu {s.gpus} GPU(s), batch {s.batch_size}, {s.partitions_per_job} partitions/job")
     if "local" in bases:
-        parts.append(f"local {bases['local'].cores} cores")
+        parts.append(f"local {bases['local'].cores} cores, {bases['local'].threads} threads/job")
     title = "cosmicai plan: " + "; ".join(parts)
     plans = [p for b in axes.backends for p in sweep(bases[b], dataclasses.replace(curve_axes, backends=(b,)), cals)]
     plot_sweep(plans, a.plot, title, actual)
@@ -208,8 +210,18 @@ def _experiments(a: argparse.Namespace) -> None:
     config = json.loads(a.config_json) if a.config_json else load_config(a.configfile)
     import shlex
 
+    if a.dry_run:
+        from cosmicai.planning.experiments import format_grid_plan, load_grid, plan_grid
+
+        grid = load_grid(a.grid)
+        _print(format_grid_plan(grid, *plan_grid(grid, config, a.calibration)))
+        return
+    if not a.outdir:
+        from cosmicai.errors import CosmicaiError
+
+        raise CosmicaiError("experiments", "give --outdir (or --dry-run: every cell's plan and the total, nothing run)")
     table = run_grid(a.grid, config, a.outdir, a.snakefile, a.profiles, shlex.split(a.snakemake_args))
-    for r in table:
+    for r in (r for r in table if not r.get("plan_only")):
         _print(f"{r['cell']}: wall {r['measured_wall_s']:.1f} s measured, {r['planned_wall_s']:.1f} s planned (x{r['wall_ratio']:.2f})")
     _print(f"table: {a.outdir}/table.csv; plots: {a.outdir}/measured_vs_planned.png, {a.outdir}/wall_cost_by_size.png")
 
@@ -273,7 +285,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(fn=_plan)
     s = sub.add_parser("experiments", help="run every cell of an experiment grid as its own workflow sub-run; one table and the plots")
     s.add_argument("grid", help="grid file (config/experiments/*.yaml)")
-    s.add_argument("--outdir", required=True, help="where the cells' results folders, the table and the plots go")
+    s.add_argument("--outdir", help="where the cells' results folders, the table and the plots go (required unless --dry-run)")
+    s.add_argument("--dry-run", action="store_true", help="print every cell's plan (plan-only cells too) and the total; run nothing")
+    s.add_argument("--calibration", help="with --dry-run: the calibration to plan with (default: the config's plan_calibration)")
     cfg = s.add_mutually_exclusive_group()
     cfg.add_argument(
         "--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml); backend picks the profile"

@@ -96,6 +96,7 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
         cpu_hour_usd=cost.get("cpu_hour_usd", 0.0),
         gpu_hour_usd=cost.get("gpu_hour_usd", 0.0),
         lambda_prices=lambda_prices(lam.get("prices")),
+        data_in_s3=str(config.get("dataset", "")).startswith("s3://"),  # nothing to upload from this host
     )
     if backend == "lambda":
         base["concurrency"] = lambda_in_flight(config)

@@ -357,7 +357,7 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
         rows_pp,
         p,
         cold,
-        math.ceil(p / conc),
+        math.ceil(p / max(1, cold)),  # waves on the environments used (fewer than requested when dispatch limits them)
         cold,
         slot_cold,
         slot_warm,
@@ -395,7 +395,7 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
     else:
         slots, rate = max(1, s.cores // s.threads), cal.rate(s.threads)
         where = f"this machine's {s.cores} cores, {s.threads} threads per job: {slots} job(s) at once"
-    ppj = _per_job(s.partitions_per_job, p)
+    ppj = min(_per_job(s.partitions_per_job, p), p)
     jobs = math.ceil(p / ppj)
     conc = min(slots, s.concurrency) if s.concurrency else slots
     billed = cal.fixed_s + s.rows / jobs / rate  # start-up once per job, then its partitions one after another
