@@ -152,7 +152,11 @@ def plan_grid(grid: dict, base_config: dict, calibration_file: str | None = None
     todo = cells(grid, backend, plan_only=True)
     plans = []
     for cell in todo:
-        context = {"backend": backend, "config": cell_config(cell, base_config, grid), "cores": None}
+        config = cell_config(cell, base_config, grid)
+        # A cell that runs reads a local row subset (uploaded under Lambda); a plan-only cell the grid's dataset itself
+        # (an s3:// dataset: nothing to upload, as the paper's 1 TB run).
+        config["dataset"] = grid["dataset"] if cell.plan_only else "subset.h5"
+        context = {"backend": backend, "config": config, "cores": None}
         plans.append(estimate(workflow_settings(context, cell.rows * ROW_BYTES), cals))
     return todo, plans
 
