@@ -369,7 +369,9 @@ def test_every_term_of_the_wall_time_and_the_dispatch_bound() -> None:
     assert shipped["lambda"].dispatch_per_s == pytest.approx(27.2)  # `make bench-lambda-scale`, kept once in the calibration
     in_s3 = estimate(Settings("lambda", 2**40, 100, concurrency=1000, data_in_s3=True, memory_mb=10240), shipped)
     assert in_s3.terms["dispatch_s"] == pytest.approx(10_486 / 27.2) and in_s3.terms["upload_s"] == 0
-    assert in_s3.bound_by == "dispatch" and in_s3.wall_s == pytest.approx(10_485 / 27.2 + in_s3.warm_job_s)  # the last begun, then run
+    assert in_s3.bound_by == "dispatch" and in_s3.stage_s == pytest.approx(10_485 / 27.2 + in_s3.warm_job_s)  # the last begun, then run
+    assert in_s3.terms["merge_s"] == pytest.approx(1.0 + in_s3.settings.rows / 500_000)  # the local section: the host
+    assert in_s3.wall_s == pytest.approx(in_s3.stage_s + in_s3.terms["merge_s"])
     # With the dataset on this host, its one upload comes first and dominates.
     local = estimate(dataclasses.replace(in_s3.settings, data_in_s3=False), shipped)
     assert local.terms["upload_s"] == pytest.approx(2**40 / 2**20 / 100) and local.bound_by == "upload"

@@ -64,7 +64,8 @@ class Calibration:
     memory_mb_per_partition_mb: float = 0.0
     memory_source: str = ""  # where the memory model comes from
     dispatch_per_s: float = 0.0  # jobs (Lambda: invocations) the submitting host begins per second; 0: not limited
-    merge_rows_per_s: float = 0.0  # the submitting host merging predictions into one file; 0: not modelled
+    merge_rows_per_s: float = 0.0  # the submitting host merging predictions (read from the local section); 0: not modelled
+    merge_fixed_s: float = 0.0  # ... and the merge job's start (process, imports), once per run
     batch_size: int = 0  # rows per forward pass the rate was measured at (0: not recorded); a plan at another is flagged
     rows: int = 0  # what the measurement covered
     jobs: int = 0

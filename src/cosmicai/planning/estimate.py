@@ -267,9 +267,11 @@ def lambda_rate(cal: Calibration, memory_mb: float) -> tuple[float, float]:
     return vcpus, cal.per_thread() * used
 
 
-def merge_s(cal: Calibration, rows: int) -> float:
-    """Merging the predictions on the submitting host (0 when the calibration has no merge rate)."""
-    return rows / cal.merge_rows_per_s if cal.merge_rows_per_s else 0.0
+def merge_s(host: Calibration | None, rows: int) -> float:
+    """Merging the predictions on the submitting host, from its (the local section's) figures; 0 when it has none."""
+    if host is None or not host.merge_rows_per_s:
+        return 0.0
+    return host.merge_fixed_s + rows / host.merge_rows_per_s
 
 
 def _lambda_flags(s: Settings, cal: Calibration, cold_run: float, rate: float, part_mb: float, peak_mb: float, conc: int) -> list[str]:
@@ -295,7 +297,7 @@ def _lambda_flags(s: Settings, cal: Calibration, cold_run: float, rate: float, p
     return flags
 
 
-def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict) -> Plan:
+def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict, host: Calibration | None) -> Plan:
     lo, hi = LAMBDA_MEMORY_MB
     if not lo <= s.memory_mb <= hi:
         raise CosmicaiError("--memory-mb", f"Lambda memory must be {lo}-{hi} MB, got {s.memory_mb}")
@@ -349,7 +351,7 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
         "dispatch_s": dispatch,
         "cold_start_s": cal.cold_s if cold else 0.0,
         "compute_s": max(0.0, compute - (cal.cold_s if cold else 0.0)),
-        "merge_s": merge_s(cal, s.rows),
+        "merge_s": merge_s(host, s.rows),
     }
     return Plan(
         s,
@@ -384,7 +386,7 @@ def _per_job(setting: int | str, partitions: int) -> int:
     return k
 
 
-def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict) -> Plan:
+def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: float, label: dict, host: Calibration | None) -> Plan:
     gpu = s.backend == "slurm-gpu"
     if gpu:
         slots, rate = s.gpus, cal.samples_per_s
@@ -426,7 +428,7 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
         "dispatch_s": jobs / cal.dispatch_per_s if cal.dispatch_per_s else 0.0,
         "cold_start_s": 0.0,  # a job's start-up is inside its fixed_s, paid by every job
         "compute_s": max(0.0, stage - wait),
-        "merge_s": merge_s(cal, s.rows),
+        "merge_s": merge_s(host, s.rows),
     }
     return Plan(
         s,
@@ -468,7 +470,9 @@ def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
         "runtime": cal.runtime,
         "precision": cal.precision,
     }
-    plan = _lambda_plan(s, cal, p, rows_pp, part_mb, label) if s.backend == "lambda" else _cluster_plan(s, cal, p, rows_pp, part_mb, label)
+    host = calibrations.get("local")  # the submitting host, where merge runs whatever the backend
+    build = _lambda_plan if s.backend == "lambda" else _cluster_plan
+    plan = build(s, cal, p, rows_pp, part_mb, label, host)
     if s.runtime not in ("auto", cal.runtime):
         plan.flags.append(f"RUNTIME: planned at {cal.runtime}'s speed ({cal.file}); the run uses {s.runtime}: calibrate it")
     if cal.batch_size and s.batch_size != cal.batch_size:
@@ -480,7 +484,11 @@ def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
         f"{human_size(s.data_bytes)} = {s.rows:,} rows of {ROW_BYTES:,} B (binary units: 1 GB = 2^30 B); "
         f"{p:,} partitions of {part_mb:.1f} MiB ({rows_pp:,} rows)",
         *plan.assumptions,
-        f"merge on this host at {cal.merge_rows_per_s:,.0f} rows/s" if cal.merge_rows_per_s else "merge: no rate in the calibration",
+        (
+            f"merge on the submitting host: {host.merge_fixed_s:.1f} s + {host.merge_rows_per_s:,.0f} rows/s (the local section)"
+            if host is not None and host.merge_rows_per_s
+            else "merge: no rate in the calibration's local section"
+        ),
         "wall time: the critical path of upload, queue wait, the inference stage (dispatch and compute waves, cold starts) "
         "and merge; run_summary.json's wall_s covers the upload and the stage",
         f"calibration ({s.backend}, {s.precision}): {cal.label()}",

@@ -56,20 +56,21 @@ def paper_table(path: str | Path) -> str:
     rows = []
     for run, plan in paper_plans(path):
         reported_cost = run.get("reported_cost_usd")
-        terms = ", ".join(f"{k} {human_time(v)}" for k, v in plan.biggest_terms(3))
+        terms = ", ".join(f"{k} {human_time(v)}" for k, v in plan.biggest_terms(4) if k != "merge")
+        inference = plan.run_wall_s  # the paper reports inference time: the plan's without its merge term
         rows.append(
             [
                 run["backend"],
                 run.get("setup", ""),
                 human_time(run["reported_wall_s"]),
-                human_time(plan.wall_s),
-                f"{plan.wall_s / run['reported_wall_s']:.2f}",
+                human_time(inference),
+                f"{inference / run['reported_wall_s']:.2f}",
                 f"${reported_cost:.2f}" if reported_cost is not None else "not reported",
                 plan.cost_text(),
                 terms,
             ]
         )
-    cols = ["backend", "the paper's setup", "paper", "plan", "plan/paper", "paper cost", "plan cost", "plan's largest terms"]
+    cols = ["backend", "the paper's setup", "paper", "plan (no merge)", "plan/paper", "paper cost", "plan cost", "plan's largest terms"]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     lines = [block.get("reference", ""), ""]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [cols, ["-" * w for w in widths], *rows]]
