@@ -46,12 +46,13 @@ def curve_styles(keys: list[tuple]) -> dict[tuple, dict]:
     import matplotlib
 
     styles = {}
-    for backend in dict.fromkeys(k[0] for k in keys):
+    for b, backend in enumerate(dict.fromkeys(k[0] for k in keys)):
         mine = [k for k in keys if k[0] == backend]
         cmap = matplotlib.colormaps[BACKEND_COLOURS.get(backend, "Purples")]
         for i, key in enumerate(mine):
             shade = 0.85 - 0.5 * i / max(1, len(mine) - 1) if len(mine) > 1 else 0.7
-            styles[key] = {"color": cmap(shade), "ls": LINE_STYLES[i % len(LINE_STYLES)], "marker": MARKERS[i % len(MARKERS)]}
+            j = b + i  # backends start at different styles: one curve each still differs in style, not only colour
+            styles[key] = {"color": cmap(shade), "ls": LINE_STYLES[j % len(LINE_STYLES)], "marker": MARKERS[j % len(MARKERS)]}
     return styles
 
 
