@@ -74,6 +74,18 @@ def test_paper_grid_plans_every_cell_and_the_total() -> None:
     assert out.count("\nr") == 52 and "total: 52 cells" in out
 
 
+def test_workflow_dry_run_of_a_grid_prints_every_cell(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    from helpers.cli import REPO
+    from helpers.workflow import tiny_config
+
+    config = tiny_config(tiny_dataset, random_checkpoint, experiments=str(REPO / "config" / "experiments" / "paper.yaml"))
+    config["lambda"]["bucket"] = ""
+    proc = snakemake(tmp_path, "lambda", config, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "experiment grid paper (lambda" in proc.stdout and "total: 52 cells (48 to run, 4 plan only)" in proc.stdout
+    assert "cosmicai plan for this run" not in proc.stdout  # the grid's cells, not the demo dataset's plan
+
+
 def test_subset_is_the_first_rows(tmp_path: Path, tiny_dataset: Path) -> None:
     out = subset(str(tiny_dataset), 120, tmp_path / "rows_120.h5")
     assert inspect(out).n_rows == 120

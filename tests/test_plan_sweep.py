@@ -16,7 +16,7 @@ from helpers.cli import REPO, env_with_venv, run_cli
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning import calibration
 from cosmicai.planning.calibration import Calibration
-from cosmicai.planning.estimate import Settings, estimate
+from cosmicai.planning.estimate import Settings, estimate, local_runtime
 from cosmicai.planning.recommend import recommend
 from cosmicai.planning.sweep import Axes, read_table, sweep
 from cosmicai.planning.units import parse_duration, parse_money, parse_values
@@ -101,7 +101,11 @@ def test_runtime_named_and_calibration_installed_only_when_asked(tmp_path: Path,
     c = cals()
     flags = estimate(Settings("local", 2**30, 100, runtime="openvino"), c).flags
     assert any(f.startswith("RUNTIME: planned at test's speed") for f in flags)
-    assert [f.split(":")[0] for f in estimate(Settings("local", 2**30, 100, runtime="auto"), c).flags] == ["UNPRICED"]
+    # auto: the runtime this machine's engines would pick (OpenVINO or ONNX Runtime here), not the calibration's "test"
+    auto = estimate(Settings("local", 2**30, 100, runtime="auto"), c).flags
+    assert [f.split(":")[0] for f in auto] == ["RUNTIME", "UNPRICED"] and "(auto, on this machine)" in auto[0]
+    same = dataclasses.replace(c["local"], runtime=local_runtime(Settings("local", 1, 1)))
+    assert [f.split(":")[0] for f in estimate(Settings("local", 2**30, 100), {**c, "local": same}).flags] == ["UNPRICED"]
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run_file = tmp_path / "calibration.json"  # as a run writes it beside its results

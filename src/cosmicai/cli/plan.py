@@ -127,7 +127,7 @@ def run_plan(a: argparse.Namespace) -> str:
         write_table(plans, path)
     if a.plot:
         _plot(a, bases, axes, cals, run)
-    text = format_plans(plans, a.format, detail=not (deadline or budget))
+    text = format_plans(plans, a.format)  # with the assumptions, also under --deadline/--budget
     if deadline or budget:
         rec = recommend(plans, deadline, budget)
         if rec.best is None:

@@ -453,6 +453,19 @@ def _cluster_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: 
     )
 
 
+def local_runtime(s: Settings) -> str:
+    """The runtime a local run uses: `auto` resolved on this machine's CPU as the engines resolve it (a GPU's torch
+    is not looked for: that needs torch imported), so a plan calibrated on another runtime is flagged."""
+    from cosmicai.engines.base import choose_runtime
+
+    if s.runtime != "auto" or s.device not in ("auto", "cpu"):
+        return s.runtime
+    try:
+        return choose_runtime("cpu", s.precision, "auto")[1]
+    except ValueError:
+        return s.runtime
+
+
 def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
     """Partitions, jobs, the wall time's terms and cost of running `s` on its backend."""
     if s.backend not in BACKENDS:
@@ -473,8 +486,10 @@ def estimate(s: Settings, calibrations: dict[str, Calibration]) -> Plan:
     host = calibrations.get("local")  # the submitting host, where merge runs whatever the backend
     build = _lambda_plan if s.backend == "lambda" else _cluster_plan
     plan = build(s, cal, p, rows_pp, part_mb, label, host)
-    if s.runtime not in ("auto", cal.runtime):
-        plan.flags.append(f"RUNTIME: planned at {cal.runtime}'s speed ({cal.file}); the run uses {s.runtime}: calibrate it")
+    runtime = local_runtime(s) if s.backend == "local" else s.runtime
+    if runtime not in ("auto", cal.runtime):
+        how = "" if runtime == s.runtime else " (auto, on this machine)"
+        plan.flags.append(f"RUNTIME: planned at {cal.runtime}'s speed ({cal.file}); the run uses {runtime}{how}: calibrate it")
     if cal.batch_size and s.batch_size != cal.batch_size:
         plan.flags.append(f"BATCH: planned at batch {cal.batch_size}'s speed; the run uses batch {s.batch_size}: calibrate it")
     missing = unpriced(plan.lines)
