@@ -236,3 +236,16 @@ def test_plan_block_handles_a_tebibyte_quickly() -> None:
     plan = estimate(Settings("lambda", 2**40, 100, concurrency=1000), shipped)
     assert plan.partitions == 10_486 and time.perf_counter() - start < 1.0
     assert math.isfinite(plan.wall_s)
+
+
+def test_sweep_types_alike_with_only_cluster_plans(tmp_path: Path) -> None:
+    from cosmicai.planning.sweep import write_table
+
+    plans = sweep(Settings("slurm", 2**30, 100), Axes(data_bytes=(2**30, 2**31)), cals())
+    frames = []
+    for kind in ("csv", "json", "parquet"):
+        write_table(plans, tmp_path / f"s.{kind}")
+        frames.append(read_table(tmp_path / f"s.{kind}"))
+    assert dict(frames[0].dtypes) == dict(frames[1].dtypes) == dict(frames[2].dtypes)
+    assert frames[1]["memory_mb"].isna().all() and frames[1]["memory_mb"].dtype == float  # null in JSON, never 0 MB
+    assert "NaN" not in (tmp_path / "s.json").read_text()  # valid JSON

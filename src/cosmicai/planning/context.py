@@ -24,6 +24,7 @@ from cosmicai.planning.estimate import (
     Plan,
     Settings,
     estimate,
+    json_row,
 )
 
 # The config blocks a plan reads (and the context file carries).
@@ -49,8 +50,8 @@ def load_config(paths: list[str | os.PathLike] | None = None) -> dict:
 def profile_config(backend: str) -> dict:
     """The config a backend's profile runs with from this directory: config/config.yaml, then the profile's own
     config/<backend>.yaml when there is one (backend, partitions_per_job: profiles/slurm names config/slurm.yaml)."""
-    own = Path("config", f"{backend}.yaml")
-    return load_config([Path("config", "config.yaml"), *([own] if own.exists() else [])])
+    files = [f for f in (Path("config", "config.yaml"), Path("config", f"{backend}.yaml")) if f.exists()]
+    return load_config(files) if files else {}  # outside a checkout: the settings' defaults
 
 
 def backend_config(config: dict, backend: str) -> dict:
@@ -171,7 +172,7 @@ def plan_vs_actual(plan: Plan, summary: dict, cost: dict, runtime_ran: str = "")
         "runtime_ran": runtime_ran,
         "flags": flags,
         "calibration": plan.calibration,
-        "estimate": {**plan.row(), "lines": plan.lines, "assumptions": plan.assumptions},
+        "estimate": {**json_row(plan), "lines": plan.lines, "assumptions": plan.assumptions},
         "note": "estimate made with the calibration the run named (not the one it measured); ratio = actual / estimate",
     }
 

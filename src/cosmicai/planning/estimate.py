@@ -223,6 +223,11 @@ class Plan:
         }
 
 
+def json_row(plan: Plan) -> dict:
+    """plan.row() for JSON: NaN (not a Lambda plan, the default concurrency) as null, which JSON has and NaN is not."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in plan.row().items()}
+
+
 def makespan(
     n_jobs: int,
     slots: int,

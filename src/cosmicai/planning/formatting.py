@@ -7,7 +7,7 @@ import io
 import json
 from typing import Literal
 
-from cosmicai.planning.estimate import TERMS, Plan
+from cosmicai.planning.estimate import TERMS, Plan, json_row
 from cosmicai.planning.units import human_size, human_time
 
 Format = Literal["table", "csv", "json"]
@@ -69,7 +69,7 @@ def format_plans(plans: list[Plan], fmt: Format = "table", detail: bool = True) 
     """The plans as an aligned table (with each distinct plan's flags and assumptions when `detail`), CSV, or JSON."""
     if fmt == "json":
         return json.dumps(
-            [{**p.row(), "lines": p.lines, "assumptions": p.assumptions, "calibration": p.calibration} for p in plans], indent=2
+            [{**json_row(p), "lines": p.lines, "assumptions": p.assumptions, "calibration": p.calibration} for p in plans], indent=2
         )
     if fmt == "csv":
         out = io.StringIO()

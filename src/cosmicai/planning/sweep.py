@@ -107,5 +107,7 @@ def read_table(path: str | os.PathLike):
     if kind == ".csv":
         return pd.read_csv(path, comment="#")
     if kind == ".json":
-        return pd.DataFrame(json.loads(path.read_text())["rows"])
+        frame = pd.DataFrame(json.loads(path.read_text())["rows"])
+        empty = [c for c in frame.columns if frame[c].isna().all()]  # all null (NaN written as null): numbers, as in CSV
+        return frame.astype({c: float for c in empty})
     return pd.read_parquet(path)
