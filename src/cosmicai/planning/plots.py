@@ -155,13 +155,16 @@ def plot_measured_vs_planned(cells: list[dict], output: str | os.PathLike) -> No
 
 def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
     """Measured (markers) and planned (lines) wall time and cost against data size, per partition size and memory."""
+    from matplotlib.ticker import NullFormatter
+
     plt = _pyplot()
     order, groups, styles = _cell_groups(cells)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     handles = {}
+    unit, scale = ("GiB", 2**30) if max(c["data_bytes"] for c in cells) >= 2**30 else ("MiB", 2**20)
     for key in order:
         rows = sorted(groups[key], key=lambda r: r["data_bytes"])
-        x = [r["data_bytes"] / 2**30 for r in rows]
+        x = [r["data_bytes"] / scale for r in rows]
         st = styles[key]
         for ax, name in zip(axes, ("wall_s", "cost_usd")):
             planned = [r.get(f"planned_{name}") or float("nan") for r in rows]
@@ -171,14 +174,15 @@ def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
                 handles[f"{_label(key)}: measured"] = ax.scatter(
                     *zip(*measured), color=st["color"], marker=st["marker"], s=30, edgecolor="k", lw=0.4
                 )
-    for ax, name, unit in zip(axes, ("wall time", "cost"), ("s", "USD")):
+    for ax, name, y_unit in zip(axes, ("wall time", "cost"), ("s", "USD")):
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel="data size (GiB)",
-            ylabel=f"{name} ({unit})",
+            xlabel=f"data size ({unit})",
+            ylabel=f"{name} ({y_unit})",
             title=f"{name.capitalize()}: planned (lines), measured (markers)",
         )
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide over less than a decade
         ax.grid(True, which="both", alpha=0.3)
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     _save(fig, output)
