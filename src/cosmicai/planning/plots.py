@@ -3,6 +3,7 @@ partition size (and Lambda memory when it varies); and measured against planned,
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 
@@ -167,7 +168,9 @@ def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
         x = [r["data_bytes"] / scale for r in rows]
         st = styles[key]
         for ax, name in zip(axes, ("wall_s", "cost_usd")):
-            planned = [r.get(f"planned_{name}") or float("nan") for r in rows]
+            planned = [r.get(f"planned_{name}") or float("nan") for r in rows]  # 0 or None: unpriced, not drawn at $0
+            if all(math.isnan(v) for v in planned) and not any(r.get(f"measured_{name}") for r in rows):
+                continue
             handles[f"{_label(key)}: planned"] = ax.plot(x, planned, color=st["color"], ls=st["ls"], lw=1.3)[0]
             measured = [(xi, r[f"measured_{name}"]) for xi, r in zip(x, rows) if r.get(f"measured_{name}")]
             if measured:
@@ -175,6 +178,10 @@ def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
                     *zip(*measured), color=st["color"], marker=st["marker"], s=30, edgecolor="k", lw=0.4
                 )
     for ax, name, y_unit in zip(axes, ("wall time", "cost"), ("s", "USD")):
+        if not ax.has_data():  # nothing priced: a log axis of nothing cannot be drawn
+            ax.text(0.5, 0.5, f"no {name} to draw (unpriced: no rates in config)", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         ax.set(
             xscale="log",
             yscale="log",
