@@ -156,13 +156,14 @@ def plot_measured_vs_planned(cells: list[dict], output: str | os.PathLike) -> No
 
 def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
     """Measured (markers) and planned (lines) wall time and cost against data size, per partition size and memory."""
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plt = _pyplot()
     order, groups, styles = _cell_groups(cells)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     handles = {}
     unit, scale = ("GiB", 2**30) if max(c["data_bytes"] for c in cells) >= 2**30 else ("MiB", 2**20)
+    span = max(c["data_bytes"] for c in cells) / min(c["data_bytes"] for c in cells)
     for key in order:
         rows = sorted(groups[key], key=lambda r: r["data_bytes"])
         x = [r["data_bytes"] / scale for r in rows]
@@ -189,7 +190,9 @@ def plot_cells_by_size(cells: list[dict], output: str | os.PathLike) -> None:
             ylabel=f"{name} ({y_unit})",
             title=f"{name.capitalize()}: planned (lines), measured (markers)",
         )
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide over less than a decade
+        # Plain numbers; minor labels only when the sizes span less than a decade (else they collide).
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if span < 10 else NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     _save(fig, output)
