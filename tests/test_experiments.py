@@ -45,6 +45,47 @@ def test_grid_cells(tmp_path: Path) -> None:
             load_grid(grid_file(tmp_path, **bad))
 
 
+def test_paper_grid_plans_every_cell_and_the_total() -> None:
+    from helpers.cli import REPO, run_cli
+
+    from cosmicai.planning.context import load_config
+    from cosmicai.planning.experiments import format_grid_plan, plan_grid
+
+    grid = load_grid(REPO / "config" / "experiments" / "paper.yaml")
+    todo = cells(grid, "lambda", plan_only=True)
+    assert len(cells(grid, "lambda")) == 4 * 4 * 3 and len(todo) == 48 + 4  # the 1 TB run: once per partition size
+    assert todo[-1].plan_only and todo[-1].name == "r53603336_p100_m10240_c500_plan" and todo[0].concurrency == 500
+    assert len(cells(grid, "local", plan_only=True)) == 4 * 4 * 3 + 4  # memory and concurrency: Lambda only
+    config = load_config([REPO / "config" / "config.yaml", REPO / "config" / "lambda.yaml"])
+    planned, plans = plan_grid(grid, config, str(REPO / "config" / "calibration" / "paper.yaml"))
+    assert [p.settings.concurrency for p in plans] == [500] * 52 and plans[-1].partitions == 10_486
+    text = format_grid_plan(grid, planned, plans)
+    assert text.count("  plan only") == 4 and text.splitlines()[-1].startswith("total: 52 cells (48 to run, 4 plan only)")
+    out = run_cli(
+        "experiments",
+        REPO / "config/experiments/paper.yaml",
+        "--dry-run",
+        "--configfile",
+        REPO / "config/config.yaml",
+        REPO / "config/lambda.yaml",
+        check=True,
+        cwd=REPO,
+    ).stdout
+    assert out.count("\nr") == 52 and "total: 52 cells" in out
+
+
+def test_workflow_dry_run_of_a_grid_prints_every_cell(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    from helpers.cli import REPO
+    from helpers.workflow import tiny_config
+
+    config = tiny_config(tiny_dataset, random_checkpoint, experiments=str(REPO / "config" / "experiments" / "paper.yaml"))
+    config["lambda"]["bucket"] = ""
+    proc = snakemake(tmp_path, "lambda", config, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "experiment grid paper (lambda" in proc.stdout and "total: 52 cells (48 to run, 4 plan only)" in proc.stdout
+    assert "cosmicai plan for this run" not in proc.stdout  # the grid's cells, not the demo dataset's plan
+
+
 def test_subset_is_the_first_rows(tmp_path: Path, tiny_dataset: Path) -> None:
     out = subset(str(tiny_dataset), 120, tmp_path / "rows_120.h5")
     assert inspect(out).n_rows == 120

@@ -18,7 +18,7 @@ from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning import calibration
 from cosmicai.planning.calibration import Calibration
-from cosmicai.planning.model import (
+from cosmicai.planning.estimate import (
     LAMBDA_ACCOUNT_CONCURRENCY,
     Settings,
     estimate,
@@ -170,8 +170,67 @@ def test_plan_plot_and_errors(tmp_path: Path) -> None:
     run_cli("plan", "--compare", "--data-size", "10GB", "--partition-mb", "100", "--plot", tmp_path / "p.png", check=True)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--memory-mb", "20000")
-    assert bad.returncode == 1 and "Lambda memory must be 128-10240 MB" in bad.stderr
+    assert bad.returncode == 1 and "--memory-mb: must be >= 128 and <= 10240" in bad.stderr
     assert "give --backend" in run_cli("plan", "--data-size", "1TB").stderr
+
+
+BAD_PLAN_INPUT = [
+    ("--data-size", "nan"),
+    ("--data-size", "inf"),
+    ("--data-size", "1e400"),
+    ("--data-size", "-5"),
+    ("--data-size", "0"),
+    ("--rows", "abc"),
+    ("--rows", "-3"),
+    ("--partition-mb", "0"),
+    ("--partition-mb", "-25"),
+    ("--partition-mb", "1e-9"),
+    ("--concurrency", "-5"),
+    ("--concurrency", "0"),
+    ("--concurrency", "nan"),
+    ("--gpus", "0"),
+    ("--threads", "0"),
+    ("--nodes", "-1"),
+    ("--cores", "abc"),
+    ("--cores-per-node", "1.5"),
+    ("--queue-wait-s", "-1"),
+    ("--cpu-hour-usd", "inf"),
+    ("--gpu-hour-usd", "-2"),
+    ("--memory-mb", "64"),
+    ("--partitions-per-job", "0"),
+    ("--deadline", "0s"),
+    ("--budget", "nan"),
+]
+
+
+@pytest.mark.parametrize("option,value", BAD_PLAN_INPUT)
+def test_plan_bad_numbers_are_one_line(option: str, value: str) -> None:
+    import contextlib
+    import io
+
+    from cosmicai.cli import main
+
+    argv = ["plan", "--compare", "--data-size", "1GB", option, value]
+    if option in ("--data-size", "--rows"):
+        argv = ["plan", "--compare", option, value]
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 1 and out.getvalue() == ""
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and option in lines[0] and "Traceback" not in lines[0], lines
+
+
+def test_impossible_goal_exits_non_zero_naming_what_dominates() -> None:
+    deadline = run_cli("plan", "--backend", "lambda", "--data-size", "1TB", "--deadline", "1s")
+    assert deadline.returncode == 1 and "none of 1 configurations qualifies" in deadline.stderr
+    assert "dominated by upload" in deadline.stderr and deadline.stdout  # the table, then one line naming the upload
+    budget = run_cli("plan", "--compare", "--data-size", "1TB", "--budget", "0.001")
+    assert budget.returncode == 1 and "the cheapest: lambda" in budget.stderr
+    # Unpriced cluster plans are never the answer to a budget, and never shown as $0.
+    rows = [line for line in budget.stdout.splitlines() if line.startswith(("local ", "slurm ", "slurm-gpu "))]
+    assert len(rows) == 3 and all(" unpriced " in line and "0.0000" not in line for line in rows)
+    assert "recommendation" not in budget.stdout  # nothing picked: the reason is the one stderr line
 
 
 def test_calibration_from_runs_and_persistence(tmp_path: Path) -> None:
@@ -231,7 +290,8 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     # the Slurm profiles group partitions (config/slurm*.yaml: 16 and 512 per job): one job for these 4
     jobs = {"slurm": "1 inference jobs", "slurm-gpu": "1 inference jobs", "local": "4 inference jobs", "lambda": "4 invocations"}[profile]
     assert "4 partitions of 1.5 MiB (75 rows each)" in block and jobs in block
-    assert re.search(r"inference wall time [\d.]+ s \(\d+ wave", block) and "cost $" in block and "calibration  " in block
+    assert re.search(r"wall time +[\d.]+ s, bound by \w+: .*\(\d+ wave", block) and re.search(r"cost +(\$|unpriced)", block)
+    assert "calibration  " in block
     ran = re.search(r"infer_batch\s+(\d+)\n", proc.stdout)  # Snakemake's own job list is still there
     assert ran, proc.stdout[-2000:]
     if profile != "lambda":  # the plan's inference jobs are the DAG's (Lambda's plan counts invocations)
@@ -304,3 +364,70 @@ def test_lambda_run_reports_plan_against_actual(tmp_path: Path, tiny_dataset: Pa
     )
     # The ratio itself is a measurement (it depends on the machine's load), reported by the run, not asserted.
     assert isinstance(pva["time_within_factor_2"], bool) and rows["wall_s"]["estimate"] > 0 and rows["wall_s"]["actual"] > 0
+
+
+def test_every_term_of_the_wall_time_and_the_dispatch_bound() -> None:
+    shipped = calibration.load(calibration.DEFAULT_FILE)
+    assert shipped["lambda"].dispatch_per_s == pytest.approx(27.2)  # `make bench-lambda-scale`, kept once in the calibration
+    in_s3 = estimate(Settings("lambda", 2**40, 100, concurrency=1000, data_in_s3=True, memory_mb=10240), shipped)
+    assert in_s3.terms["dispatch_s"] == pytest.approx(10_486 / 27.2) and in_s3.terms["upload_s"] == 0
+    assert in_s3.bound_by == "dispatch" and in_s3.stage_s == pytest.approx(10_485 / 27.2 + in_s3.warm_job_s)  # the last begun, then run
+    assert in_s3.terms["merge_s"] == pytest.approx(1.0 + in_s3.settings.rows / 500_000)  # the local section: the host
+    assert in_s3.wall_s == pytest.approx(in_s3.stage_s + in_s3.terms["merge_s"])
+    # With the dataset on this host, its one upload comes first and dominates.
+    local = estimate(dataclasses.replace(in_s3.settings, data_in_s3=False), shipped)
+    assert local.terms["upload_s"] == pytest.approx(2**40 / 2**20 / 100) and local.bound_by == "upload"
+    assert local.wall_s == pytest.approx(local.terms["upload_s"] + in_s3.stage_s + local.terms["merge_s"])
+    row = local.row()
+    assert {"upload_s", "queue_wait_s", "dispatch_s", "cold_start_s", "compute_s", "merge_s", "bound_by"} <= set(row)
+    # Slurm: the queue wait is its own term, before the stage.
+    slurm = estimate(Settings("slurm", 2**30, 100, queue_wait_s=120), shipped)
+    assert slurm.terms["queue_wait_s"] == 120 and slurm.wall_s == pytest.approx(120 + slurm.terms["compute_s"] + slurm.terms["merge_s"])
+
+
+def test_makespan_dispatch_limits_starts() -> None:
+    # 10 jobs of 1 s on 100 slots, begun 2 per second: the last begins at 4.5 s, one slot is reused by then.
+    end, cold = makespan(10, 100, lambda k: 0.0, 1.0, 1.0, dispatch_per_s=2.0)
+    assert end == pytest.approx(4.5 + 1.0) and cold == 2
+
+
+def test_estimate_and_accounting_price_alike() -> None:
+    from cosmicai.accounting import lambda_cost, pricing
+    from cosmicai.planning import estimate as estimate_module
+
+    assert lambda_cost.lambda_lines is pricing.lambda_lines is estimate_module.lambda_lines  # one home for the formula
+    cals = simple_calibrations()
+    plan = estimate(Settings("lambda", 10 * 20 * 2**20, 20, memory_mb=3008, concurrency=1000, ephemeral_storage_mb=1024), cals)
+    billed_ms = (plan.job_s - cals["lambda"].overhead_s) * 1000  # every invocation cold (one wave)
+    runs = [
+        {"lambda": {"billed_ms": math.ceil(billed_ms), "memory_mb": 3008, "architecture": "x86_64", "ephemeral_storage_mb": 1024}}
+    ] * plan.partitions
+    actual = lambda_cost.lambda_usage(runs, {"lambda": {}})
+    assert [(line["resource"], line["rate_usd"]) for line in actual] == [(line["resource"], line["rate_usd"]) for line in plan.lines]
+    assert [line["cost_usd"] for line in actual] == pytest.approx([line["cost_usd"] for line in plan.lines], rel=1e-6)
+
+
+def test_each_backend_is_planned_with_its_profile(tmp_path: Path) -> None:
+    from cosmicai.planning.context import backend_config, load_config
+
+    base = load_config()  # config/config.yaml: the local profile's
+    gpu = backend_config(base, "slurm-gpu")["inference"]
+    assert gpu["batch_size"] == 4096 and gpu["partitions_per_job"] == 512  # config/slurm-gpu.yaml's, not the local run's
+    assert backend_config(base, "slurm")["inference"]["partitions_per_job"] == 16
+    assert backend_config(backend_config(base, "slurm-gpu"), "local")["inference"]["batch_size"] == 512
+    ctx = tmp_path / "context.json"
+    ctx.write_text(json.dumps({"backend": "local", "config": {k: base[k] for k in ("partition_mb", "inference", "lambda", "cost")}}))
+    plans = json.loads(run_cli("plan", "--compare", "--data-size", "10GB", "--context", ctx, "--format", "json", check=True).stdout)
+    by = {p["backend"]: p for p in plans}
+    assert by["slurm-gpu"]["batch_size"] == 4096 and by["slurm-gpu"]["partitions_per_job"] == 410  # all 410 partitions: one job
+    assert "BATCH" not in by["slurm-gpu"]["flags"] and by["slurm"]["partitions_per_job"] == 16 and by["local"]["batch_size"] == 512
+
+
+def test_the_papers_table() -> None:
+    out = run_cli("plan", "--paper", check=True).stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("lambda", "slurm-gpu", "slurm")}
+    assert "28 s" in lines["lambda"] and "$0.38" in lines["lambda"] and "dispatch" in lines["lambda"]
+    assert (
+        re.search(r"2 min 20 s +2 min 20 s +1.00", lines["slurm-gpu"]) and "29 min 53 s" in lines["slurm"] and "unpriced" in lines["slurm"]
+    )
+    assert "lambda: the plan adds this project's terms" in out

@@ -9,15 +9,16 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from helpers.cli import REPO, env_with_venv, run_cli
 
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning import calibration
 from cosmicai.planning.calibration import Calibration
-from cosmicai.planning.model import Settings, estimate
+from cosmicai.planning.estimate import Settings, estimate, local_runtime
 from cosmicai.planning.recommend import recommend
-from cosmicai.planning.sweep import Axes, sweep
+from cosmicai.planning.sweep import Axes, read_table, sweep
 from cosmicai.planning.units import parse_duration, parse_money, parse_values
 
 BASE = dict(measured_at="2026-01-01", source="test", measured=False, runtime="test", precision="fp32")
@@ -100,7 +101,11 @@ def test_runtime_named_and_calibration_installed_only_when_asked(tmp_path: Path,
     c = cals()
     flags = estimate(Settings("local", 2**30, 100, runtime="openvino"), c).flags
     assert any(f.startswith("RUNTIME: planned at test's speed") for f in flags)
-    assert not estimate(Settings("local", 2**30, 100, runtime="auto"), c).flags
+    # auto: the runtime this machine's engines would pick (OpenVINO or ONNX Runtime here), not the calibration's "test"
+    auto = estimate(Settings("local", 2**30, 100, runtime="auto"), c).flags
+    assert [f.split(":")[0] for f in auto] == ["RUNTIME", "UNPRICED"] and "(auto, on this machine)" in auto[0]
+    same = dataclasses.replace(c["local"], runtime=local_runtime(Settings("local", 1, 1)))
+    assert [f.split(":")[0] for f in estimate(Settings("local", 2**30, 100), {**c, "local": same}).flags] == ["UNPRICED"]
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run_file = tmp_path / "calibration.json"  # as a run writes it beside its results
@@ -159,16 +164,25 @@ def test_sweep_rows_and_columns(tmp_path: Path) -> None:
         check=True,
     )
     assert "lambda" in proc.stdout
-    frame = pd.read_parquet(f"{out}.parquet")
-    csv = pd.read_csv(f"{out}.csv")
-    assert len(frame) == 12 and list(csv.columns) == list(frame.columns)
+    frame = read_table(f"{out}.parquet")
+    csv = read_table(f"{out}.csv")
+    js = read_table(f"{out}.json")
+    assert len(frame) == 12 and list(csv.columns) == list(frame.columns) == list(js.columns)
+    # Typed the same in every format (an empty flags column once read as float from CSV and text from JSON).
+    assert dict(csv.dtypes) == dict(frame.dtypes) == dict(js.dtypes)
+    assert "calibration" not in frame.columns and csv["flags"].map(type).eq(str).all()
+    assert Path(f"{out}.csv").read_text().startswith("# calibration: ")
+    assert json.loads(Path(f"{out}.json").read_text())["calibrations"]
+    assert b"cosmicai.calibrations" in pq.read_schema(f"{out}.parquet").metadata
+    for col in ("concurrency_requested", "concurrency", "throughput_gbit_s", "samples_per_s", "dispatch_s", "upload_s", "merge_s"):
+        assert col in frame.columns, col
     assert (csv.partitions == frame.partitions).all() and csv.cost_usd.to_numpy() == pytest.approx(frame.cost_usd.to_numpy())
     for col in ("partitions", "jobs", "wall_s", "cost_usd", "gb_s", "requests", "cpu_h", "gpu_h", "peak_memory_mb"):
         assert pd.api.types.is_numeric_dtype(frame[col]), col
     lam = frame[frame.backend == "lambda"]
-    assert sorted(set(lam.memory_mb)) == [2048, 4096] and set(frame[frame.backend == "slurm"].memory_mb) == {0}
+    assert sorted(set(lam.memory_mb)) == [2048, 4096] and frame[frame.backend == "slurm"].memory_mb.isna().all()
     assert (lam.requests == lam.partitions).all() and (frame[frame.backend == "slurm"].cpu_h > 0).all()
-    assert len(json.loads(Path(f"{out}.json").read_text())) == 12
+    assert len(json.loads(Path(f"{out}.json").read_text())["rows"]) == 12
     assert Path(f"{out}.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -203,10 +217,10 @@ def test_cli_recommendation_and_broken_pipe() -> None:
         "1000",
         "--data-in-s3",
         "--deadline",
-        "3min",
+        "10min",
         check=True,
     )
-    assert "recommendation (the cheapest within 3 min 00 s)" in proc.stdout and "misses the deadline" in proc.stdout
+    assert "recommendation (the cheapest within 10 min 00 s)" in proc.stdout and "misses the deadline" in proc.stdout
     cmd = "cosmicai plan --compare --data-size 1GB,2GB,4GB --partition-mb 1:100:1 --format csv | head -1"
     piped = subprocess.run(
         ["bash", "-o", "pipefail", "-c", cmd], check=False, capture_output=True, text=True, env=env_with_venv(), cwd=REPO
@@ -222,3 +236,16 @@ def test_plan_block_handles_a_tebibyte_quickly() -> None:
     plan = estimate(Settings("lambda", 2**40, 100, concurrency=1000), shipped)
     assert plan.partitions == 10_486 and time.perf_counter() - start < 1.0
     assert math.isfinite(plan.wall_s)
+
+
+def test_sweep_types_alike_with_only_cluster_plans(tmp_path: Path) -> None:
+    from cosmicai.planning.sweep import write_table
+
+    plans = sweep(Settings("slurm", 2**30, 100), Axes(data_bytes=(2**30, 2**31)), cals())
+    frames = []
+    for kind in ("csv", "json", "parquet"):
+        write_table(plans, tmp_path / f"s.{kind}")
+        frames.append(read_table(tmp_path / f"s.{kind}"))
+    assert dict(frames[0].dtypes) == dict(frames[1].dtypes) == dict(frames[2].dtypes)
+    assert frames[1]["memory_mb"].isna().all() and frames[1]["memory_mb"].dtype == float  # null in JSON, never 0 MB
+    assert "NaN" not in (tmp_path / "s.json").read_text()  # valid JSON

@@ -3,10 +3,24 @@
 # backend this invocation's profile names); then one table and the plots of measured against planned.
 # The work is done by `cosmicai experiments` (cosmicai.planning.experiments explains the choice); the
 # rule passes it this invocation's whole config, so each cell is the same run on fewer rows.
-from cosmicai.planning.experiments import load_grid
+# Every invocation prints the grid's plan (each cell, the plan-only ones too, and the total) once, in the main
+# process: in a dry-run it is the plan of the whole grid.
+from cosmicai.planning.experiments import format_grid_plan, load_grid, plan_grid
 
 GRID = load_grid(config["experiments"])
 GRID_DIR = f"{R}/experiments/{GRID['name']}"
+
+
+def grid_plan_block() -> str:
+    """The grid's plan as the block a dry-run prints (one line of error instead when it cannot be planned)."""
+    try:
+        return format_grid_plan(GRID, *plan_grid(GRID, config))
+    except CosmicaiError as exc:
+        return f"cosmicai plan: no estimate of the grid: {exc}"
+
+
+if workflow.is_main_process:
+    print(grid_plan_block(), flush=True)
 
 
 localrules:

@@ -15,7 +15,7 @@
 from cosmicai.planning import calibration as plan_calibration
 from cosmicai.planning.context import PLAN_KEYS, workflow_settings
 from cosmicai.planning.formatting import format_dry_run
-from cosmicai.planning.model import estimate
+from cosmicai.planning.estimate import estimate
 from cosmicai.planning.recommend import workflow_recommendation
 from cosmicai.planning.units import parse_duration, parse_money
 
@@ -59,7 +59,9 @@ def plan_block() -> str:
         return f"cosmicai plan: no estimate: {exc}"
 
 
-if workflow.is_main_process:
+if (
+    workflow.is_main_process and not config["experiments"]
+):  # a grid prints its own cells' plans (experiments.smk)
     print(plan_block(), flush=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cosmicai.accounting.lambda_cost import lambda_invocations, lambda_usage, paper_reference
-from cosmicai.accounting.lines import cost_line
+from cosmicai.accounting.pricing import hour_lines
 from cosmicai.accounting.slurm import slurm_jobs, slurm_usage
 
 CostFn = Callable[[list[dict], dict], list[dict]]
@@ -15,10 +15,7 @@ def local_usage(runs: list[dict], rates: dict) -> list[dict]:
     """CPU-hours (job seconds x threads) and GPU-hours (job seconds on CUDA) priced at configured rates."""
     cpu_hours = sum(r["total_s"] * r.get("threads", 1) for r in runs if not str(r["device"]).startswith("cuda")) / 3600
     gpu_hours = sum(r["total_s"] for r in runs if str(r["device"]).startswith("cuda")) / 3600
-    return [
-        cost_line("cpu_hours", cpu_hours, "CPU-h", float(rates.get("cpu_hour_usd", 0.0))),
-        cost_line("gpu_hours", gpu_hours, "GPU-h", float(rates.get("gpu_hour_usd", 0.0))),
-    ]
+    return hour_lines(cpu_hours, gpu_hours, rates)
 
 
 USAGE: dict[str, CostFn] = {"local": local_usage, "slurm": slurm_usage, "lambda": lambda_usage}

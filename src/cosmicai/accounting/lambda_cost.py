@@ -6,38 +6,24 @@ requests_per_million, ephemeral_gb_s (per GB-s of /tmp above 512 MB) and the dat
 
 from __future__ import annotations
 
-from cosmicai.accounting.lines import cost_line
+from cosmicai.accounting.pricing import ephemeral_gb_seconds, gb_seconds, lambda_lines
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
 from cosmicai.data.dataset import ROW_BYTES
 
-# Defaults: us-east-1, first tier, as listed on aws.amazon.com/lambda/pricing on 2026-11-28.
-DEFAULT_PRICES = {
-    "date": "2026-11-28",
-    "x86_64_gb_s": 0.0000166667,
-    "arm64_gb_s": 0.0000133334,
-    "requests_per_million": 0.20,
-    "ephemeral_gb_s": 0.0000000309,
-}
 # CAI (Staylor et al. 2025): 12.6 GiB of SDSS (659,178 samples) on Lambda; partition MiB -> requests.
 PAPER = {"rows": 659_178, "requests": {25: 517, 50: 259, 75: 173, 100: 130}, "total_usd_range": [0.16, 0.38]}
 
 
 def lambda_usage(runs: list[dict], rates: dict) -> list[dict]:
     """Billed GB-seconds per architecture, requests, and ephemeral storage above 512 MB, priced."""
-    prices = {**DEFAULT_PRICES, **rates.get("lambda", {})}
     gb_s = {"x86_64": 0.0, "arm64": 0.0}
     ephemeral_gb_s = 0.0
     for r in runs:
         lam = r["lambda"]
-        seconds = lam["billed_ms"] / 1000
-        gb_s[lam.get("architecture", "x86_64")] += seconds * lam["memory_mb"] / 1024
-        ephemeral_gb_s += seconds * max(0, lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB) - FREE_EPHEMERAL_MB) / 1024
-    lines = [
-        cost_line(f"lambda_{arch}_gb_s", q, "GB-s", float(prices[f"{arch}_gb_s"])) for arch, q in gb_s.items() if q or arch == "x86_64"
-    ]
-    lines.append(cost_line("lambda_requests", len(runs), "requests", float(prices["requests_per_million"]) / 1e6))
-    lines.append(cost_line("lambda_ephemeral_gb_s", ephemeral_gb_s, "GB-s", float(prices["ephemeral_gb_s"])))
-    return lines
+        seconds = lam["billed_ms"] / 1000  # REPORT's Billed Duration: already rounded by Lambda
+        gb_s[lam.get("architecture", "x86_64")] += gb_seconds(seconds, lam["memory_mb"])
+        ephemeral_gb_s += ephemeral_gb_seconds(seconds, lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB))
+    return lambda_lines(gb_s, len(runs), ephemeral_gb_s, rates.get("lambda", {}))
 
 
 def paper_reference(runs: list[dict], total_usd: float) -> dict:

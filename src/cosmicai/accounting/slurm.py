@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from cosmicai.accounting.lines import cost_line
+from cosmicai.accounting.pricing import cost_line, hour_lines
 from cosmicai.errors import CosmicaiError
 
 # Comment goes last: it is free text and may contain the '|' delimiter.
@@ -286,10 +286,7 @@ def slurm_usage(runs: list[dict], rates: dict, query: Query | None = None) -> li
     jobs = slurm_jobs(runs, rates, query)
     cpu_hours = sum(j["cpu_hours"] for j in jobs)
     gpu_hours = sum(j["gpu_hours"] for j in jobs)
-    lines = [
-        cost_line("cpu_hours", cpu_hours, "CPU-h", float(rates.get("cpu_hour_usd", 0.0))),
-        cost_line("gpu_hours", gpu_hours, "GPU-h", float(rates.get("gpu_hour_usd", 0.0))),
-    ]
+    lines = hour_lines(cpu_hours, gpu_hours, rates)
     su_cpu, su_gpu = float(rates.get("su_per_cpu_hour", 0.0)), float(rates.get("su_per_gpu_hour", 0.0))
     if su_cpu or su_gpu:
         lines.append(cost_line("service_units", cpu_hours * su_cpu + gpu_hours * su_gpu, "SU", 0.0))

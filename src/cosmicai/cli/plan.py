@@ -34,24 +34,58 @@ def _backends(a: argparse.Namespace) -> tuple[str, ...]:
     return names
 
 
+def _checked(a: argparse.Namespace) -> dict:
+    """Every numeric option of `cosmicai plan`, finite and in range (a CosmicaiError, one line, otherwise)."""
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.planning.estimate import LAMBDA_MEMORY_MB
+    from cosmicai.planning.units import number, parse_values
+
+    def each(text: str | None, what: str, **kw) -> tuple:
+        return tuple(parse_values(text, what, lambda t: number(t, what, **kw))) if text else ()
+
+    def one(value: str | None, what: str, **kw) -> float | None:
+        return None if value is None else number(value, what, **kw)
+
+    ppj = a.partitions_per_job
+    return dict(
+        rows=each(a.rows, "--rows", integer=True),
+        partition_mb=each(a.partition_mb, "--partition-mb", low=ROW_BYTES / 2**20, open_low=False),
+        memory_mb=each(a.memory_mb, "--memory-mb", low=LAMBDA_MEMORY_MB[0], high=LAMBDA_MEMORY_MB[1], integer=True, open_low=False),
+        concurrency=each(a.concurrency, "--concurrency", integer=True),
+        nodes=one(a.nodes, "--nodes", integer=True),
+        cores_per_node=one(a.cores_per_node, "--cores-per-node", integer=True),
+        gpus=one(a.gpus, "--gpus", integer=True),
+        threads=one(a.threads, "--threads", integer=True),
+        cores=one(a.cores, "--cores", integer=True),
+        queue_wait_s=one(a.queue_wait_s, "--queue-wait-s", open_low=False),
+        cpu_hour_usd=one(a.cpu_hour_usd, "--cpu-hour-usd", open_low=False),
+        gpu_hour_usd=one(a.gpu_hour_usd, "--gpu-hour-usd", open_low=False),
+        partitions_per_job=ppj if ppj in (None, "auto") else number(ppj, "--partitions-per-job", integer=True),
+    )
+
+
 def run_plan(a: argparse.Namespace) -> str:
-    """`cosmicai plan` from its parsed arguments: the formatted plans (and recommendation); writes tables and the plot if asked."""
+    """`cosmicai plan` from its parsed arguments: the formatted plans (and recommendation); writes tables and the plot if asked.
+
+    A recommendation that nothing qualifies for raises (exit 1) after the table, naming what dominates."""
     import dataclasses
 
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.errors import CosmicaiError
     from cosmicai.planning import calibration
-    from cosmicai.planning.context import load_config, profile_config, settings_from_config
+    from cosmicai.planning.context import backend_config, load_config, profile_config, settings_from_config
     from cosmicai.planning.formatting import format_plans
-    from cosmicai.planning.recommend import format_recommendation, recommend
+    from cosmicai.planning.recommend import format_recommendation, none_qualifies, recommend
     from cosmicai.planning.sweep import Axes, sweep, write_table
-    from cosmicai.planning.units import (
-        parse_duration,
-        parse_money,
-        parse_size,
-        parse_values,
-    )
+    from cosmicai.planning.units import parse_duration, parse_money, parse_size, parse_values
 
+    if a.paper is not None:
+        from cosmicai.planning.paper import paper_table
+
+        return paper_table(a.paper or "config/calibration/paper.yaml")
+    v = _checked(a)
+    deadline = parse_duration(a.deadline) if a.deadline else None
+    budget = parse_money(a.budget) if a.budget else None
     run = json.loads(Path(a.run_summary).read_text()) if a.run_summary else None
     if a.data_size is None and a.rows is None and run is None:
         raise CosmicaiError("plan", "give --data-size or --rows (or --run-summary: that run's rows)")
@@ -59,35 +93,31 @@ def run_plan(a: argparse.Namespace) -> str:
     if a.data_size is not None:
         sizes = parse_values(a.data_size, "--data-size", lambda t: parse_size(t, "--data-size"))
     else:
-        sizes = [float(n * ROW_BYTES) for n in parse_values(a.rows if a.rows is not None else str(run["rows"]), "--rows")]
+        sizes = [float(n * ROW_BYTES) for n in (v["rows"] or (run["rows"],))]
     axes = Axes(
         backends=backends,
         data_bytes=tuple(sizes),
-        partition_mb=tuple(parse_values(a.partition_mb, "--partition-mb")) if a.partition_mb else (),
-        memory_mb=tuple(int(v) for v in parse_values(a.memory_mb, "--memory-mb")) if a.memory_mb else (),
-        concurrency=tuple(int(v) for v in parse_values(a.concurrency, "--concurrency")) if a.concurrency else (),
+        partition_mb=v["partition_mb"],
+        memory_mb=tuple(int(m) for m in v["memory_mb"]),
+        concurrency=tuple(int(c) for c in v["concurrency"]),
         precision=tuple(p.strip() for p in a.precision.split(",")) if a.precision else (),
     )
     context = json.loads(Path(a.context).read_text()) if a.context else None
-    config = context["config"] if context else load_config(a.configfile) if a.configfile else None
-    cores = a.cores or (context or {}).get("cores")
-    # Without a config named, each backend is planned with its profile's config (config/slurm.yaml: 16 partitions per job).
+    config = context["config"] | {"backend": context["backend"]} if context else load_config(a.configfile) if a.configfile else None
+    cores = v["cores"] or (context or {}).get("cores")
+    # Each backend with its own profile's settings: the config given (a run's context) for its own backend, and for
+    # the others that config with their profile's config file (config/slurm-gpu.yaml: batch 4096, 512 partitions per job).
+    over = {k: v[k] for k in ("nodes", "cores_per_node", "gpus", "threads", "queue_wait_s", "cpu_hour_usd", "gpu_hour_usd")}
     bases = {
         b: settings_from_config(
-            config if config is not None else profile_config(b),
+            backend_config(config, b) if config is not None else profile_config(b),
             b,
             sizes[0],
-            nodes=a.nodes,
-            cores_per_node=a.cores_per_node,
-            gpus=a.gpus,
-            threads=a.threads,
             cores=cores,
-            queue_wait_s=a.queue_wait_s,
             architecture=a.architecture,
             data_in_s3=a.data_in_s3 or None,
-            cpu_hour_usd=a.cpu_hour_usd,
-            gpu_hour_usd=a.gpu_hour_usd,
-            partitions_per_job=a.partitions_per_job,
+            partitions_per_job=v["partitions_per_job"],
+            **over,
         )
         for b in backends
     }
@@ -97,9 +127,12 @@ def run_plan(a: argparse.Namespace) -> str:
         write_table(plans, path)
     if a.plot:
         _plot(a, bases, axes, cals, run)
-    text = format_plans(plans, a.format, detail=not (a.deadline or a.budget))
-    if a.deadline or a.budget:
-        rec = recommend(plans, parse_duration(a.deadline) if a.deadline else None, parse_money(a.budget) if a.budget else None)
+    text = format_plans(plans, a.format)  # with the assumptions, also under --deadline/--budget
+    if deadline or budget:
+        rec = recommend(plans, deadline, budget)
+        if rec.best is None:
+            _print(text)
+            raise CosmicaiError("plan", f"{rec.goal}: {none_qualifies(rec)}")
         text = f"{text}\n\n{format_recommendation(rec)}" if a.format == "table" else text
         if a.format != "table":
             print(format_recommendation(rec), file=sys.stderr)
@@ -134,12 +167,14 @@ def _plot(a: argparse.Namespace, bases: dict, axes, cals, run: dict | None) -> N
             f"Lambda concurrency {axes.concurrency[0] if axes.concurrency else s.concurrency or 'default'}"
             + (", dataset in S3" if s.data_in_s3 else "")
         )
-    for b in ("slurm", "slurm-gpu"):
-        if b in bases:
-            s = bases[b]
-            parts.append(f"{b} {s.nodes}x{s.cores_per_node} cores, {s.gpus} GPU(s), {s.partitions_per_job} partition(s) per job")
+    if "slurm" in bases:
+        s = bases["slurm"]
+        parts.append(f"slurm {s.nodes} x {s.cores_per_node} cores, {s.threads} threads/job, {s.partitions_per_job} partitions/job")
+    if "slurm-gpu" in bases:
+        s = bases["slurm-gpu"]
+        parts.append(f"slurm-gpu {s.gpus} GPU(s), batch {s.batch_size}, {s.partitions_per_job} partitions/job")
     if "local" in bases:
-        parts.append(f"local {bases['local'].cores} cores")
+        parts.append(f"local {bases['local'].cores} cores, {bases['local'].threads} threads/job")
     title = "cosmicai plan: " + "; ".join(parts)
     plans = [p for b in axes.backends for p in sweep(bases[b], dataclasses.replace(curve_axes, backends=(b,)), cals)]
     plot_sweep(plans, a.plot, title, actual)
@@ -175,8 +210,18 @@ def _experiments(a: argparse.Namespace) -> None:
     config = json.loads(a.config_json) if a.config_json else load_config(a.configfile)
     import shlex
 
+    if a.dry_run:
+        from cosmicai.planning.experiments import format_grid_plan, load_grid, plan_grid
+
+        grid = load_grid(a.grid)
+        _print(format_grid_plan(grid, *plan_grid(grid, config, a.calibration)))
+        return
+    if not a.outdir:
+        from cosmicai.errors import CosmicaiError
+
+        raise CosmicaiError("experiments", "give --outdir (or --dry-run: every cell's plan and the total, nothing run)")
     table = run_grid(a.grid, config, a.outdir, a.snakefile, a.profiles, shlex.split(a.snakemake_args))
-    for r in table:
+    for r in (r for r in table if not r.get("plan_only")):
         _print(f"{r['cell']}: wall {r['measured_wall_s']:.1f} s measured, {r['planned_wall_s']:.1f} s planned (x{r['wall_ratio']:.2f})")
     _print(f"table: {a.outdir}/table.csv; plots: {a.outdir}/measured_vs_planned.png, {a.outdir}/wall_cost_by_size.png")
 
@@ -200,19 +245,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--precision", help="precision(s): fp32, bf16, tf32, fp16 (default: inference.precision); each needs a calibration")
     s.add_argument(
         "--partitions-per-job",
-        type=lambda v: v if v == "auto" else int(v),
         help="cluster backends: partitions per job, or auto (default: inference.partitions_per_job of the config, or of each backend's profile)",
     )
     s.add_argument("--architecture", choices=("x86_64", "arm64"), help="Lambda architecture (default: lambda.architecture)")
     s.add_argument("--data-in-s3", action="store_true", help="Lambda: the dataset is already in S3 (no upload from here)")
-    s.add_argument("--nodes", type=int, help="Slurm CPU nodes (default 1)")
-    s.add_argument("--cores-per-node", type=int, help="Slurm cores per node (default 64)")
-    s.add_argument("--gpus", type=int, help="Slurm GPUs, one job each (default 1)")
-    s.add_argument("--queue-wait-s", type=float, help="Slurm queue wait before the first job (default 0)")
-    s.add_argument("--threads", type=int, help="threads (cores) per job (default: inference.threads)")
-    s.add_argument("--cores", type=int, help="local: cores of the machine (default: this one's)")
-    s.add_argument("--cpu-hour-usd", type=float, help="price per CPU-hour (default: cost.cpu_hour_usd)")
-    s.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: cost.gpu_hour_usd)")
+    s.add_argument("--nodes", help="Slurm CPU nodes (default 1)")
+    s.add_argument("--cores-per-node", help="Slurm cores per node (default 64)")
+    s.add_argument("--gpus", help="Slurm GPUs, one job each (default 1)")
+    s.add_argument("--queue-wait-s", help="Slurm queue wait before the first job (default 0)")
+    s.add_argument("--threads", help="threads (cores) per job (default: inference.threads)")
+    s.add_argument("--cores", help="local: cores of the machine (default: this one's)")
+    s.add_argument("--cpu-hour-usd", help="price per CPU-hour (default: cost.cpu_hour_usd)")
+    s.add_argument("--gpu-hour-usd", help="price per GPU-hour (default: cost.gpu_hour_usd)")
     s.add_argument("--deadline", help="recommend the cheapest configuration finishing within this: 10min, 600s, 2h")
     s.add_argument("--budget", help="recommend the fastest configuration within this: 5USD, $0.40 (with --deadline: both must hold)")
     s.add_argument(
@@ -220,6 +264,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml)")
     s.add_argument("--context", help="instead of --configfile: a run's plan context (results/plan/context.json): its config and cores")
+    s.add_argument(
+        "--paper",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="the paper's 12.6 GB runs (Lambda, HPC GPU, HPC CPU) planned beside its reported times and costs "
+        "(default FILE: config/calibration/paper.yaml)",
+    )
     s.add_argument("--format", choices=("table", "csv", "json"), default="table", help="what to print")
     s.add_argument(
         "--output", action="append", help="write the sweep, one row per combination, to FILE.csv, .json or .parquet (repeatable)"
@@ -233,7 +285,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(fn=_plan)
     s = sub.add_parser("experiments", help="run every cell of an experiment grid as its own workflow sub-run; one table and the plots")
     s.add_argument("grid", help="grid file (config/experiments/*.yaml)")
-    s.add_argument("--outdir", required=True, help="where the cells' results folders, the table and the plots go")
+    s.add_argument("--outdir", help="where the cells' results folders, the table and the plots go (required unless --dry-run)")
+    s.add_argument("--dry-run", action="store_true", help="print every cell's plan (plan-only cells too) and the total; run nothing")
+    s.add_argument("--calibration", help="with --dry-run: the calibration to plan with (default: the config's plan_calibration)")
     cfg = s.add_mutually_exclusive_group()
     cfg.add_argument(
         "--configfile", nargs="+", help="workflow config files, merged in order (default: config/config.yaml); backend picks the profile"

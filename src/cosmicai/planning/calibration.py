@@ -38,10 +38,7 @@ DEFAULT_FILE = Path(str(importlib.resources.files("cosmicai.planning") / "calibr
 
 
 def persistent_path() -> Path:
-    """The installed calibration (`cosmicai calibrate --install`): $XDG_CONFIG_HOME/cosmicai/calibration.json (~/.config).
-
-    Not the cache directory where earlier versions merged every run's calibration unasked: such a file is ignored.
-    """
+    """The installed calibration (`cosmicai calibrate --install`): $XDG_CONFIG_HOME/cosmicai/calibration.json (~/.config)."""
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "cosmicai" / "calibration.json"
 
 
@@ -66,6 +63,10 @@ class Calibration:
     memory_base_mb: float = 0.0  # peak memory of one job: base + per partition MB x partition size (0: not modelled)
     memory_mb_per_partition_mb: float = 0.0
     memory_source: str = ""  # where the memory model comes from
+    dispatch_per_s: float = 0.0  # jobs (Lambda: invocations) the submitting host begins per second; 0: not limited
+    merge_rows_per_s: float = 0.0  # the submitting host merging predictions (read from the local section); 0: not modelled
+    merge_fixed_s: float = 0.0  # ... and the merge job's start (process, imports), once per run
+    batch_size: int = 0  # rows per forward pass the rate was measured at (0: not recorded); a plan at another is flagged
     rows: int = 0  # what the measurement covered
     jobs: int = 0
     file: str = ""  # the file it was read from
@@ -113,8 +114,6 @@ def _section(path: Path, name: str, raw: Any) -> Calibration:
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         raise CosmicaiError(path, f"backends.{name}: unknown key(s) {', '.join(unknown)}")
-    if "precision" not in raw and len(str(raw.get("runtime", "")).split()) == 2:  # files of earlier versions: "onnxruntime fp32"
-        raw = {**raw, "runtime": raw["runtime"].split()[0], "precision": raw["runtime"].split()[1]}
     try:
         cal = Calibration(**{**raw, "file": str(path)})
     except TypeError as exc:
@@ -189,6 +188,7 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
     compute = sum(r["compute_s"] for r in runs)
     n = len(runs)
     runtime = str(runs[0].get("runtime") or base.runtime)
+    batch_size = int(runs[0].get("batch_size") or base.batch_size)
     if backend_name == "lambda":
         vcpus = runs[0]["lambda"]["memory_mb"] / LAMBDA_MB_PER_VCPU
         rate, threads = (rows / compute, vcpus) if rows >= MIN_ROWS_FOR_RATE and compute > 0 else (base.samples_per_s, base.threads)
@@ -238,7 +238,14 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         )
     kept = "" if rows >= MIN_ROWS_FOR_RATE else f"; rate kept from {base.measured_at} ({rows:,} rows are too few to measure it)"
     return name, dataclasses.replace(
-        cal, measured=True, measured_at=datetime.date.today().isoformat(), source=f"{source}{kept}", rows=rows, jobs=n, file=""
+        cal,
+        batch_size=batch_size,
+        measured=True,
+        measured_at=datetime.date.today().isoformat(),
+        source=f"{source}{kept}",
+        rows=rows,
+        jobs=n,
+        file="",
     )
 
 

@@ -12,18 +12,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cosmicai.accounting.lambda_cost import DEFAULT_PRICES
+from cosmicai.accounting.pricing import lambda_prices
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Backend, Calibration
-from cosmicai.planning.model import (
+from cosmicai.planning.estimate import (
     LAMBDA_ACCOUNT_CONCURRENCY,
     LAMBDA_DEFAULT_IN_FLIGHT,
     LAMBDA_MAX_TIMEOUT_S,
     Plan,
     Settings,
     estimate,
+    json_row,
 )
 
 # The config blocks a plan reads (and the context file carries).
@@ -49,8 +50,23 @@ def load_config(paths: list[str | os.PathLike] | None = None) -> dict:
 def profile_config(backend: str) -> dict:
     """The config a backend's profile runs with from this directory: config/config.yaml, then the profile's own
     config/<backend>.yaml when there is one (backend, partitions_per_job: profiles/slurm names config/slurm.yaml)."""
+    files = [f for f in (Path("config", "config.yaml"), Path("config", f"{backend}.yaml")) if f.exists()]
+    return load_config(files) if files else {}  # outside a checkout: the settings' defaults
+
+
+def backend_config(config: dict, backend: str) -> dict:
+    """`config` as `backend`'s profile would run it: unchanged for its own backend; for another, the inference keys a
+    profile's config file sets (partitions_per_job, batch_size) back to config/config.yaml's, then that backend's file."""
+    if config.get("backend", "local") == backend:
+        return config
+    profile_files = [f for f in sorted(Path("config").glob("*.yaml")) if f.name != "config.yaml"]
+    profile_keys = {k for f in profile_files for k in (load_config([f]).get("inference") or {})}
+    defaults = (load_config([Path("config", "config.yaml")]) if Path("config", "config.yaml").exists() else {}).get("inference", {})
     own = Path("config", f"{backend}.yaml")
-    return load_config([Path("config", "config.yaml"), *([own] if own.exists() else [])])
+    own_inference = (load_config([own]).get("inference") or {}) if own.exists() else {}
+    inference = {k: v for k, v in config.get("inference", {}).items() if k not in profile_keys}
+    inference |= {k: defaults[k] for k in profile_keys if k in defaults} | own_inference
+    return {**config, "backend": backend, "inference": inference}
 
 
 def lambda_in_flight(config: dict) -> int:
@@ -71,14 +87,17 @@ def settings_from_config(config: dict, backend: Backend, data_bytes: float, **ov
         threads=inf.get("threads", 2),
         precision=inf.get("precision", "fp32"),
         runtime=inf.get("runtime", "auto"),
-        partitions_per_job=inf.get("partitions_per_job", 1),  # 1 where the key is absent (older configs); auto: the plan resolves it
+        partitions_per_job=inf.get("partitions_per_job", "auto"),
+        batch_size=inf.get("batch_size", 512),
+        device=inf.get("device", "auto"),
         memory_mb=lam.get("memory_mb", 2048),
         architecture=lam.get("architecture", "x86_64"),
         timeout_s=lam.get("timeout_s", LAMBDA_MAX_TIMEOUT_S),
         ephemeral_storage_mb=lam.get("ephemeral_storage_mb", FREE_EPHEMERAL_MB),
         cpu_hour_usd=cost.get("cpu_hour_usd", 0.0),
         gpu_hour_usd=cost.get("gpu_hour_usd", 0.0),
-        lambda_prices={**DEFAULT_PRICES, **lam.get("prices", {})},
+        lambda_prices=lambda_prices(lam.get("prices")),
+        data_in_s3=str(config.get("dataset", "")).startswith("s3://"),  # nothing to upload from this host
     )
     if backend == "lambda":
         base["concurrency"] = lambda_in_flight(config)
@@ -121,15 +140,17 @@ def workflow_settings(context: dict, data_bytes: float) -> Settings:
     return settings_from_config(config, backend, data_bytes, **over)
 
 
-def plan_vs_actual(plan: Plan, summary: dict, cost: dict) -> dict:
-    """The estimate beside the run's measured wall time, usage and cost, with actual / estimate ratios."""
+def plan_vs_actual(plan: Plan, summary: dict, cost: dict, runtime_ran: str = "") -> dict:
+    """The estimate beside the run's measured wall time, usage and cost, with actual / estimate ratios; flagged when
+    the runtime that ran (`runtime_ran`, from the sidecars) is not the one the calibration measured."""
     est = {line["resource"]: line["quantity"] for line in plan.lines}
     act = {line["resource"]: line["quantity"] for line in cost["lines"]}
 
     def row(name: str, unit: str, e: float, a: float) -> dict:
         return {"quantity": name, "unit": unit, "estimate": e, "actual": a, "ratio": a / e if e else None}
 
-    rows = [row("wall_s", "s", plan.wall_s, summary["wall_s"]), row("partitions", "partitions", plan.partitions, summary["partitions"])]
+    # run_summary's wall_s runs from the first job's start to the last one's end (with a Lambda upload): no merge.
+    rows = [row("wall_s", "s", plan.run_wall_s, summary["wall_s"]), row("partitions", "partitions", plan.partitions, summary["partitions"])]
     rows += [
         row(line["resource"], line["unit"], est[line["resource"]], act[line["resource"]])
         for line in plan.lines
@@ -137,14 +158,21 @@ def plan_vs_actual(plan: Plan, summary: dict, cost: dict) -> dict:
     ]
     rows.append(row("cost_usd", "USD", plan.cost_usd, cost["total_usd"]))
     ratio = rows[0]["ratio"]
+    flags = [f.split(":")[0] for f in plan.flags]
+    if runtime_ran and runtime_ran != plan.calibration["runtime"] and "RUNTIME" not in flags:
+        flags.append("RUNTIME")  # the speed planned is another engine's: the ratio does not test the calibration
     return {
         "backend": plan.backend,
         "rows": rows,
         "time_ratio": ratio,
         "cost_ratio": rows[-1]["ratio"],
         "time_within_factor_2": ratio is not None and 0.5 <= ratio <= 2.0,
+        "time_within_30_percent": ratio is not None and 0.7 <= ratio <= 1.3,
+        "runtime_planned": plan.calibration["runtime"],
+        "runtime_ran": runtime_ran,
+        "flags": flags,
         "calibration": plan.calibration,
-        "estimate": {**plan.row(), "lines": plan.lines, "assumptions": plan.assumptions},
+        "estimate": {**json_row(plan), "lines": plan.lines, "assumptions": plan.assumptions},
         "note": "estimate made with the calibration the run named (not the one it measured); ratio = actual / estimate",
     }
 
@@ -160,4 +188,5 @@ def run_estimate(context: dict, runs: list[dict], cost_backend: str, summary: di
         context = {**context, "backend": backend}  # what the sidecars say ran (e.g. Slurm jobs without the slurm config file)
     s = workflow_settings(context, summary["rows"] * ROW_BYTES)
     cals: dict[str, Calibration] = calibration.load(context.get("calibration") or None)
-    return plan_vs_actual(estimate(s, cals), summary, cost)
+    ran = ",".join(sorted({str(r.get("runtime")) for r in runs if r.get("runtime")}))
+    return plan_vs_actual(estimate(s, cals), summary, cost, ran)

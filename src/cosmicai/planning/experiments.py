@@ -1,7 +1,10 @@
 """The experiment grid, run: every cell of a grid file as its own workflow sub-run, then one table and the plots.
 
 A grid file (config/experiments/*.yaml) names one dataset, data sizes as row counts (each cell reads
-rows [0, N) of it), partition sizes, Lambda memory sizes and repetitions. Each cell runs the whole
+rows [0, N) of it), partition sizes, Lambda memory sizes, Lambda concurrency (lambda.max_in_flight) and
+repetitions; `plan_only` data sizes (1TB: larger than the dataset or than this machine can run) are
+planned, once each, and never run. `cosmicai experiments GRID --dry-run` prints every cell's plan and
+the total; the workflow prints the same table when it reads a grid. Each cell runs the whole
 workflow (`snakemake --profile profiles/<backend>`) with its own config file and results folder,
 results/experiments/<grid>/<cell>/, one cell after another (each sub-run is itself parallel). Why a
 driver and nested runs rather than one DAG: every cell is then exactly a normal run (its summaries,
@@ -29,7 +32,7 @@ import yaml
 
 from cosmicai.errors import CosmicaiError
 
-GRID_KEYS = {"name", "dataset", "checkpoint", "rows", "partition_mb", "memory_mb", "repetitions", "config"}
+GRID_KEYS = {"name", "dataset", "checkpoint", "rows", "partition_mb", "memory_mb", "concurrency", "plan_only", "repetitions", "config"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +43,14 @@ class Cell:
     partition_mb: float
     memory_mb: int | None
     rep: int
+    concurrency: int | None = None  # Lambda: invocations in flight (lambda.max_in_flight)
+    plan_only: bool = False  # planned, never run (a size beyond the dataset)
 
     @property
     def name(self) -> str:
         mem = f"_m{self.memory_mb}" if self.memory_mb else ""
-        return f"r{self.rows}_p{self.partition_mb:g}{mem}_rep{self.rep}"
+        conc = f"_c{self.concurrency}" if self.concurrency else ""
+        return f"r{self.rows}_p{self.partition_mb:g}{mem}{conc}_" + ("plan" if self.plan_only else f"rep{self.rep}")
 
 
 def _list(grid: dict, key: str, path: Path, cast: type) -> list:
@@ -56,6 +62,18 @@ def _list(grid: dict, key: str, path: Path, cast: type) -> list:
         raise CosmicaiError(path, f"{key}: expected a list of numbers, got {value!r}") from None
     if not out or any(v <= 0 for v in out):
         raise CosmicaiError(path, f"{key}: expected numbers > 0, got {value!r}")
+    return out
+
+
+def _sizes(grid: dict, path: Path) -> list[int]:
+    """plan_only: data sizes (12.6GB, 1TB) or row counts, as rows."""
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.planning.units import parse_size
+
+    value = grid.get("plan_only") or []
+    out = []
+    for v in value if isinstance(value, list) else [value]:
+        out.append(int(v) if isinstance(v, int) and v > 0 else round(parse_size(str(v), f"{path}: plan_only") / ROW_BYTES))
     return out
 
 
@@ -81,18 +99,105 @@ def load_grid(path: str | os.PathLike) -> dict:
         "rows": _list(grid, "rows", path, int),
         "partition_mb": _list(grid, "partition_mb", path, float),
         "memory_mb": _list(grid, "memory_mb", path, int) if grid.get("memory_mb") else [],
+        "concurrency": _list(grid, "concurrency", path, int) if grid.get("concurrency") else [],
+        "plan_only": _sizes(grid, path),
         "repetitions": int(grid.get("repetitions") or 1),
         "config": grid.get("config") or {},
     }
 
 
-def cells(grid: dict, backend: str) -> list[Cell]:
-    """Every cell: data sizes x partition sizes x (Lambda memory sizes) x repetitions."""
-    memories = grid["memory_mb"] if backend == "lambda" and grid["memory_mb"] else [None]
-    return [
-        Cell(r, mb, mem, rep)
-        for r, mb, mem, rep in itertools.product(grid["rows"], grid["partition_mb"], memories, range(1, grid["repetitions"] + 1))
+def cells(grid: dict, backend: str, plan_only: bool = False) -> list[Cell]:
+    """Every cell to run: data sizes x partition sizes x (Lambda memory sizes x concurrency) x repetitions; with
+    `plan_only`, also the plan-only sizes' cells (one each, no repetitions)."""
+    lam = backend == "lambda"
+    memories = grid["memory_mb"] if lam and grid["memory_mb"] else [None]
+    concs = grid["concurrency"] if lam and grid.get("concurrency") else [None]
+    run = [
+        Cell(r, mb, mem, rep, conc)
+        for r, mb, mem, conc, rep in itertools.product(
+            grid["rows"], grid["partition_mb"], memories, concs, range(1, grid["repetitions"] + 1)
+        )
     ]
+    if not plan_only:
+        return run
+    planned = [
+        Cell(r, mb, mem, 1, conc, plan_only=True)
+        for r, mb, mem, conc in itertools.product(grid.get("plan_only", []), grid["partition_mb"], memories, concs)
+    ]
+    return run + planned
+
+
+def cell_config(cell: Cell, base_config: dict, grid: dict) -> dict:
+    """The workflow config of one cell: the invocation's, then the grid's `config:`, then the cell's own values."""
+    config = json.loads(json.dumps(base_config))
+    for key, value in grid["config"].items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+    config.update(partition_mb=cell.partition_mb, experiments="")
+    if cell.memory_mb:
+        config["lambda"] = {**config.get("lambda", {}), "memory_mb": cell.memory_mb}
+    if cell.concurrency:
+        config["lambda"] = {**config.get("lambda", {}), "max_in_flight": cell.concurrency}
+    return config
+
+
+def plan_grid(grid: dict, base_config: dict, calibration_file: str | None = None) -> tuple[list[Cell], list]:
+    """Every cell's plan (plan-only cells included), under the invocation's backend, with the named calibration."""
+    from cosmicai.data.dataset import ROW_BYTES
+    from cosmicai.planning import calibration
+    from cosmicai.planning.context import workflow_settings
+    from cosmicai.planning.estimate import estimate
+
+    backend = base_config.get("backend", "local")
+    cals = calibration.load(calibration_file or base_config.get("plan_calibration") or None)
+    todo = cells(grid, backend, plan_only=True)
+    plans = []
+    for cell in todo:
+        config = cell_config(cell, base_config, grid)
+        # A cell that runs reads a local row subset (uploaded under Lambda); a plan-only cell the grid's dataset itself
+        # (an s3:// dataset: nothing to upload, as the paper's 1 TB run).
+        config["dataset"] = grid["dataset"] if cell.plan_only else "subset.h5"
+        context = {"backend": backend, "config": config, "cores": None}
+        plans.append(estimate(workflow_settings(context, cell.rows * ROW_BYTES), cals))
+    return todo, plans
+
+
+def format_grid_plan(grid: dict, todo: list[Cell], plans: list) -> str:
+    """One line per cell (its plan) and the total: cells run one after another, so wall times add up."""
+    from cosmicai.planning.units import human_size, human_time
+
+    cols = ["cell", "data", "MiB/part", "memory", "at once", "jobs", "wall time", "bound by", "cost (USD)", "run"]
+    rows = []
+    for cell, p in zip(todo, plans):
+        rows.append(
+            [
+                cell.name,
+                human_size(p.settings.data_bytes),
+                f"{p.settings.partition_mb:g}",
+                f"{p.settings.memory_mb}" if p.backend == "lambda" else "-",
+                f"{p.concurrency:,}",
+                f"{p.jobs:,}",
+                human_time(p.wall_s),
+                p.bound_by,
+                f"{p.cost_usd:.4f}" if p.priced else "unpriced",
+                "plan only" if cell.plan_only else "run",
+            ]
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    right = {1, 2, 3, 4, 5, 6, 8}
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+    ran = [p for c, p in zip(todo, plans) if not c.plan_only]
+    unpriced = sum(not p.priced for p in plans)
+    total = (
+        f"total: {len(todo)} cells ({len(ran)} to run, {len(todo) - len(ran)} plan only); the runs one after another "
+        f"{human_time(sum(p.wall_s for p in ran))}, ${sum(p.cost_usd for p in ran if p.priced):.2f}; with the plan-only cells "
+        f"{human_time(sum(p.wall_s for p in plans))}, ${sum(p.cost_usd for p in plans if p.priced):.2f}"
+        + (f" ({unpriced} cells unpriced, not counted)" if unpriced else "")
+    )
+    head = f"experiment grid {grid['name']} ({plans[0].backend}; calibration: {plans[0].calibration['label']})"
+    return "\n".join([head, fmt(cols), fmt(["-" * w for w in widths]), *map(fmt, rows), total])
 
 
 def subset(dataset: str, rows: int, output: Path) -> Path:
@@ -133,12 +238,8 @@ def _reuse_partitions(source: Path, target: Path) -> bool:
 def run_cell(cell: Cell, base_config: dict, grid: dict, data: Path, outdir: Path, snakefile: str, profile: str, extra: list[str]) -> dict:
     """Run one cell's workflow; its table row from its summaries (with an error instead when it failed)."""
     results = outdir / cell.name
-    config = json.loads(json.dumps(base_config))  # the invocation's whole config, then the grid's and the cell's
-    for key, value in grid["config"].items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
-    config.update(dataset=str(data), checkpoint=grid["checkpoint"], partition_mb=cell.partition_mb, results=str(results), experiments="")
-    if cell.memory_mb:
-        config["lambda"] = {**config["lambda"], "memory_mb": cell.memory_mb}
+    config = cell_config(cell, base_config, grid)
+    config.update(dataset=str(data), checkpoint=grid["checkpoint"], results=str(results))
     results.mkdir(parents=True, exist_ok=True)
     cfg = results / "cell_config.yaml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -157,6 +258,7 @@ def cell_row(cell: Cell, results: Path, error: str | None) -> dict:
         "rows": cell.rows,
         "partition_mb": cell.partition_mb,
         "memory_mb": cell.memory_mb or 0,
+        "concurrency": cell.concurrency or 0,
         "rep": cell.rep,
         "results": str(results),
         "error": error or "",
@@ -217,6 +319,27 @@ def run_grid(
         if not row["error"]:
             partitioned.setdefault(key, outdir / cell.name / "partitions")
         table.append(row)
+    planned_cells, plans = plan_grid(grid, base_config)
+    for cell, plan in zip(planned_cells, plans):
+        if cell.plan_only:  # planned, never run: the table's planned columns only
+            table.append(
+                {
+                    "cell": cell.name,
+                    "rows": cell.rows,
+                    "partition_mb": cell.partition_mb,
+                    "memory_mb": cell.memory_mb or 0,
+                    "concurrency": cell.concurrency or 0,
+                    "rep": 0,
+                    "results": "",
+                    "error": "",
+                    "plan_only": True,
+                    "backend": backend,
+                    "data_bytes": plan.settings.data_bytes,
+                    "partitions": plan.partitions,
+                    "planned_wall_s": plan.wall_s,
+                    "planned_cost_usd": plan.cost_usd if plan.priced else None,
+                }
+            )
     write_table(table, outdir)
     failed = [r["cell"] for r in table if r["error"]]
     write_json(outdir / "grid.json", {"grid": str(grid_path), "backend": backend, "cells": len(table), "failed": failed})
@@ -230,7 +353,7 @@ def write_table(table: list[dict], outdir: Path) -> None:
     import pandas as pd
 
     from cosmicai.atomic import atomic_path, write_json
-    from cosmicai.planning.plots import plot_measured_vs_planned
+    from cosmicai.planning.plots import plot_cells_by_size, plot_measured_vs_planned
 
     frame = pd.DataFrame(table)
     with atomic_path(outdir / "table.csv") as tmp:
@@ -239,28 +362,4 @@ def write_table(table: list[dict], outdir: Path) -> None:
     ok = [r for r in table if not r["error"]]
     if ok:
         plot_measured_vs_planned(ok, outdir / "measured_vs_planned.png")
-        plot_by_size(ok, outdir / "wall_cost_by_size.png")
-
-
-def plot_by_size(table: list[dict], output: Path) -> None:
-    """Measured (points) and planned (lines) wall time and cost against data size, per partition size."""
-    from collections import defaultdict
-
-    from cosmicai.planning.plots import _pyplot, _save
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in table:
-        groups[f"{r['partition_mb']:g} MB" + (f" @{r['memory_mb']} MB" if r["memory_mb"] else "")].append(r)
-    for label, rows in sorted(groups.items()):
-        rows.sort(key=lambda r: r["data_bytes"])
-        x = [r["data_bytes"] / 2**20 for r in rows]
-        for ax, name in zip(axes, ("wall_s", "cost_usd")):
-            (line,) = ax.plot(x, [r[f"planned_{name}"] or float("nan") for r in rows], ls="--", label=f"{label} planned")
-            ax.scatter(x, [r[f"measured_{name}"] for r in rows], color=line.get_color(), label=f"{label} measured")
-    for ax, name, unit in zip(axes, ("wall time", "cost"), ("s", "USD")):
-        ax.set(xlabel="data size (MiB)", ylabel=f"{name} ({unit})", title=f"{name}: measured (points), planned (dashed)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    _save(fig, output)
+        plot_cells_by_size(ok, outdir / "wall_cost_by_size.png")

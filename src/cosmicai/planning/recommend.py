@@ -3,7 +3,10 @@
 With a deadline (and perhaps a budget): the cheapest feasible plan that finishes in time and within the
 budget, ties to the faster. With only a budget: the fastest feasible plan within it, ties to the cheaper.
 A plan is feasible when no flag stops it (an invocation over the timeout, too little memory, a partition
-larger than /tmp). Every other plan gets the reason it lost.
+larger than /tmp). A plan whose usage has no price (cost.cpu_hour_usd, cost.gpu_hour_usd unset) is never
+counted as free: it cannot be picked, and its reason says which rate is missing. Every other plan gets the
+reason it lost; when none qualifies, the line names the fastest and the cheapest plan and what dominates
+them, and `cosmicai plan` exits non-zero.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from cosmicai.errors import CosmicaiError
-from cosmicai.planning.model import Plan
+from cosmicai.planning.estimate import BLOCKING, Plan
 from cosmicai.planning.units import human_time
 
 
@@ -37,7 +40,9 @@ def describe(p: Plan) -> str:
 
 def _why(p: Plan, best: Plan | None, deadline_s: float | None, budget_usd: float | None) -> str:
     if not p.feasible:
-        return "cannot run: " + "; ".join(f for f in p.flags if not f.startswith("CONCURRENCY"))
+        return "cannot run: " + "; ".join(f for f in p.flags if f.startswith(BLOCKING))
+    if not p.priced and (budget_usd is not None or (best is not None and best.priced)):
+        return f"cost unknown: {p.cost_text()} has no rate (config cost.*), never counted as free"
     if deadline_s is not None and p.wall_s > deadline_s:
         return f"misses the deadline: {human_time(p.wall_s)} > {human_time(deadline_s)}"
     if budget_usd is not None and p.cost_usd > budget_usd:
@@ -59,11 +64,16 @@ def recommend(plans: list[Plan], deadline_s: float | None = None, budget_usd: fl
     ok = [
         p
         for p in plans
-        if p.feasible and (deadline_s is None or p.wall_s <= deadline_s) and (budget_usd is None or p.cost_usd <= budget_usd)
+        if p.feasible
+        and (p.priced or budget_usd is None)  # an unpriced plan cannot be shown to fit a budget
+        and (deadline_s is None or p.wall_s <= deadline_s)
+        and (budget_usd is None or p.cost_usd <= budget_usd)
     ]
+    priced = [p for p in ok if p.priced]
     if deadline_s is not None:
         goal = f"the cheapest within {human_time(deadline_s)}" + (f" and ${budget_usd:.2f}" if budget_usd is not None else "")
-        best = min(ok, key=lambda p: (p.cost_usd, p.wall_s), default=None)
+        # Unpriced plans are not free: only when no priced plan makes the deadline, the fastest of them (cost unknown).
+        best = min(priced, key=lambda p: (p.cost_usd, p.wall_s), default=None) or min(ok, key=lambda p: p.wall_s, default=None)
     else:
         goal = f"the fastest within ${budget_usd:.2f}"
         best = min(ok, key=lambda p: (p.wall_s, p.cost_usd), default=None)
@@ -73,17 +83,38 @@ def recommend(plans: list[Plan], deadline_s: float | None = None, budget_usd: fl
 def format_recommendation(rec: Recommendation, limit: int = 12) -> str:
     """The pick and why the others lost (the closest `limit` of them; a count of the rest)."""
     if rec.best is None:
-        near = min((p for p, _ in rec.reasons if p.feasible), key=lambda p: (p.wall_s, p.cost_usd), default=None)
-        hint = f"; the fastest that can run: {describe(near)}, {human_time(near.wall_s)}, ${near.cost_usd:.4f}" if near else ""
-        return f"recommendation ({rec.goal}): none of {len(rec.reasons)} configurations qualifies{hint}"
+        return f"recommendation ({rec.goal}): {none_qualifies(rec)}"
     b = rec.best
-    lines = [f"recommendation ({rec.goal}): {describe(b)}: {b.jobs:,} jobs, wall {human_time(b.wall_s)}, ${b.cost_usd:.4f} ({b.usage()})"]
+    lines = [f"recommendation ({rec.goal}): {describe(b)}: {b.jobs:,} jobs, wall {human_time(b.wall_s)}, {b.cost_text()} ({b.usage()})"]
     ranked = sorted(rec.reasons, key=lambda pr: (not pr[0].feasible, pr[0].cost_usd, pr[0].wall_s))
     for p, why in ranked[:limit]:
         lines.append(f"  - {describe(p)}: {why}")
     if len(ranked) > limit:
         lines.append(f"  ... and {len(ranked) - limit} more (the full sweep: --output FILE.csv)")
     return "\n".join(lines)
+
+
+def _terms(p: Plan) -> str:
+    return ", ".join(f"{name} {human_time(s)}" for name, s in p.biggest_terms(2))
+
+
+def none_qualifies(rec: Recommendation) -> str:
+    """Why nothing qualifies, in one line: the fastest plan that can run and what dominates it, and the cheapest priced one."""
+    runnable = [p for p, _ in rec.reasons if p.feasible]
+    if not runnable:
+        return f"none of {len(rec.reasons)} configurations can run ({rec.reasons[0][1] if rec.reasons else 'no plans'})"
+    fast = min(runnable, key=lambda p: (p.wall_s, p.cost_usd))
+    text = (
+        f"none of {len(rec.reasons)} configurations qualifies; the fastest: {describe(fast)}, {human_time(fast.wall_s)} "
+        f"({fast.cost_text()}), dominated by {_terms(fast)}"
+    )
+    priced = [p for p in runnable if p.priced]
+    if priced:
+        cheap = min(priced, key=lambda p: (p.cost_usd, p.wall_s))
+        text += f"; the cheapest: {describe(cheap)}, ${cheap.cost_usd:.4f} ({human_time(cheap.wall_s)}, dominated by {_terms(cheap)})"
+    else:
+        text += "; none is priced (set cost.cpu_hour_usd / cost.gpu_hour_usd)"
+    return text
 
 
 # The space a workflow's recommendation searches: the paper's partition sizes and Lambda's memory range.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Calibration
-from cosmicai.planning.model import Plan, Settings, estimate
+from cosmicai.planning.estimate import Plan, Settings, estimate
 
 MAX_CELLS = 100_000  # a sweep larger than this is a typo, not a plan
 
@@ -60,9 +60,20 @@ def rows(plans: list[Plan]) -> list[dict]:
     return [p.row() for p in plans]
 
 
+def calibrations_of(plans: list[Plan]) -> list[str]:
+    """The distinct calibrations the plans used, each once (a file's header, not a column repeated per row)."""
+    return list(dict.fromkeys(p.calibration["label"] for p in plans))
+
+
 def write_table(plans: list[Plan], path: str | os.PathLike) -> None:
-    """The sweep as a table, its format from the file name: .csv, .json or .parquet."""
+    """The sweep as a table, its format from the file name, the same columns and types in each, the calibration once:
+    .csv (a leading `# calibration:` comment line per calibration: pandas.read_csv(path, comment="#")), .json
+    ({"calibrations": [...], "rows": [...]}) or .parquet (the calibrations in the file's key-value metadata)."""
+    import json
+
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from cosmicai.atomic import atomic_path
 
@@ -71,10 +82,32 @@ def write_table(plans: list[Plan], path: str | os.PathLike) -> None:
     kind = path.suffix.lower()
     if kind not in (".csv", ".json", ".parquet"):
         raise CosmicaiError(path, "write a sweep to .csv, .json or .parquet")
+    cals = calibrations_of(plans)
     with atomic_path(path) as tmp:
         if kind == ".csv":
-            frame.to_csv(tmp, index=False)
+            with open(tmp, "w", newline="") as f:
+                f.writelines(f"# calibration: {c.replace(chr(10), ' ')}\n" for c in cals)
+                frame.to_csv(f, index=False)
         elif kind == ".json":
-            frame.to_json(tmp, orient="records", indent=1)
+            Path(tmp).write_text(json.dumps({"calibrations": cals, "rows": json.loads(frame.to_json(orient="records"))}, indent=1))
         else:
-            frame.to_parquet(tmp, index=False)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = {**(table.schema.metadata or {}), b"cosmicai.calibrations": json.dumps(cals).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+
+def read_table(path: str | os.PathLike):
+    """A sweep written by write_table, as a pandas DataFrame with the same dtypes whatever the format."""
+    import json
+
+    import pandas as pd
+
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind == ".csv":
+        return pd.read_csv(path, comment="#")
+    if kind == ".json":
+        frame = pd.DataFrame(json.loads(path.read_text())["rows"])
+        empty = [c for c in frame.columns if frame[c].isna().all()]  # all null (NaN written as null): numbers, as in CSV
+        return frame.astype({c: float for c in empty})
+    return pd.read_parquet(path)

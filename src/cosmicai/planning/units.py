@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -14,15 +15,32 @@ _SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600
 _MONEY = re.compile(r"^\s*\$?\s*([0-9]*\.?[0-9]+)\s*(usd|\$)?\s*$", re.IGNORECASE)
 
 
+def number(text: object, what: str, low: float = 0.0, high: float = math.inf, integer: bool = False, open_low: bool = True) -> float:
+    """A finite number in range (above `low`, or at least it when not `open_low`; at most `high`), else one-line error."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise CosmicaiError(what, f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise CosmicaiError(what, f"must be a finite number, got {text!r}")
+    if integer and value != int(value):
+        raise CosmicaiError(what, f"must be a whole number, got {text!r}")
+    if (value <= low if open_low else value < low) or value > high:
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        raise CosmicaiError(what, f"must be {bound}" + (f" and <= {high:g}" if math.isfinite(high) else "") + f", got {text!r}")
+    return int(value) if integer else value
+
+
 def parse_size(text: str, what: str = "--data-size") -> float:
-    """Bytes in '12.6GB', '1TB', '500MiB', '1e9' (binary units, as the paper and partition_mb count: 1 GB = 2**30 B)."""
+    """Bytes in '12.6GB', '1TB', '500MiB', '1e9' (binary units, as the paper and partition_mb count: 1 GB = 2**30 B); > 0, finite."""
     m = _SIZE.match(text)
     if not m:
         try:
-            return float(text)
+            float(text)
         except ValueError:
             raise CosmicaiError(what, f"not a size: {text!r} (examples: 12.6GB, 1TB, 500MB)") from None
-    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+        return number(text, what)
+    return number(float(m.group(1)) * _UNITS[m.group(2).lower()], what)
 
 
 def parse_duration(text: str, what: str = "--deadline") -> float:
@@ -30,7 +48,7 @@ def parse_duration(text: str, what: str = "--deadline") -> float:
     m = _DURATION.match(text)
     if not m:
         raise CosmicaiError(what, f"not a duration: {text!r} (examples: 600s, 10min, 2h)")
-    return float(m.group(1)) * _SECONDS[m.group(2).lower() if m.group(2) else None]
+    return number(float(m.group(1)) * _SECONDS[m.group(2).lower() if m.group(2) else None], what)
 
 
 def parse_money(text: str, what: str = "--budget") -> float:
@@ -38,11 +56,12 @@ def parse_money(text: str, what: str = "--budget") -> float:
     m = _MONEY.match(text)
     if not m:
         raise CosmicaiError(what, f"not an amount in USD: {text!r} (examples: 5USD, $0.40)")
-    return float(m.group(1))
+    return number(m.group(1), what)
 
 
-def parse_values(text: str, what: str, parse: Callable[[str], float] = float) -> list[float]:
+def parse_values(text: str, what: str, parse: Callable[[str], float] | None = None) -> list[float]:
     """A list of values: 'a,b,c', a range 'start:stop:step' (stop included), or a mix ('1GB,2GB:10GB:4GB')."""
+    parse = parse or (lambda t: number(t, what))
     values: list[float] = []
     for item in (part.strip() for part in str(text).split(",")):
         if not item:
