@@ -83,6 +83,7 @@ rule summarize_run:
         merged=f"{R}/predictions.parquet",
         manifest=f"{R}/partitions/manifest.json",
         context=f"{R}/plan/context.json",  # the run's plan, put beside the actuals (workflow/rules/plan.smk)
+        gate=[f"{R}/model/int8_gate.json"] if INT8 else [],  # the int8 accuracy gate's report
     output:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
@@ -95,7 +96,9 @@ rule summarize_run:
             {**config["cost"], "lambda": config["lambda"]["prices"]}
         ),
         pred_dir=f"{R}/predictions",
+        gate=lambda wc, input: f"--accuracy-gate {input.gate}" if input.gate else "",
     shell:
         "cosmicai summarize --sidecars {input.timings} --rates '{params.rates}'"
         " --run-output {output.run} --cost-output {output.cost} --plan {input.context}"
-        " --manifest {input.manifest} --predictions-dir {params.pred_dir} > {log} 2>&1"
+        " --manifest {input.manifest} --predictions-dir {params.pred_dir}"
+        " {params.gate} > {log} 2>&1"
