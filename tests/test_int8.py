@@ -104,3 +104,40 @@ def test_infer_int8_gates_before_inferring(
     timings = json.loads(good.with_suffix(".json").read_text())
     assert timings["precision"] == "int8" and timings["rows"] == 1200
     assert "int8 accuracy gate passed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_local_profile_int8(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:
+    from helpers.workflow import sidecars, snakemake, tiny_config
+
+    config = tiny_config(tiny_dataset, random_checkpoint)
+    config["inference"]["precision"] = "int8"
+    proc = snakemake(tmp_path, "local", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((tmp_path / "results" / "summary" / "run_summary.json").read_text())
+    gate = run["int8_gate"]
+    assert gate["passed"] and gate["sample"] == "run" and gate["d_sigma_nmad"] <= 0.002 and gate["d_outlier_frac"] <= 0.005
+    assert {(s["precision"], s["runtime"]) for s in sidecars(tmp_path)} == {("int8", "openvino")}
+    assert "int8 accuracy gate passed" in (tmp_path / "logs" / "quantize_int8.log").read_text()
+
+
+def test_bench_says_what_is_not_supported(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cosmicai.bench import engines
+    from cosmicai.engines import base
+
+    assert "CPU runtimes only" in engines.unsupported("torch-int8", "cuda")
+    assert engines.unsupported("openvino-int8", "cpu") is None
+    monkeypatch.setattr(base, "cpu_bf16", lambda: False)
+    assert "no AVX-512 BF16/AMX" in engines.unsupported("openvino-bf16", "cpu")
+    table = engines.format_table(
+        {
+            "device": "cpu",
+            "rows": 1,
+            "batch_size": 1,
+            "rounds": 1,
+            "fixed_cost_s": {},
+            "table": [{"variant": "openvino-bf16", "error": "not supported: x"}],
+        }
+    )
+    assert "| openvino-bf16 | not supported: x |" in table

@@ -120,8 +120,11 @@ rule plot_plan:
         "logs/plot_plan.log",
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        # int8 runs on CPUs only: no GPU backend to compare
+        backends="--backend local,slurm,lambda" if INT8 else "--compare",
     shell:
-        "cosmicai plan --compare --context {input.context} --calibration {input.calibration}"
+        "cosmicai plan {params.backends} --context {input.context} --calibration {input.calibration}"
         " --plot {output} --run-summary {input.run} --cost-summary {input.cost} > {log} 2>&1"
 
 
