@@ -108,8 +108,13 @@ def test_auto_runtime_on_cpu() -> None:
 
     assert choose_runtime("cpu", "fp32", "auto") == ("cpu", "openvino")
     assert choose_runtime("cpu", "bf16", "auto") == ("cpu", "openvino")
-    with pytest.raises(ValueError, match="runs fp32 only"):
+    assert choose_runtime("cpu", "int8", "auto") == ("cpu", "openvino")
+    with pytest.raises(ValueError, match="does not run bf16"):
         choose_runtime("cpu", "bf16", "onnxruntime")
+    with pytest.raises(ValueError, match="does not run int8"):
+        choose_runtime("cpu", "int8", "torch")
+    with pytest.raises(ValueError, match="runs on CPU only"):
+        choose_runtime("cuda", "int8", "torch")
 
 
 def test_auto_runtime_without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,3 +123,4 @@ def test_auto_runtime_without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "_importable", lambda module: module == "onnxruntime")  # the core install
     assert base.choose_runtime("cpu", "fp32", "auto") == ("cpu", "onnxruntime")
     assert base.choose_runtime("cpu", "bf16", "auto") == ("cpu", "torch")
+    assert base.choose_runtime("cpu", "int8", "auto") == ("cpu", "onnxruntime")

@@ -259,6 +259,10 @@ def run_infer(
             verify_sha256(partition, sha256)
         info = inspect(partition)  # fail on a bad dataset before paying for the model load
         read = PartitionRead(Path(partition).name, str(partition), 0, info.n_rows)
+    if precision == "int8":  # quantized for this data (cached) and gated before the whole partition is inferred
+        from cosmicai.int8_gate import int8_graph_for_run
+
+        onnx = int8_graph_for_run(checkpoint, onnx, [read], runtime, threads)
     t = time.perf_counter()
     engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
     load_s = time.perf_counter() - t

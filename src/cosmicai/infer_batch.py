@@ -57,6 +57,10 @@ def run_batch(
         check(PartitionRead("", source["uri"], 0, 0, source=source))  # a changed source is refused before the model loads
     if todo:
         inspect(todo[0].uri, check_ids=False, version_id=todo[0].version_id)
+        if precision == "int8":  # one graph for the run: calibrated on the whole manifest's rows, cached, gated
+            from cosmicai.int8_gate import int8_graph_for_run, run_reads
+
+            onnx = int8_graph_for_run(checkpoint, onnx, run_reads(manifest, None), runtime, threads)
         t = time.perf_counter()
         engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
         load_s = time.perf_counter() - t

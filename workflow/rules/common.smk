@@ -57,6 +57,8 @@ def inference_resources() -> dict:
 
 
 def gpu_path() -> bool:
+    if INF["precision"] == "int8":  # the int8 graph runs in the CPU runtimes only
+        return False
     if INF["device"] != "auto":
         return INF["device"] == "cuda"
     if config["backend"] == "slurm-gpu" or {"gres", "gpu", "gpus"} & set(
@@ -73,7 +75,13 @@ def gpu_path() -> bool:
 GPU_PATH = gpu_path()
 RUNTIME = "torch" if GPU_PATH and INF["runtime"] == "auto" else INF["runtime"]
 # The CPU runtimes read an ONNX graph exported once from the checkpoint (rule export_onnx).
-ONNX_INPUT = [f"{R}/model/astromae.onnx"] if RUNTIME != "torch" else []
+# At int8 they read the graph quantized for this run, which passed the accuracy gate (rule quantize_int8).
+INT8 = INF["precision"] == "int8"
+ONNX_INPUT = (
+    [f"{R}/model/astromae-int8.onnx" if INT8 else f"{R}/model/astromae.onnx"]
+    if RUNTIME != "torch"
+    else []
+)
 
 
 def dataset_rows() -> int:

@@ -17,6 +17,7 @@ if config["backend"] == "lambda":
     localrules:
         partition_dataset,
         export_onnx,
+        quantize_int8,
         train_demo_model,
 
 
@@ -85,6 +86,31 @@ rule export_onnx:
         runtime=15,
     shell:
         "cosmicai export-onnx {input:q} --output {output:q} > {log} 2>&1"
+
+
+# inference.precision int8: the graph quantized on a sample of the run's partitions, then checked by the
+# accuracy gate against fp32 (cosmicai.int8_gate); a graph that fails stops the run here, before inference.
+rule quantize_int8:
+    input:
+        onnx=f"{R}/model/astromae.onnx",
+        manifest=f"{R}/partitions/manifest.json",
+    output:
+        graph=f"{R}/model/astromae-int8.onnx",
+        gate=f"{R}/model/int8_gate.json",
+    log:
+        "logs/quantize_int8.log",
+    conda:
+        "../envs/cosmicai.yaml"
+    threads: INF["threads"]
+    resources:
+        mem_mb=3000,  # the quantizer's calibration keeps every activation of the sample
+        runtime=30,
+        cpus_per_task=lambda wc, threads: threads,
+    params:
+        runtime=RUNTIME,
+    shell:
+        "cosmicai quantize {input.onnx} --manifest {input.manifest} --output {output.graph} --gate-report {output.gate}"
+        " --runtime {params.runtime} --threads {threads} > {log} 2>&1"
 
 
 rule partition_dataset:

@@ -122,8 +122,11 @@ rule plot_plan:
         "logs/plot_plan.log",
     conda:
         "../envs/cosmicai.yaml"
+    params:
+        # int8 runs on CPUs only: no GPU backend to compare
+        backends="--backend local,slurm,lambda" if INT8 else "--compare",
     shell:
-        "cosmicai plan --compare --context {input.context:q} --calibration {input.calibration:q}"
+        "cosmicai plan {params.backends} --context {input.context:q} --calibration {input.calibration:q}"
         " --plot {output:q} --run-summary {input.run:q} --cost-summary {input.cost:q} > {log} 2>&1"
 
 

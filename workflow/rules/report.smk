@@ -83,6 +83,7 @@ rule summarize_run:
         merged=f"{R}/predictions.parquet",
         manifest=f"{R}/partitions/manifest.json",
         context=f"{R}/plan/context.json",  # the run's plan, put beside the actuals (workflow/rules/plan.smk)
+        gate=[f"{R}/model/int8_gate.json"] if INT8 else [],  # the int8 accuracy gate's report
     output:
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",
@@ -95,7 +96,9 @@ rule summarize_run:
             {**config["cost"], "lambda": config["lambda"]["prices"]}
         ),
         pred_dir=f"{R}/predictions",
+        gate=lambda wc, input: f"--accuracy-gate {shlex.quote(str(input.gate))}" if input.gate else "",
     shell:
         "cosmicai summarize --sidecars {input.timings:q} --rates {params.rates:q}"
         " --run-output {output.run:q} --cost-output {output.cost:q} --plan {input.context:q}"
-        " --manifest {input.manifest:q} --predictions-dir {params.pred_dir:q} > {log} 2>&1"
+        " --manifest {input.manifest:q} --predictions-dir {params.pred_dir:q}"
+        " {params.gate} > {log} 2>&1"

@@ -27,6 +27,7 @@ from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import check_bucket, ensure_model
 from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
+from cosmicai.engines.base import CPU_PRECISIONS, RUNTIMES
 from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
     p.add_argument(
         "--runtime",
-        choices=("auto", "torch", "onnxruntime", "openvino"),
+        choices=RUNTIMES,
         default="auto",
         help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)",
     )
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})",
     )
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32", help="int8: --onnx is the int8 graph (rule quantize_int8)")
     p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
     return p
 

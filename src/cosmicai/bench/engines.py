@@ -20,8 +20,17 @@ import numpy as np
 
 from cosmicai.atomic import write_json
 
-CPU_VARIANTS = ("cai", "torch-fp32", "onnxruntime-fp32", "openvino-fp32", "torch-bf16", "openvino-bf16")
-CUDA_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile")
+CPU_VARIANTS = (
+    "cai",
+    "torch-fp32",
+    "onnxruntime-fp32",
+    "openvino-fp32",
+    "torch-bf16",
+    "openvino-bf16",
+    "onnxruntime-int8",
+    "openvino-int8",
+)
+CUDA_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile", "torch-int8")
 
 
 def _child(variant: str, data: str, checkpoint: str, onnx: str, batch_size: int, device: str, out: str) -> None:
@@ -41,12 +50,14 @@ def _child(variant: str, data: str, checkpoint: str, onnx: str, batch_size: int,
         with h5py.File(data, "r") as f:  # CAI loads the whole partition into memory
             dataset = TensorDataset(torch.from_numpy(f["images"][:]), torch.from_numpy(f["magnitudes"][:]))
         ready = time.perf_counter()
+        cpu0 = time.process_time()
         preds = []
         with torch.no_grad():
             for images, mags in DataLoader(dataset, batch_size=512):
                 preds.append(model(images.to(dev), mags.to(dev)).cpu())
         z = torch.cat(preds).numpy()
         elapsed = time.perf_counter() - ready
+        cpu_s = time.process_time() - cpu0
     else:
         from cosmicai.engines.loader import load_engine
         from cosmicai.infer import infer_partition
@@ -61,7 +72,9 @@ def _child(variant: str, data: str, checkpoint: str, onnx: str, batch_size: int,
                 engine.predict(f["images"][:batch_size], f["magnitudes"][:batch_size])
             ready = time.perf_counter()
         pred = Path(out).with_suffix(".parquet")
+        cpu0 = time.process_time()
         timings = infer_partition(data, engine, pred, None, batch_size, progress=False)
+        cpu_s = time.process_time() - cpu0
         elapsed = timings["read_s"] + timings["compute_s"]
         import pyarrow.parquet as pq
 
@@ -74,6 +87,7 @@ def _child(variant: str, data: str, checkpoint: str, onnx: str, batch_size: int,
             "rows": len(z),
             "seconds": elapsed,
             "samples_per_s": len(z) / elapsed,
+            "samples_per_cpu_s": len(z) / cpu_s,  # the rate per vCPU-second (Lambda bills vCPU share), robust to a loaded machine
             "setup_s": ready - t0,
             "peak_rss_mb": peak_rss_mb(),
         },
@@ -183,20 +197,51 @@ def _default_checkpoint(work: Path) -> str:
     return checkpoint
 
 
-def _row(variant: str, r: dict, base: dict, z_spec: np.ndarray, ref_metrics: dict) -> dict:
-    """A variant's line of the table: speed against the CAI method and the change in photo-z quality."""
+def unsupported(variant: str, device: str) -> str | None:
+    """Why a variant cannot run here (None when it can): bf16 on a CPU without bf16 units, int8 on CUDA."""
+    from cosmicai.engines.base import cpu_bf16
+
+    precision = variant.split("-")[1] if "-" in variant else "fp32"
+    if device == "cpu" and precision == "bf16" and not cpu_bf16():
+        return "not supported: this CPU has no AVX-512 BF16/AMX (or Arm BF16) units"
+    if precision == "int8" and (device == "cuda" or variant.startswith("torch")):
+        return "not supported: the int8 graph runs in the CPU runtimes only (OpenVINO, ONNX Runtime), not in PyTorch/CUDA"
+    return None
+
+
+def _int8_graph(onnx: Path, data: Path, n: int) -> tuple[Path, dict]:
+    """The int8 graph of the bench's fp32 graph, calibrated on a sample of the bench data (as a run does)."""
+    import time as _time
+
+    from cosmicai.data.integrity import PartitionRead
+    from cosmicai.engines.quantize import int8_for
+    from cosmicai.int8_gate import run_sample
+
+    t = _time.perf_counter()
+    sample = run_sample([PartitionRead("bench", str(data), 0, n)])
+    graph, _ = int8_for(onnx, sample.calib_images, sample.calib_magnitudes)
+    return graph, {"calibration_rows": len(sample.calib_images), "quantize_s": _time.perf_counter() - t}
+
+
+def _row(variant: str, r: dict, base: dict, z_spec: np.ndarray, ref_metrics: dict, fp32: dict | None = None) -> dict:
+    """A variant's line of the table: speed against the CAI method (and its runtime at fp32), the change in photo-z quality."""
+    from cosmicai.int8_gate import BOUNDS
     from cosmicai.reporting.metrics import point_metrics
 
     if "error" in r:
         return {"variant": variant, "error": r["error"]}
     m = point_metrics(r["z"], z_spec)
+    d_sigma, d_out = m["sigma_nmad"] - ref_metrics["sigma_nmad"], m["outlier_frac"] - ref_metrics["outlier_frac"]
     return {
         "variant": variant,
         "samples_per_s": r["samples_per_s"],
+        "samples_per_cpu_s": r.get("samples_per_cpu_s"),
         "ratio_vs_cai": r["samples_per_s"] / base["samples_per_s"],
+        "ratio_vs_fp32": r["samples_per_s"] / fp32["samples_per_s"] if fp32 and "samples_per_s" in fp32 else None,
         "max_abs_dz_vs_cai_fp32": float(np.abs(r["z"] - base["z"]).max()),
-        "d_sigma_nmad": m["sigma_nmad"] - ref_metrics["sigma_nmad"],
-        "d_outlier_frac": m["outlier_frac"] - ref_metrics["outlier_frac"],
+        "d_sigma_nmad": d_sigma,
+        "d_outlier_frac": d_out,
+        "within_gate": d_sigma <= BOUNDS["d_sigma_nmad"] and d_out <= BOUNDS["d_outlier_frac"],
         "peak_rss_mb": r["peak_rss_mb"],
         "setup_s": r["setup_s"],
     }
@@ -232,14 +277,22 @@ def run_bench(
     with h5py.File(data, "r") as f:
         z_spec = f["redshift"][:]
 
-    best: dict[str, dict] = {}
+    graphs = {"fp32": onnx}
+    skipped = {v: why for v in variants if (why := unsupported(v, device))}
+    int8 = {}
+    if any(v.endswith("-int8") and v not in skipped for v in variants):
+        graphs["int8"], int8 = _int8_graph(onnx, data, n)
+    best: dict[str, dict] = {v: {"variant": v, "error": why} for v, why in skipped.items()}
     for rnd in range(rounds):
         for v in variants:
-            r = _run_child(v, data, Path(checkpoint), onnx, batch_size, device, work, rnd)
+            if v in skipped:
+                continue
+            graph = graphs["int8" if v.endswith("-int8") else "fp32"]
+            r = _run_child(v, data, Path(checkpoint), graph, batch_size, device, work, rnd)
             if r.get("samples_per_s", -1.0) > best.get(v, {}).get("samples_per_s", -1.0) or v not in best:
                 best[v] = r
     ref_metrics = point_metrics(best["cai"]["z"], z_spec)
-    table = [_row(v, best[v], best["cai"], z_spec, ref_metrics) for v in variants]
+    table = [_row(v, best[v], best["cai"], z_spec, ref_metrics, best.get(f"{v.split('-')[0]}-fp32")) for v in variants]
     result = {
         "device": device,
         "rows": n,
@@ -249,6 +302,7 @@ def run_bench(
         "threads": len(os.sched_getaffinity(0)),
         "sigma_nmad_cai": ref_metrics["sigma_nmad"],
         "table": table,
+        "int8_quantize": int8,
         "fixed_cost_s": _fixed_cost(Path(checkpoint), onnx, work, device),
     }
     if memory:
@@ -264,16 +318,20 @@ def format_table(result: dict) -> str:
     """The benchmark as a Markdown table."""
     lines = [
         f"device {result['device']}, {result['rows']} rows, batch {result['batch_size']}, best of {result['rounds']} interleaved rounds",
-        "| variant | samples/s | × CAI | max abs dz vs CAI | d sigma_nmad | d outlier_frac | peak RSS MB | setup s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | samples/s | samples/CPU-s | × CAI | × own fp32 | max abs dz vs CAI | d sigma_nmad | d outlier_frac | in gate |"
+        " peak RSS MB | setup s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|",
     ]
     for r in result["table"]:
         if "error" in r:
-            lines.append(f"| {r['variant']} | failed: {r['error']} |||||||")
+            lines.append(f"| {r['variant']} | {r['error']} ||||||||||")
             continue
+        vs_fp32 = f"{r['ratio_vs_fp32']:.2f}" if r.get("ratio_vs_fp32") else "-"
+        per_cpu = f"{r['samples_per_cpu_s']:.0f}" if r.get("samples_per_cpu_s") else "-"
         lines.append(
-            f"| {r['variant']} | {r['samples_per_s']:.0f} | {r['ratio_vs_cai']:.2f} | {r['max_abs_dz_vs_cai_fp32']:.1e} |"
-            f" {r['d_sigma_nmad']:+.4f} | {r['d_outlier_frac']:+.4f} | {r['peak_rss_mb']:.0f} | {r['setup_s']:.1f} |"
+            f"| {r['variant']} | {r['samples_per_s']:.0f} | {per_cpu} | {r['ratio_vs_cai']:.2f} | {vs_fp32} | {r['max_abs_dz_vs_cai_fp32']:.1e} |"
+            f" {r['d_sigma_nmad']:+.4f} | {r['d_outlier_frac']:+.4f} | {'yes' if r.get('within_gate') else 'no'} |"
+            f" {r['peak_rss_mb']:.0f} | {r['setup_s']:.1f} |"
         )
     fc = result["fixed_cost_s"]
     lines.append(

@@ -1,7 +1,8 @@
 """`make bench-gpu` (`cosmicai bench --gpu`): the GPU measurement in one command, on a CUDA machine.
 
 1. The CAI method and this project's GPU engines (fp32, tf32, bf16, fp16, bf16 with torch.compile)
-   on the same synthetic data and weights (`cosmicai bench`, one process per variant).
+   on the same synthetic data and weights (`cosmicai bench`, one process per variant); the int8 row
+   says "not supported": the int8 graph runs in the CPU runtimes only (OpenVINO, ONNX Runtime).
 2. The whole local profile on a 12.6 GiB dataset (the paper's 659,178 rows) read from HDF5 on local
    disk, in 100 MiB partitions (row ranges of the one file), all in one batch job (one engine, batch 4096).
 One JSON and one table: samples/s per engine, end-to-end seconds, max |dz| against fp32.
@@ -19,7 +20,7 @@ from cosmicai.atomic import write_json
 from cosmicai.bench.scaling import repository_root, run_local_profile
 from cosmicai.errors import CosmicaiError
 
-ENGINE_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile")
+ENGINE_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile", "torch-int8")
 PAPER_ROWS = 659_178  # 12.6 GiB of model-ready rows
 NO_GPU = "bench-gpu: not measured: no CUDA GPU on this machine"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cosmicai.engines.base import DEVICES
+
 
 def _bench(a: argparse.Namespace) -> None:
     if a.gpu:
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, default=4096, help="synthetic rows to infer")
     s.add_argument("--checkpoint", help="default: the demo model if trained, else random weights")
     s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--device", choices=DEVICES, default="auto")
     s.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best is reported")
     s.add_argument("--variants", nargs="+", help="subset of variants (default: all for the device)")
     s.add_argument("--no-memory", action="store_true", help="skip the 100/200 MiB peak-RSS runs")

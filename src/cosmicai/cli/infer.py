@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cosmicai.engines.base import DEVICES, PRECISIONS, RUNTIMES
 from cosmicai.errors import CosmicaiError
 
 
@@ -63,15 +64,20 @@ def _engine(a: argparse.Namespace) -> dict:
 
 def _engine_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--checkpoint", required=True, help="model checkpoint")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--precision", choices=("fp32", "bf16", "tf32", "fp16"), default="fp32")
+    s.add_argument("--device", choices=DEVICES, default="auto")
+    s.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="int8 (CPU): the graph quantized for this data (cached) and checked by the accuracy gate first, unless --onnx is int8",
+    )
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allotted)")
     s.add_argument(
         "--runtime",
-        choices=("auto", "torch", "onnxruntime", "openvino"),
+        choices=RUNTIMES,
         default="auto",
-        help="auto: on CPU OpenVINO when installed, else ONNX Runtime (fp32); PyTorch on CUDA",
+        help="auto: on CPU OpenVINO when installed, else ONNX Runtime (fp32, int8); PyTorch on CUDA",
     )
     s.add_argument("--onnx", help="exported ONNX graph of the checkpoint, for the CPU runtimes (default: export and cache)")
 

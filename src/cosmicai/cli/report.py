@@ -28,10 +28,17 @@ def _summarize(a: argparse.Namespace) -> None:
 
     rates = json.loads(a.rates) if a.rates else {}
     plan = json.loads(Path(a.plan).read_text()) if a.plan else None
-    summary, cost = write_summaries(a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir, plan)
+    gate = json.loads(Path(a.accuracy_gate).read_text()) if a.accuracy_gate else None
+    summary, cost = write_summaries(
+        a.sidecars, a.backend, rates, a.run_output, a.cost_output, a.manifest, a.predictions_dir, plan, accuracy_gate=gate
+    )
     print(
         f"{summary['rows']} rows in {summary['wall_s']:.1f} s wall ({summary['samples_per_s']:.0f} samples/s), cost ${cost['total_usd']:.4f}"
     )
+    if gate:
+        from cosmicai.int8_gate import gate_line
+
+        print(gate_line(gate))
     pva = cost.get("plan_vs_actual")
     if pva and "error" in pva:
         print(f"plan: no estimate: {pva['error']}", file=sys.stderr)
@@ -71,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plan",
         help="the run's plan context file (results/plan/context.json): put the plan's estimate beside the actuals (see cosmicai.planning.context)",
     )
+    s.add_argument("--accuracy-gate", help="the int8 accuracy gate's report (cosmicai quantize --gate-report): put in the run summary")
     s.set_defaults(fn=_summarize)
     s = sub.add_parser("report-tables", help="HTML tables of the metrics, run and cost summaries and plan-vs-actual, for the report")
     s.add_argument("--metrics", required=True)

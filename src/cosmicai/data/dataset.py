@@ -113,23 +113,33 @@ def iter_batches(
     a cropped selection would make HDF5 read every image row separately (ruinous over S3).
     """
     with _open(path, version_id) as f:
-        images, mags, ids = f["images"], f["magnitudes"], f["object_id"]
-        z = f["redshift"] if "redshift" in f else None
-        n, _, height, width = images.shape
+        n = f["images"].shape[0]
         stop = n if stop is None else stop
         if not 0 <= start <= stop <= n:
             raise CosmicaiError(path, f"rows [{start}, {stop}) are past the end of the dataset ({n} rows): changed since partitioning?")
-        y0, x0 = (height - IMAGE_SIZE) // 2, (width - IMAGE_SIZE) // 2
         for a in range(start, stop, batch_size):
-            rows = slice(a, min(a + batch_size, stop))
-            full = _read(path, images, rows)
-            yield Batch(
-                start=a,
-                images=np.ascontiguousarray(full[:, :, y0 : y0 + IMAGE_SIZE, x0 : x0 + IMAGE_SIZE], dtype=np.float32),
-                magnitudes=np.ascontiguousarray(_read(path, mags, rows), dtype=np.float32),
-                object_id=_read(path, ids, rows).astype(np.int64, copy=False),
-                redshift=None if z is None else _read(path, z, rows).astype(np.float32, copy=False),
-            )
+            yield _batch(path, f, slice(a, min(a + batch_size, stop)))
+
+
+def _batch(path: str | os.PathLike, f: h5py.File, rows: slice) -> Batch:
+    """Rows of an open dataset, images centre-cropped, as float32."""
+    images = f["images"]
+    height, width = images.shape[2:]
+    y0, x0 = (height - IMAGE_SIZE) // 2, (width - IMAGE_SIZE) // 2
+    full = _read(path, images, rows)
+    return Batch(
+        start=rows.start,
+        images=np.ascontiguousarray(full[:, :, y0 : y0 + IMAGE_SIZE, x0 : x0 + IMAGE_SIZE], dtype=np.float32),
+        magnitudes=np.ascontiguousarray(_read(path, f["magnitudes"], rows), dtype=np.float32),
+        object_id=_read(path, f["object_id"], rows).astype(np.int64, copy=False),
+        redshift=_read(path, f["redshift"], rows).astype(np.float32, copy=False) if "redshift" in f else None,
+    )
+
+
+def read_blocks(path: str | os.PathLike, blocks: list[slice], version_id: str | None = None) -> list[Batch]:
+    """Several row ranges of a dataset, read with the file opened once (a sample spread over a dataset)."""
+    with _open(path, version_id) as f:
+        return [_batch(path, f, rows) for rows in blocks]
 
 
 def read_ids(path: str | os.PathLike, start: int, stop: int, version_id: str | None = None) -> np.ndarray:

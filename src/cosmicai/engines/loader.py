@@ -32,5 +32,12 @@ def load_engine(
     from cosmicai.engines.onnx_engine import OnnxRuntimeEngine, OpenVinoEngine, onnx_for
 
     graph = onnx_for(checkpoint, onnx)
+    if precision == "int8":
+        from cosmicai.engines.quantize import graph_precision
+
+        if graph_precision(graph) != "int8":
+            raise CosmicaiError(
+                graph, "precision int8 runs an int8 graph (cosmicai quantize, or `cosmicai infer` without --onnx); this one is fp32"
+            )
     cls = OnnxRuntimeEngine if runtime == "onnxruntime" else OpenVinoEngine
     return cls(graph, precision, allotted_threads(threads))

@@ -84,9 +84,11 @@ def write_summaries(
     manifest: str | os.PathLike | None = None,
     predictions_dir: str | os.PathLike | None = None,
     plan_context: dict | None = None,
+    accuracy_gate: dict | None = None,
 ) -> tuple[dict, dict]:
     """Write the run summary (with row accounting given a manifest) and the backend's cost summary
-    (with the plan's estimate beside the actuals given `plan_context`, see cosmicai.planning.context.run_estimate)."""
+    (with the plan's estimate beside the actuals given `plan_context`, see cosmicai.planning.context.run_estimate);
+    an int8 run's summary carries its accuracy gate's report (cosmicai.int8_gate) as `int8_gate`."""
     from cosmicai.accounting.cost import cost_summary, detect_backend
 
     runs = load_sidecars(sidecars)
@@ -94,6 +96,8 @@ def write_summaries(
     summary = run_summary(runs, backend)
     if manifest is not None and predictions_dir is not None:
         summary["row_accounting"] = row_accounting(manifest, predictions_dir)
+    if accuracy_gate is not None:
+        summary["int8_gate"] = accuracy_gate
     cost = cost_summary(runs, backend, rates, summary)
     if plan_context is not None:
         from cosmicai.errors import CosmicaiError
