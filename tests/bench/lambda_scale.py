@@ -73,12 +73,15 @@ class TreeSampler:
         self._thread.join()
 
 
-def make_inputs(work: Path, partitions: int, rows_per_partition: int, layout: str = "contiguous") -> tuple[Path, Path, float]:
+def make_inputs(
+    work: Path, partitions: int, rows_per_partition: int, layout: str = "contiguous", chunk_rows: int = 10
+) -> tuple[Path, Path, float]:
     """A synthetic dataset of exactly `partitions` partitions, a random checkpoint, and the partition_mb for them.
 
     layout: `synth` keeps what `cosmicai synth` writes (256-row, 5 MiB chunks: a 5-row partition's read
     fetches whole chunks); `contiguous` is what `cosmicai rechunk` gives such small partitions (the
-    README's advice), so a function reads about its own rows.
+    README's advice), so a function reads about its own rows; `chunked` has chunks of `chunk_rows` rows
+    (many small chunks: a partition's read touches one or two, and the file's chunk index is large).
     """
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.data.partition import partition_count
@@ -87,11 +90,11 @@ def make_inputs(work: Path, partitions: int, rows_per_partition: int, layout: st
 
     rows = partitions * rows_per_partition
     synth, checkpoint = work / "data-synth.h5", work / "random.safetensors"
-    dataset = synth if layout == "synth" else work / f"data-{layout}.h5"
+    dataset = synth if layout == "synth" else work / (f"data-chunked{chunk_rows}.h5" if layout == "chunked" else f"data-{layout}.h5")
     if not synth.exists():
         synthesize(synth, rows, seed=11, size=32)
     if not dataset.exists():
-        rechunk(synth, dataset, layout=layout)
+        rechunk(synth, dataset, layout=layout, chunk_rows=chunk_rows if layout == "chunked" else None)
     if not checkpoint.exists():
         import torch
 
@@ -126,8 +129,11 @@ def cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, float]:
-    """Wait for the run; its CPU seconds with every descendant it waited for (wait4's rusage), and the stand-in's peak RSS."""
+def wait_tree(run: subprocess.Popen, standin: psutil.Process, standin_limit_mb: float) -> tuple[float, float]:
+    """Wait for the run; its CPU seconds with every descendant it waited for (wait4's rusage), and the stand-in's peak RSS.
+
+    A stand-in past `standin_limit_mb` ends the run (SIGTERM to Snakemake) rather than the machine.
+    """
     standin_peak = 0.0
     while True:
         pid, status, usage = os.wait4(run.pid, os.WNOHANG)
@@ -135,6 +141,10 @@ def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, fl
             run.returncode = os.waitstatus_to_exitcode(status)
             return usage.ru_utime + usage.ru_stime, standin_peak
         standin_peak = max(standin_peak, standin.memory_info().rss / 2**20)
+        if standin_peak > standin_limit_mb:
+            print(f"stand-in RSS {standin_peak:.0f} MB passed --standin-limit-mb {standin_limit_mb:.0f}: stopping the run", file=sys.stderr)
+            run.terminate()
+            standin_limit_mb = float("inf")
         time.sleep(0.2)
 
 
@@ -153,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
     p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
     p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
-    p.add_argument("--layout", choices=("contiguous", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)")
+    p.add_argument(
+        "--layout", choices=("contiguous", "chunked", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)"
+    )
+    p.add_argument("--chunk-rows", type=int, default=10, help="rows per chunk of --layout chunked")
+    p.add_argument("--standin-limit-mb", type=float, default=8192, help="stop the run if the stand-in's RSS passes this")
     a = p.parse_args(argv)
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout)
+    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout, a.chunk_rows)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=mb)
     config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name="cosmicai-infer", timeout_s=300, memory_mb=2048)
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before, t = os.getloadavg()[0], time.perf_counter()
         run = snakemake(work, env, *extra)
         sampler = TreeSampler(run.pid)
-        run_cpu, standin_peak = wait_tree(run, standin)
+        run_cpu, standin_peak = wait_tree(run, standin, a.standin_limit_mb)
         sampler.stop()
         wall = time.perf_counter() - t
         cpu = {"snakemake_tree": run_cpu, "standin": cpu_s(standin) - cpu_before["standin"], "s3": cpu_s(rclone) - cpu_before["s3"]}
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_jobs": -(-a.partitions // k),
         "drop_metadata": a.drop_metadata,
         "layout": a.layout,
+        "chunk_rows": a.chunk_rows if a.layout == "chunked" else None,
         "rows": rows_in,
         "invocations": stats["invocations"],
         "peak_in_flight": stats["peak_concurrency"],
