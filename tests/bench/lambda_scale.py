@@ -43,10 +43,11 @@ def free_port() -> int:
 
 
 class TreeSampler:
-    """Peak summed RSS of a process and all its descendants, sampled on a thread."""
+    """Peak summed RSS of a process and all its descendants, and the process's own CPU seconds over time, sampled on a thread."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid, self.interval_s, self.peak_mb, self.peak_processes = pid, interval_s, 0.0, 0
+        self.own_cpu: list[tuple[float, float]] = []  # (time.time(), the root's user + system seconds, its children not counted)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -56,6 +57,10 @@ class TreeSampler:
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            try:
+                self.own_cpu.append((time.time(), cpu_s(root)))
             except psutil.NoSuchProcess:
                 return
             total = 0
@@ -71,6 +76,11 @@ class TreeSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def own_cpu_between(self, start: float, end: float) -> float:
+        """The root's CPU seconds between two times (the nearest samples inside them)."""
+        inside = [c for t, c in self.own_cpu if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
 
 def make_inputs(
@@ -231,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     sidecars = [json.loads(f.read_text()) for f in (work / "results" / "predictions").glob("part_*.json")]
     span = max(s["ended_at"] for s in sidecars) - min(s["started_at"] for s in sidecars)
     starts = sorted(s["remote_started_at"] for s in sidecars)  # when each invocation began in the function
+    # The dispatch: from the first invocation sent to the last one begun, Snakemake's own process (scheduler, executor
+    # plugin, dispatcher threads) sends every invocation; the report rules (its children) run after.
+    first_sent, last_begun = min(s["started_at"] for s in sidecars), starts[-1]
+    dispatch_cpu = sampler.own_cpu_between(first_sent, last_begun)
+    begun = sum(first_sent <= t <= last_begun for t in starts)
+    main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
     rows_out = pq.read_metadata(work / "results" / "predictions.parquet").num_rows
     result = {
@@ -254,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         "rows_lost": rows_in - rows_out,
         "cpu_s": {name: round(v, 1) for name, v in cpu.items()},  # the workflow run's span: Snakemake's tree, the stand-ins
         "cpu_ms_per_invocation": {name: round(v / a.partitions * 1000, 1) for name, v in cpu.items()},
+        # Snakemake's tree split: its own process (start-up, DAG, scheduling, the executor plugin and its dispatcher)
+        # and the processes it started (the local rules: merge, metrics, plots, report), per invocation.
+        "cpu_ms_per_invocation_snakemake": {
+            "own_process": round(main_cpu / a.partitions * 1000, 1),
+            "started_processes": round((cpu["snakemake_tree"] - main_cpu) / a.partitions * 1000, 1),
+            # while invocations were being sent: what one more invocation costs the submitting host
+            "own_process_while_dispatching": round(dispatch_cpu / max(1, begun) * 1000, 2),
+        },
+        "dispatch_window_s": round(last_begun - first_sent, 1),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)

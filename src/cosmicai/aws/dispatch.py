@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.batch_job import BatchJob, ModelStage, batch_line, report_error, s3_client, start_batch
+from cosmicai.aws.batch_job import BatchJob, DataStage, ModelStage, batch_line, report_error, s3_client, start_batch
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
 from cosmicai.aws.job_spec import BatchSpec
 from cosmicai.aws.preflight import FunctionInfo, check_function
@@ -95,6 +95,7 @@ class Dispatcher:
         # Threads start as work arrives; each waits on one socket at a time (its stack is reserved, not resident).
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
         self.stage_model = ModelStage(settings)
+        self.stage_data = DataStage()  # a source is checked and staged once per run, not per job
         self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
         self._lock = threading.Lock()
         self.in_flight = self.peak_in_flight = 0
@@ -129,7 +130,7 @@ class Dispatcher:
             return
         result.add_done_callback(lambda f: _close(out, f))
         try:
-            job = BatchJob(spec, self._manifest(spec.manifest))
+            job = BatchJob(spec, self._manifest(spec.manifest), self.stage_data)
         except CosmicaiError as exc:
             result.set_exception(exc)
             return
