@@ -25,6 +25,7 @@ from helpers.stands import KEY, Stands, running_stands  # noqa: E402
 from helpers.workflow import BUCKET, FUNCTION, snakemake  # noqa: E402
 
 from cosmicai.aws.dispatch import Dispatcher  # noqa: E402
+from cosmicai.aws.job_spec import BatchSpec  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
 from cosmicai.aws.storage import ensure_uploaded, stored_sha256  # noqa: E402
 from cosmicai.data.partition import write_partitions  # noqa: E402
@@ -76,7 +77,7 @@ def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
 
 
 def _batch_args(manifest: Path, out: Path, batch: str, parts: list[str], model: Path, **lam: str) -> list[str]:
-    """One inference job's arguments (the rule's params.invoker_args), lambda settings as the stand-in's function."""
+    """One inference job's script arguments (BatchSpec.argv()), lambda settings as the stand-in's function."""
     settings = {"bucket": BUCKET, "function_name": FUNCTION, "timeout_s": "120", "memory_mb": "2048", **lam}
     return [
         "--manifest",
@@ -200,7 +201,9 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
         batches = {f"batch_{i:05d}": names[i * 2 : i * 2 + 2] for i in range(-(-len(names) // 2))}  # K = 2
         futures = {
             batch: dispatcher.submit(
-                _batch_args(tmp_path / "parts" / "manifest.json", tmp_path / "out", batch, parts, model, prefix=settings.prefix),
+                BatchSpec.from_argv(
+                    _batch_args(tmp_path / "parts" / "manifest.json", tmp_path / "out", batch, parts, model, prefix=settings.prefix)
+                ),
                 tmp_path / "logs" / f"{batch}.log",
             )
             for batch, parts in batches.items()
@@ -246,7 +249,7 @@ def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp
     def run(*extra: str) -> tuple[list[dict], int]:
         before = aws_env.stats()["invocations"]
         argv = _batch_args(manifest, out, "batch_00000", names, model, prefix=settings.prefix) + list(extra)
-        timings = dispatcher.submit(argv, logs / "batch_00000.log").result(timeout=120)
+        timings = dispatcher.submit(BatchSpec.from_argv(argv), logs / "batch_00000.log").result(timeout=120)
         return timings, aws_env.stats()["invocations"] - before
 
     try:
@@ -298,7 +301,7 @@ def test_a_failed_partition_fails_its_batch_naming_it_and_the_others_stay_done(
     # The dispatcher: the same batch reuses the three, fails on the broken one alone, its log ending with the cause.
     dispatcher = Dispatcher(LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=f"{ROOT}/fail", timeout_s=120, memory_mb=2048))
     try:
-        future = dispatcher.submit(argv, tmp_path / "logs" / "batch_00000.log")
+        future = dispatcher.submit(BatchSpec.from_argv(argv), tmp_path / "logs" / "batch_00000.log")
         with pytest.raises(CosmicaiError, match=f"^{names[1]}: {broken}: sha256 mismatch"):
             future.result(timeout=120)
     finally:

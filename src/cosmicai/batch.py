@@ -98,9 +98,9 @@ def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | 
     return timings
 
 
-def write_record(path: str | os.PathLike, batch: str, timings: list[dict], reused: list[str] = ()) -> None:
-    """The job's record: its partitions' sidecars, in partition order, and which of them an earlier attempt made."""
-    write_json(path, {"batch": batch, "partitions": timings, "reused": list(reused)})
+def write_record(path: str | os.PathLike, batch: str, timings: list[dict], reused: list[str] = (), indent: int | None = 2) -> None:
+    """The job's record: its partitions' sidecars, in partition order, and which of them an earlier attempt made (`indent` as write_json's)."""
+    write_json(path, {"batch": batch, "partitions": timings, "reused": list(reused)}, indent=indent)
 
 
 def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:

@@ -2,9 +2,9 @@
 is one AWS Lambda invocation per partition, on one shared pool in this process (`cosmicai.aws.dispatch`),
 while every other rule runs locally (localrules). profiles/lambda selects it with `executor: cosmicai-lambda`.
 
-A job's work is the batch job's (`cosmicai.aws.batch_job`): the rule gives the arguments of
-`workflow/scripts/lambda_invoke.py` as `params.invoker_args`, and the plugin runs the same code on its
-pool instead of a Python process per job: the batch's partitions not yet done are invoked, and the job
+A job's work is the batch job's (`cosmicai.aws.batch_job`): the rule gives it as `params.lambda_job`, a
+`BatchSpec` (the same job `workflow/scripts/lambda_invoke.py` runs under another executor), and the plugin
+runs it on its pool instead of a Python process per job: the batch's partitions not yet done are invoked, and the job
 succeeds when all are done and its record is written, or fails with the first cause and its log.
 Snakemake's retries, --keep-going, --rerun-incomplete and logs work as with any executor; a dry-run
 never reaches the plugin (nothing is checked or sent).
@@ -21,7 +21,6 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings
 
-from cosmicai.aws.dispatch import Dispatcher
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.errors import CosmicaiError
 
@@ -50,6 +49,14 @@ class Executor(RemoteExecutor):
                 "--configfile replaces the profile's: name config/lambda.yaml too, last: --configfile my.yaml config/lambda.yaml)"
             )
         try:
+            # Imported here: Snakemake imports every installed executor plugin when it starts, and boto3/botocore
+            # come with the lambda extra only (a `cosmicai[workflow]` install must still run snakemake).
+            from cosmicai.aws.dispatch import Dispatcher
+        except ImportError as exc:
+            raise WorkflowError(
+                f"executor cosmicai-lambda: {exc.name or exc} is not installed; it comes with the lambda extra: pip install 'cosmicai[lambda]'"
+            ) from None
+        try:
             settings = LambdaSettings.from_config(config["lambda"])
             if not settings.bucket:  # the same line as the workflow's onstart check (which runs after executor start-up)
                 raise WorkflowError(
@@ -67,19 +74,15 @@ class Executor(RemoteExecutor):
     def run_job(self, job: JobExecutorInterface) -> None:
         """Queue the job's invocations; it counts as submitted at once (the pool bounds what is in flight)."""
         info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
-        argv = getattr(job.params, "invoker_args", None) if hasattr(job, "params") else None
-        if not argv:
+        spec = getattr(job.params, "lambda_job", None) if hasattr(job, "params") else None
+        if type(spec).__name__ != "BatchSpec":  # by name: the batch job's module is imported with the dispatcher
             self.report_job_error(
                 info,
-                msg=f"rule {job.name} has no params.invoker_args: the cosmicai-lambda executor runs only the "
-                "Lambda batch job (make other rules localrules)",
+                msg=f"rule {job.name} has no params.lambda_job (a cosmicai.aws.batch_job.BatchSpec): the cosmicai-lambda "
+                "executor runs only the Lambda batch job (make other rules localrules)",
             )
             return
-        try:
-            info.aux = {"future": self.dispatcher.submit([str(a) for a in argv], job.log[0]), "log": job.log[0]}
-        except SystemExit:  # argparse refused the arguments
-            self.report_job_error(info, msg=f"bad invoker arguments for {job.name}: {argv}")
-            return
+        info.aux = {"future": self.dispatcher.submit(spec, job.log[0]), "log": job.log[0]}
         self.report_job_submission(info)
 
     async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:

@@ -43,10 +43,11 @@ def free_port() -> int:
 
 
 class TreeSampler:
-    """Peak summed RSS of a process and all its descendants, sampled on a thread."""
+    """Peak summed RSS of a process and all its descendants, and the process's own CPU seconds over time, sampled on a thread."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid, self.interval_s, self.peak_mb, self.peak_processes = pid, interval_s, 0.0, 0
+        self.own_cpu: list[tuple[float, float]] = []  # (time.time(), the root's user + system seconds, its children not counted)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -56,6 +57,10 @@ class TreeSampler:
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            try:
+                self.own_cpu.append((time.time(), cpu_s(root)))
             except psutil.NoSuchProcess:
                 return
             total = 0
@@ -72,13 +77,21 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
+    def own_cpu_between(self, start: float, end: float) -> float:
+        """The root's CPU seconds between two times (the nearest samples inside them)."""
+        inside = [c for t, c in self.own_cpu if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
-def make_inputs(work: Path, partitions: int, rows_per_partition: int, layout: str = "contiguous") -> tuple[Path, Path, float]:
+
+def make_inputs(
+    work: Path, partitions: int, rows_per_partition: int, layout: str = "contiguous", chunk_rows: int = 10
+) -> tuple[Path, Path, float]:
     """A synthetic dataset of exactly `partitions` partitions, a random checkpoint, and the partition_mb for them.
 
     layout: `synth` keeps what `cosmicai synth` writes (256-row, 5 MiB chunks: a 5-row partition's read
     fetches whole chunks); `contiguous` is what `cosmicai rechunk` gives such small partitions (the
-    README's advice), so a function reads about its own rows.
+    README's advice), so a function reads about its own rows; `chunked` has chunks of `chunk_rows` rows
+    (many small chunks: a partition's read touches one or two, and the file's chunk index is large).
     """
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.data.partition import partition_count
@@ -87,11 +100,11 @@ def make_inputs(work: Path, partitions: int, rows_per_partition: int, layout: st
 
     rows = partitions * rows_per_partition
     synth, checkpoint = work / "data-synth.h5", work / "random.safetensors"
-    dataset = synth if layout == "synth" else work / f"data-{layout}.h5"
+    dataset = synth if layout == "synth" else work / (f"data-chunked{chunk_rows}.h5" if layout == "chunked" else f"data-{layout}.h5")
     if not synth.exists():
         synthesize(synth, rows, seed=11, size=32)
     if not dataset.exists():
-        rechunk(synth, dataset, layout=layout)
+        rechunk(synth, dataset, layout=layout, chunk_rows=chunk_rows if layout == "chunked" else None)
     if not checkpoint.exists():
         import torch
 
@@ -126,8 +139,11 @@ def cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, float]:
-    """Wait for the run; its CPU seconds with every descendant it waited for (wait4's rusage), and the stand-in's peak RSS."""
+def wait_tree(run: subprocess.Popen, standin: psutil.Process, standin_limit_mb: float) -> tuple[float, float]:
+    """Wait for the run; its CPU seconds with every descendant it waited for (wait4's rusage), and the stand-in's peak RSS.
+
+    A stand-in past `standin_limit_mb` ends the run (SIGTERM to Snakemake) rather than the machine.
+    """
     standin_peak = 0.0
     while True:
         pid, status, usage = os.wait4(run.pid, os.WNOHANG)
@@ -135,6 +151,10 @@ def wait_tree(run: subprocess.Popen, standin: psutil.Process) -> tuple[float, fl
             run.returncode = os.waitstatus_to_exitcode(status)
             return usage.ru_utime + usage.ru_stime, standin_peak
         standin_peak = max(standin_peak, standin.memory_info().rss / 2**20)
+        if standin_peak > standin_limit_mb:
+            print(f"stand-in RSS {standin_peak:.0f} MB passed --standin-limit-mb {standin_limit_mb:.0f}: stopping the run", file=sys.stderr)
+            run.terminate()
+            standin_limit_mb = float("inf")
         time.sleep(0.2)
 
 
@@ -153,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
     p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
     p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
-    p.add_argument("--layout", choices=("contiguous", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)")
+    p.add_argument(
+        "--layout", choices=("contiguous", "chunked", "synth"), default="contiguous", help="the dataset's HDF5 layout (see make_inputs)"
+    )
+    p.add_argument("--chunk-rows", type=int, default=10, help="rows per chunk of --layout chunked")
+    p.add_argument("--standin-limit-mb", type=float, default=8192, help="stop the run if the stand-in's RSS passes this")
     a = p.parse_args(argv)
     work = a.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout)
+    dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout, a.chunk_rows)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=mb)
     config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name="cosmicai-infer", timeout_s=300, memory_mb=2048)
@@ -201,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before, t = os.getloadavg()[0], time.perf_counter()
         run = snakemake(work, env, *extra)
         sampler = TreeSampler(run.pid)
-        run_cpu, standin_peak = wait_tree(run, standin)
+        run_cpu, standin_peak = wait_tree(run, standin, a.standin_limit_mb)
         sampler.stop()
         wall = time.perf_counter() - t
         cpu = {"snakemake_tree": run_cpu, "standin": cpu_s(standin) - cpu_before["standin"], "s3": cpu_s(rclone) - cpu_before["s3"]}
@@ -217,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     sidecars = [json.loads(f.read_text()) for f in (work / "results" / "predictions").glob("part_*.json")]
     span = max(s["ended_at"] for s in sidecars) - min(s["started_at"] for s in sidecars)
     starts = sorted(s["remote_started_at"] for s in sidecars)  # when each invocation began in the function
+    # The dispatch: from the first invocation sent to the last one begun, Snakemake's own process (scheduler, executor
+    # plugin, dispatcher threads) sends every invocation; the report rules (its children) run after.
+    first_sent, last_begun = min(s["started_at"] for s in sidecars), starts[-1]
+    dispatch_cpu = sampler.own_cpu_between(first_sent, last_begun)
+    begun = sum(first_sent <= t <= last_begun for t in starts)
+    main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
     rows_out = pq.read_metadata(work / "results" / "predictions.parquet").num_rows
     result = {
@@ -225,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_jobs": -(-a.partitions // k),
         "drop_metadata": a.drop_metadata,
         "layout": a.layout,
+        "chunk_rows": a.chunk_rows if a.layout == "chunked" else None,
         "rows": rows_in,
         "invocations": stats["invocations"],
         "peak_in_flight": stats["peak_concurrency"],
@@ -239,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         "rows_lost": rows_in - rows_out,
         "cpu_s": {name: round(v, 1) for name, v in cpu.items()},  # the workflow run's span: Snakemake's tree, the stand-ins
         "cpu_ms_per_invocation": {name: round(v / a.partitions * 1000, 1) for name, v in cpu.items()},
+        # Snakemake's tree split: its own process (start-up, DAG, scheduling, the executor plugin and its dispatcher)
+        # and the processes it started (the local rules: merge, metrics, plots, report), per invocation.
+        "cpu_ms_per_invocation_snakemake": {
+            "own_process": round(main_cpu / a.partitions * 1000, 1),
+            "started_processes": round((cpu["snakemake_tree"] - main_cpu) / a.partitions * 1000, 1),
+            # while invocations were being sent: what one more invocation costs the submitting host
+            "own_process_while_dispatching": round(dispatch_cpu / max(1, begun) * 1000, 2),
+        },
+        "dispatch_window_s": round(last_begun - first_sent, 1),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.batch import batch_count, batch_index, batch_name, per_job, record_path
 from cosmicai.config import coerce_config, config_error, load_schema
 from cosmicai import runlock
+from cosmicai.aws.job_spec import SPEC_SETTINGS, BatchSpec
+from cosmicai.aws.settings import LambdaSettings
 
 # Values given with --config arrive as text (nested ones always: Snakemake reads them with YAML's
 # BaseLoader): the schema's types are applied first, at every depth, then the config is validated.
@@ -212,49 +214,29 @@ def infer_runtime_min(wildcards, attempt: int) -> int:
     return max(5, -(-int(seconds) // 60)) * retry_factor(wildcards.batch, attempt)
 
 
-# The invoker's arguments for one batch (workflow/scripts/lambda_invoke.py, or the cosmicai-lambda executor).
-LAMBDA_ARGS = (
-    "bucket",
-    "prefix",
-    "function_name",
-    "region",
-    "timeout_s",
-    "memory_mb",
-    "architecture",
-    "ephemeral_storage_mb",
-    "max_attempts",
-)
-
-
-def lambda_invoker_args(wildcards, input, output) -> list[str]:
-    """Arguments of cosmicai.aws.invoker for one batch under backend lambda."""
+# One batch's job under backend lambda, typed (cosmicai.aws.job_spec.BatchSpec): the cosmicai-lambda executor
+# runs it as it is; another executor runs workflow/scripts/lambda_invoke.py with its argv().
+def lambda_job(wildcards, input, output) -> BatchSpec:
+    """The Lambda batch job of one inference job (rule infer_batch)."""
     lam = config["lambda"]
-    args = [
-        "--manifest",
-        input.manifest,
-        "--batch",
-        wildcards.batch,
-        "--partitions",
-        *batch_parts(wildcards.batch),
-        "--predictions-dir",
-        f"{R}/predictions",
-        "--record",
-        output.record,
-        "--checkpoint",
-        input.checkpoint,
-        "--batch-size",
-        INF["batch_size"],
-        "--precision",
-        INF["precision"],
-        "--on-invalid",
-        INF["on_invalid"],
-        "--runtime",
-        INF["runtime"],
-    ]
-    args += ["--onnx", input.onnx] if input.onnx else []
-    for key in LAMBDA_ARGS:
-        args += [f"--{key.replace('_', '-')}", lam[key]]
-    return [str(a) for a in args]
+    # Its files as a dict: in a .smk file no line may begin with the keyword `checkpoint`.
+    files = {
+        "manifest": str(input.manifest),
+        "record": str(output.record),
+        "checkpoint": str(input.checkpoint),
+        "onnx": str(input.onnx) if input.onnx else None,
+        "predictions_dir": f"{R}/predictions",
+    }
+    return BatchSpec(
+        batch=wildcards.batch,
+        partitions=tuple(batch_parts(wildcards.batch)),
+        runtime=INF["runtime"],
+        batch_size=INF["batch_size"],
+        precision=INF["precision"],
+        on_invalid=INF["on_invalid"],
+        settings=LambdaSettings(**{key: lam[key] for key in SPEC_SETTINGS}),
+        **files,
+    )
 
 
 def lock_results() -> None:

@@ -34,11 +34,14 @@ rule infer_batch:
         on_invalid=INF["on_invalid"],
         engine=lambda wc, input, threads: engine_options(input, threads),
         failed=lambda wc: failure_record(wc.batch),
-        # backend lambda: the invoker stages the model in S3 and invokes the function per partition; profiles/lambda's
-        # executor (cosmicai-lambda) runs these arguments on its shared pool, another executor runs the script.
+        # backend lambda: the batch job stages the model in S3 and invokes the function per partition; profiles/lambda's
+        # executor (cosmicai-lambda) runs lambda_job on its shared pool, another executor runs the script with its argv.
+        lambda_job=lambda wc, input, output: (
+            lambda_job(wc, input, output) if config["backend"] == "lambda" else None
+        ),
         invoker=f"{workflow.basedir}/scripts/lambda_invoke.py",
         invoker_args=lambda wc, input, output: (
-            lambda_invoker_args(wc, input, output)
+            lambda_job(wc, input, output).argv()
             if config["backend"] == "lambda"
             else []
         ),

@@ -96,7 +96,9 @@ rule summarize_run:
             {**config["cost"], "lambda": config["lambda"]["prices"]}
         ),
         pred_dir=f"{R}/predictions",
-        gate=lambda wc, input: f"--accuracy-gate {shlex.quote(str(input.gate))}" if input.gate else "",
+        gate=lambda wc, input: (
+            f"--accuracy-gate {shlex.quote(str(input.gate))}" if input.gate else ""
+        ),
     shell:
         "cosmicai summarize --sidecars {input.timings:q} --rates {params.rates:q}"
         " --run-output {output.run:q} --cost-output {output.cost:q} --plan {input.context:q}"

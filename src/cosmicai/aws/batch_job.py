@@ -1,8 +1,9 @@
 """One inference job on Lambda: a batch of partitions (cosmicai.batch), each one invocation.
 
-The job's arguments (`workflow/scripts/lambda_invoke.py`, or the rule's `params.invoker_args` that the
-cosmicai-lambda executor runs on its shared pool) name the manifest, the batch and its partitions, the
-predictions directory and the batch record. The manifest is read once; each partition's reuse key
+The job is a `BatchSpec`: the rule's `params.lambda_job` (workflow/rules/common.smk builds it), which the
+cosmicai-lambda executor runs on its shared pool as it is, and which another executor runs as
+`workflow/scripts/lambda_invoke.py` with `BatchSpec.argv()`. It names the manifest, the batch and its
+partitions, the predictions directory and the batch record, the engine options and the Lambda settings. The manifest is read once; each partition's reuse key
 (cosmicai.batch.partition_key: the source's identity and row range, the model file, the engine and function
 settings) is computed, and a partition whose sidecar carries that key is reused. The others are
 invoked (cosmicai.aws.invoker.invoke_partition) concurrently; the data is checked and staged once
@@ -12,7 +13,6 @@ or fails with the first failed partition's cause (the others keep their outputs 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import logging
 import os
@@ -22,72 +22,19 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, lambda_client
-from cosmicai.aws.invoker import FUNCTION_ERROR_ATTEMPTS, RemoteError, checked_source, invoke_partition
+from cosmicai.aws.invoker import RemoteError, checked_source, invoke_partition
+from cosmicai.aws.job_spec import BatchSpec
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import check_bucket, ensure_model
 from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
-from cosmicai.engines.base import CPU_PRECISIONS, RUNTIMES
+from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 
 log = logging.getLogger("cosmicai.lambda")
 SCRIPT_THREADS = 16  # invocations in flight for one job run as a script (the dispatcher shares one larger pool)
 
 Submit = Callable[[PartitionRead], concurrent.futures.Future]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of one inference job under backend lambda (a batch of partitions)."""
-    p = argparse.ArgumentParser(
-        prog="lambda_invoke.py", description="Infer a batch of partitions on AWS Lambda (see cosmicai.aws.batch_job)"
-    )
-    p.add_argument("--manifest", required=True, help="partition manifest (cosmicai partition)")
-    p.add_argument("--batch", required=True, help="the batch's name (batch_00003)")
-    p.add_argument("--partitions", required=True, nargs="+", help="its partitions' names in the manifest (part_00024 ...)")
-    p.add_argument("--predictions-dir", required=True, help="where each partition's .parquet and .json (sidecar) go")
-    p.add_argument("--record", required=True, help="the batch record to write when every partition is done")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
-    p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
-    p.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default="auto",
-        help="inference runtime in the function (auto: ONNX Runtime/OpenVINO for a graph, PyTorch for a checkpoint)",
-    )
-    p.add_argument("--bucket", required=True)
-    p.add_argument("--prefix", default="cosmicai")
-    p.add_argument("--function-name", required=True)
-    p.add_argument("--region", default="", help="empty: boto3's default")
-    p.add_argument("--timeout-s", type=int, default=300, help="the function's timeout (the read timeout is 60 s longer)")
-    p.add_argument("--memory-mb", type=int, default=2048, help="the function's memory (checked against it before anything is sent)")
-    p.add_argument("--architecture", choices=("x86_64", "arm64"), default="x86_64", help="for pricing")
-    p.add_argument("--ephemeral-storage-mb", type=int, default=512, help="for pricing")
-    p.add_argument(
-        "--max-attempts",
-        type=int,
-        default=8,
-        help=f"invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
-        f"out of memory and S3 unavailable: at most {FUNCTION_ERROR_ATTEMPTS})",
-    )
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32", help="int8: --onnx is the int8 graph (rule quantize_int8)")
-    p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
-    return p
-
-
-def settings_from_args(a: argparse.Namespace) -> LambdaSettings:
-    """The Lambda settings the job's arguments describe."""
-    return LambdaSettings(
-        bucket=a.bucket,
-        prefix=a.prefix,
-        function_name=a.function_name,
-        region=a.region,
-        timeout_s=a.timeout_s,
-        memory_mb=a.memory_mb,
-        architecture=a.architecture,
-        ephemeral_storage_mb=a.ephemeral_storage_mb,
-        max_attempts=a.max_attempts,
-    )
 
 
 class ModelStage:
@@ -108,23 +55,50 @@ class ModelStage:
             return model_key, sha, False
 
 
+class DataStage:
+    """Checks and stages each source once for every batch that reads it (a dispatcher's jobs share one).
+
+    A local source is checked again when its size, mtime or inode changed since (one stat per batch): the
+    identity check's 6 MiB sample hash and the HEAD of the staged object are paid once per run, not per job.
+    """
+
+    def __init__(self) -> None:
+        self._staged: dict[tuple, tuple[dict, bool]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, read: PartitionRead, s3: Any, settings: LambdaSettings) -> tuple[dict, bool]:
+        """(source, uploaded) as checked_source gives them, uploaded True only the first time."""
+        source = read.uri if read.sha256 else repr(sorted((read.source or {"uri": read.uri}).items()))
+        ident: tuple = (source, settings.bucket, settings.prefix)
+        if not is_s3(read.uri):
+            try:
+                st = os.stat(read.uri)
+                ident += (st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError:
+                ident += (None,)  # checked_source names the problem
+        with self._lock:
+            if ident not in self._staged:
+                self._staged[ident] = checked_source(read, settings, s3)
+                return self._staged[ident]
+            return self._staged[ident][0], False
+
+
 class BatchJob:
     """One batch's partitions: what each reads, its reuse key, and its sidecar once done (or reused)."""
 
-    def __init__(self, args: argparse.Namespace, plan: dict | None = None) -> None:
-        self.args = args
-        self.settings = settings_from_args(args)
-        plan = plan or load_manifest(args.manifest)
-        self.reads = partition_reads(args.manifest, args.partitions, plan)
-        model = file_identity(args.onnx or args.checkpoint)
+    def __init__(self, spec: BatchSpec, plan: dict | None = None, stage_data: DataStage | None = None) -> None:
+        self.spec = spec
+        self.settings = spec.settings
+        plan = plan or load_manifest(spec.manifest)
+        self.reads = partition_reads(spec.manifest, list(spec.partitions), plan)
+        model = file_identity(spec.onnx or spec.checkpoint)
         self.keys = {r.name: self._key(r, model) for r in self.reads}
-        self.sidecars: dict[str, dict | None] = {r.name: finished(args.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
+        self.sidecars: dict[str, dict | None] = {r.name: finished(spec.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
         self.reused = [name for name, timings in self.sidecars.items() if timings is not None]  # by an earlier attempt
-        self._staged: dict[str, tuple[dict, bool]] = {}
-        self._stage_lock = threading.Lock()
+        self._data_stage = stage_data or DataStage()
 
     def _key(self, read: PartitionRead, model: dict | None) -> str:
-        a = self.args
+        a = self.spec
         return partition_key(
             "lambda",
             read,
@@ -133,8 +107,8 @@ class BatchJob:
             precision=a.precision,
             on_invalid=a.on_invalid,
             batch_size=a.batch_size,
-            function_name=a.function_name,
-            memory_mb=a.memory_mb,
+            function_name=a.settings.function_name,
+            memory_mb=a.settings.memory_mb,
         )
 
     @property
@@ -143,17 +117,12 @@ class BatchJob:
         return [r for r in self.reads if self.sidecars[r.name] is None]
 
     def stage_data(self, read: PartitionRead, s3: Any) -> tuple[dict, bool]:
-        """Check and stage a partition's data once per batch (its partitions share the source; copies are their own)."""
-        ident = read.uri if read.sha256 else repr(sorted((read.source or {"uri": read.uri}).items()))
-        with self._stage_lock:
-            if ident not in self._staged:
-                self._staged[ident] = checked_source(read, self.settings, s3)
-                return self._staged[ident]
-            return self._staged[ident][0], False
+        """Check and stage a partition's data once (per batch, or per dispatcher when it passes its DataStage)."""
+        return self._data_stage(read, s3, self.settings)
 
     def invoke(self, read: PartitionRead, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
         """Infer one partition of the batch (its predictions and sidecar written, with its key)."""
-        a = self.args
+        a = self.spec
         output, sidecar = part_paths(a.predictions_dir, read.name)
         timings = invoke_partition(
             read,
@@ -192,7 +161,7 @@ class BatchJob:
         """The batch record (its partitions' sidecars, in order); all must be done."""
         timings = [self.sidecars[r.name] for r in self.reads]
         assert all(t is not None for t in timings)
-        write_record(self.args.record, self.args.batch, timings, self.reused)  # type: ignore[arg-type]
+        write_record(self.spec.record, self.spec.batch, timings, self.reused, indent=None)  # type: ignore[arg-type]
         return timings  # type: ignore[return-value]
 
 
@@ -278,7 +247,7 @@ def summary_line(t: dict) -> str:
 
 def batch_line(job: BatchJob) -> str:
     """What the job starts with: its partitions, how many are reused."""
-    return f"{job.args.batch}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
+    return f"{job.spec.batch}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
 
 
 def pooled_s3_client(region: str, pool: int = 10) -> Any:
@@ -286,7 +255,13 @@ def pooled_s3_client(region: str, pool: int = 10) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=pool)
+    # Our own calls only (no user parameters to validate); the predictions' sha256 is checked after download.
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=pool,
+        parameter_validation=False,
+        response_checksum_validation="when_required",
+    )
     return boto3.client("s3", region_name=region or None, config=config)
 
 
@@ -298,15 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     from cosmicai.aws.preflight import check_function
 
-    a = build_parser().parse_args(argv)
+    spec = BatchSpec.from_argv(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    settings = settings_from_args(a)
-    threads = min(len(a.partitions), SCRIPT_THREADS)
+    settings = spec.settings
+    threads = min(len(spec.partitions), SCRIPT_THREADS)
     try:
         client = lambda_client(settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S, max_pool_connections=threads)
         info = check_function(settings, client, cap=threads)  # before any upload or invocation
-        job = BatchJob(a)
+        job = BatchJob(spec)
         print(batch_line(job), file=sys.stderr, flush=True)
         s3, stage_model, gate = pooled_s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()
         check_bucket(s3, settings.bucket, settings.prefix)  # before any upload: a denied listing is named here

@@ -69,6 +69,7 @@ def lambda_client(region: str = "", read_timeout_s: float = 960.0, max_pool_conn
         retries={"mode": "standard", "total_max_attempts": BOTOCORE_ATTEMPTS},
         tcp_keepalive=True,
         max_pool_connections=max_pool_connections,
+        parameter_validation=False,  # our own calls only: no user parameters to check, CPU saved per invocation
     )
     client = boto3.client("lambda", region_name=region or None, config=config)
     # Emitted once per HTTP attempt, including botocore's own retries, on the calling thread.

@@ -22,8 +22,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.batch_job import BatchJob, ModelStage, batch_line, build_parser, pooled_s3_client, report_error, start_batch
+from cosmicai.aws.batch_job import BatchJob, DataStage, ModelStage, batch_line, pooled_s3_client, report_error, start_batch
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
+from cosmicai.aws.job_spec import BatchSpec
 from cosmicai.aws.preflight import FunctionInfo, check_function
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import check_bucket
@@ -96,6 +97,7 @@ class Dispatcher:
         # Threads start as work arrives; each waits on one socket at a time (its stack is reserved, not resident).
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
         self.stage_model = ModelStage(settings)
+        self.stage_data = DataStage()  # a source is checked and staged once per run, not per job
         self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
         self._lock = threading.Lock()
         self.in_flight = self.peak_in_flight = 0
@@ -106,23 +108,22 @@ class Dispatcher:
         logger.addHandler(self._logs)
         logger.propagate = False  # job logs go to their files, not to Snakemake's console
 
-    def submit(self, argv: list[str], log_path: str | os.PathLike) -> concurrent.futures.Future:
-        """Queue one job (the batch's arguments); the future holds its record's sidecars or its first failure.
+    def submit(self, spec: BatchSpec, log_path: str | os.PathLike) -> concurrent.futures.Future:
+        """Queue one job; the future holds its record's sidecars or its first failure.
 
         The job's log is truncated when it starts; its partitions' lines follow, then its outcome.
         """
-        args = build_parser().parse_args(argv)  # a bad argument list fails here, in the caller
         result: concurrent.futures.Future = concurrent.futures.Future()
         result.set_running_or_notify_cancel()
         try:
-            started = self.pool.submit(self._start, args, log_path, result)
+            started = self.pool.submit(self._start, spec, log_path, result)
         except RuntimeError as exc:  # shut down
-            result.set_exception(CosmicaiError(args.batch, f"not started ({exc})"))
+            result.set_exception(CosmicaiError(spec.batch, f"not started ({exc})"))
             return result
-        started.add_done_callback(lambda f: f.cancelled() and result.set_exception(CosmicaiError(args.batch, "cancelled")))
+        started.add_done_callback(lambda f: f.cancelled() and result.set_exception(CosmicaiError(spec.batch, "cancelled")))
         return result
 
-    def _start(self, args: Any, log_path: str | os.PathLike, result: concurrent.futures.Future) -> None:
+    def _start(self, spec: BatchSpec, log_path: str | os.PathLike, result: concurrent.futures.Future) -> None:
         """On the pool: read the batch (what is reused), then queue its partitions."""
         try:
             out = JobLog(log_path)
@@ -131,12 +132,12 @@ class Dispatcher:
             return
         result.add_done_callback(lambda f: _close(out, f))
         try:
-            job = BatchJob(args, self._manifest(args.manifest))
+            job = BatchJob(spec, self._manifest(spec.manifest), self.stage_data)
         except CosmicaiError as exc:
             result.set_exception(exc)
             return
         except Exception as exc:  # an unforeseen failure fails only this job
-            result.set_exception(CosmicaiError(args.batch, f"{type(exc).__name__}: {exc}"))
+            result.set_exception(CosmicaiError(spec.batch, f"{type(exc).__name__}: {exc}"))
             return
         out.write(batch_line(job) + "\n")
         start_batch(job, lambda read: self.pool.submit(self._run, job, read, out), result)

@@ -273,5 +273,5 @@ def invoke_partition(
     }
     if key is not None:
         timings["key"] = key
-    write_json(sidecar, timings)
+    write_json(sidecar, timings, indent=None)  # compact: one per invocation on the submitting host
     return timings

@@ -35,14 +35,24 @@ def chunk_rows_for(partition_mb: float, row_bytes: int, n_rows: int) -> int:
 
 
 def rechunk(
-    source: str | os.PathLike, output: str | os.PathLike, partition_mb: float = 25, layout: Literal["chunked", "contiguous"] = "chunked"
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    partition_mb: float = 25,
+    layout: Literal["chunked", "contiguous"] = "chunked",
+    chunk_rows: int | None = None,
 ) -> int | None:
-    """Copy `source` (path or s3:// URI) to `output` in `layout`; return the chunk rows (None when contiguous)."""
+    """Copy `source` (path or s3:// URI) to `output` in `layout`; return the chunk rows (None when contiguous).
+
+    `chunk_rows` sets the rows per chunk of the chunked layout instead of `chunk_rows_for` (benchmarks of small chunks).
+    """
     info = inspect(source, check_ids=False)
     with open_h5(source) as src, atomic_path(output) as tmp, h5py.File(tmp, "w", libver="latest") as out:
         names = [k for k in src if isinstance(src[k], h5py.Dataset)]
         image_row_bytes = src["images"].dtype.itemsize * int(np.prod(src["images"].shape[1:]))
-        chunk_rows = chunk_rows_for(partition_mb, image_row_bytes, info.n_rows) if layout == "chunked" else None
+        if layout != "chunked":
+            chunk_rows = None
+        elif chunk_rows is None:
+            chunk_rows = chunk_rows_for(partition_mb, image_row_bytes, info.n_rows)
         for k in names:
             d = src[k]
             chunks = (chunk_rows, *d.shape[1:]) if chunk_rows and d.ndim and d.shape[0] else None

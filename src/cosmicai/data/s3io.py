@@ -1,13 +1,14 @@
 """Read an S3 object as a seekable file through ranged GETs, and one-line messages for S3 failures.
 
 `S3RangeFile` is what h5py opens for an `s3://` dataset: HDF5 asks for small metadata reads and
-large data reads. Small reads go through an LRU cache of `block_size` blocks, fetched with
-read-ahead (the next blocks are fetched in the same concurrent round, so chunked datasets read
-sequentially cost one round trip per `(1 + readahead) * block_size` bytes (consecutive blocks are one
-GET of up to `part_size`), while the scattered
-metadata reads of opening a file fetch one small block each); a read of `part_size` or more (a
-contiguous dataset's rows, a large chunk) bypasses the cache and is split into `part_size` ranged
-GETs run concurrently. Every response is checked: its ETag must be the one the file was opened
+large data reads. Small reads go through an LRU cache of `block_size` blocks, at most `cache_bytes`
+in all, fetched with read-ahead that grows while reads stay sequential (1, 2, 4 ... up to `readahead`
+blocks fetched with the missing one, consecutive blocks as one GET of up to `part_size`), so a chunked
+dataset read from start to end costs few round trips while a few rows, or the scattered metadata reads
+of opening a file, fetch one block each; a read of `part_size` or more (a contiguous dataset's rows, a
+large chunk) bypasses the cache and is split into `part_size` ranged GETs run concurrently. What a file
+holds is bounded (`cache_bytes` plus the reads in progress) and freed when it is closed, so a warm
+function's memory stays flat from one invocation to the next. Every response is checked: its ETag must be the one the file was opened
 with (the object was not replaced mid-read) and its length the one asked for (no truncation).
 """
 
@@ -29,6 +30,12 @@ from botocore.exceptions import (
 from cosmicai.errors import CosmicaiError, remote_message
 
 MIB = 1 << 20
+# An open file's block cache: small blocks, so that the scattered metadata reads of opening a file and the few
+# rows of a small partition fetch little (256 KiB each), and few of them, so that what a file holds stays small
+# (4 MiB) however many functions (or thread-mode environments of the stand-in) read at once. Read-ahead (up to
+# 15 blocks, one GET) keeps sequential reads of a chunked dataset at a few round trips per 4 MiB.
+BLOCK_BYTES = 256 << 10
+CACHE_BYTES = 4 * MIB
 # Answers S3 gives when it sheds load or fails inside: botocore retries them; if they outlast its retries, so may we.
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
 
@@ -147,9 +154,9 @@ class S3RangeFile(io.RawIOBase):
         bucket: str,
         key: str,
         version_id: str | None = None,
-        block_size: int = 1 * MIB,
-        readahead: int = 7,
-        cache_blocks: int = 32,
+        block_size: int = BLOCK_BYTES,
+        readahead: int = 15,
+        cache_bytes: int = CACHE_BYTES,
         part_size: int = 8 * MIB,
         max_workers: int = 8,
     ) -> None:
@@ -157,8 +164,11 @@ class S3RangeFile(io.RawIOBase):
         self.s3, self.bucket, self.key, self.uri = s3, bucket, key, f"s3://{bucket}/{key}"
         meta = head(s3, bucket, key, version_id)
         self.size, self.etag, self.version_id = meta["size"], meta["etag"], version_id or meta["version_id"]
-        self.block_size, self.readahead, self.cache_blocks, self.part_size = block_size, readahead, cache_blocks, part_size
+        # The cache holds at least the blocks of one round (the missing one and its read-ahead).
+        self.cache_blocks = max(1, cache_bytes // block_size)
+        self.block_size, self.readahead, self.part_size = block_size, min(readahead, self.cache_blocks - 1), part_size
         self._last_fetched = -2  # the last block fetched: a miss on the block after it is a sequential read
+        self._ahead = 0  # blocks read ahead at the last sequential miss (doubles while reads stay sequential)
         self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3range")
@@ -233,9 +243,11 @@ class S3RangeFile(io.RawIOBase):
             return
         first, last = pos // bs, (pos + n - 1) // bs
         missing = [i for i in range(first, last + 1) if i not in self._cache]
+        ahead: range = range(0)
         if missing:
             sequential = missing[0] == self._last_fetched + 1
-            ahead = range(last + 1, min(last + 1 + self.readahead, -(-self.size // bs))) if sequential else range(0)
+            self._ahead = min(self.readahead, max(1, 2 * self._ahead)) if sequential else 0
+            ahead = range(last + 1, min(last + 1 + self._ahead, -(-self.size // bs)))
             fetch = missing + [i for i in ahead if i not in self._cache]
             # Runs of consecutive blocks, at most part_size each, are one GET (fewer round trips).
             runs: list[list[int]] = []
@@ -254,5 +266,8 @@ class S3RangeFile(io.RawIOBase):
             self._cache.move_to_end(i)
             a, b = max(pos, i * bs), min(pos + n, (i + 1) * bs)
             out[a - pos : b - pos] = block[a - i * bs : b - i * bs]
+        for i in ahead:  # what was read ahead is what comes next: blocks just read are evicted first
+            if i in self._cache:
+                self._cache.move_to_end(i)
         while len(self._cache) > self.cache_blocks:
             self._cache.popitem(last=False)

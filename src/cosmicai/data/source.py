@@ -32,6 +32,10 @@ SAMPLE_WINDOWS = 64
 SAMPLE_BYTES = 64 << 10
 EDGE_BYTES = 1 << 20
 
+# HDF5's chunk cache per dataset read over S3 (h5py's default, stated): what an open file may hold besides the
+# S3 block cache (cosmicai.data.s3io); a chunk larger than this is read straight through.
+S3_CHUNK_CACHE_BYTES = 1 << 20
+
 _s3_client: Any = None
 
 
@@ -80,6 +84,26 @@ class Opened:
         return self.uri
 
 
+class _S3H5:
+    """An HDF5 file over S3 as a context manager: leaving it closes the file and its S3RangeFile (block cache, threads).
+
+    h5py keeps a reference to a file object it reads until the garbage collector finds it: without
+    this, every file opened in a warm function (or a thread-mode environment) would keep its cache.
+    """
+
+    def __init__(self, file: h5py.File, raw: Any) -> None:
+        self.file, self.raw = file, raw
+
+    def __enter__(self) -> h5py.File:
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.raw.close()
+
+
 def open_h5(uri: str | os.PathLike | Opened, version_id: str | None = None, s3: Any = None) -> Any:
     """Open a dataset read-only (a context manager yielding the h5py.File); raise CosmicaiError naming it when it
     is missing or not HDF5. An `Opened` dataset is yielded as it is, and left open."""
@@ -91,7 +115,7 @@ def open_h5(uri: str | os.PathLike | Opened, version_id: str | None = None, s3: 
         bucket, key = parse_s3_uri(str(uri))
         raw = S3RangeFile(s3 or reader_s3_client(), bucket, key, version_id)
         try:
-            return h5py.File(raw, "r")
+            return _S3H5(h5py.File(raw, "r", rdcc_nbytes=S3_CHUNK_CACHE_BYTES), raw)
         except OSError as exc:
             raw.close()
             raise CosmicaiError(uri, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
