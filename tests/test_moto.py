@@ -29,6 +29,7 @@ from cosmicai.aws.preflight import check_function  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
 from cosmicai.data import source as data_source  # noqa: E402
 from cosmicai.data.dataset import read_ids  # noqa: E402
+from cosmicai.data.s3io import BLOCK_BYTES  # noqa: E402
 from cosmicai.data.source import identify, verify  # noqa: E402
 from cosmicai.data.synth import synthesize  # noqa: E402
 from cosmicai.errors import CosmicaiError  # noqa: E402
@@ -391,7 +392,7 @@ MATRIX: dict[tuple[str, str | None], str | None] = {
         f"on arn:aws:s3:::{STAGE}/{MODEL_KEY}"
     ),
     ("submitter", "s3:GetObjectVersion"): (
-        f"{IN_PLACE}: reading bytes 0-1048575: access denied (AccessDenied): the credentials need s3:GetObjectVersion "
+        f"{IN_PLACE}: reading bytes 0-{BLOCK_BYTES - 1}: access denied (AccessDenied): the credentials need s3:GetObjectVersion "
         f"on arn:aws:s3:::{SURVEY}/tiny.h5"
     ),
     ("submitter", "s3:AbortMultipartUpload"): (
@@ -404,7 +405,7 @@ MATRIX: dict[tuple[str, str | None], str | None] = {
         f"on arn:aws:s3:::{STAGE}/{DATA_KEY}"
     ),
     ("function", "s3:GetObjectVersion"): (
-        f"{IN_PLACE}: reading bytes 0-1048575: access denied (AccessDenied): the credentials need s3:GetObjectVersion "
+        f"{IN_PLACE}: reading bytes 0-{BLOCK_BYTES - 1}: access denied (AccessDenied): the credentials need s3:GetObjectVersion "
         f"on arn:aws:s3:::{SURVEY}/tiny.h5"
     ),
     ("function", "s3:PutObject"): (
