@@ -15,7 +15,7 @@ from helpers.workflow import snakemake, tiny_config
 from cosmicai.config import coerce_config, load_schema
 from cosmicai.errors import CosmicaiError
 
-SCHEMA = load_schema(str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+SCHEMA = load_schema()
 DEFAULTS = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 # Keys with no value in config/config.yaml (lambda.prices is empty there): a valid one of each.
 EXTRA = {("lambda", "prices", "date"): "2026-11-28", ("lambda", "prices", "x86_64_gb_s"): 0.0000166667,

@@ -48,7 +48,7 @@ def test_grid_cells(tmp_path: Path) -> None:
 def test_paper_grid_plans_every_cell_and_the_total() -> None:
     from helpers.cli import REPO, run_cli
 
-    from cosmicai.planning.context import load_config
+    from cosmicai.config import load_config
     from cosmicai.planning.experiments import format_grid_plan, plan_grid
 
     grid = load_grid(REPO / "config" / "experiments" / "paper.yaml")

@@ -170,6 +170,7 @@ def test_deploy_lambda_command_stages_the_model_once_and_prints_policies(moto: M
             str(Path(__import__("sys").executable).parent / "cosmicai"),
             "deploy-lambda",
             "--configfile",
+            "config/config.yaml",  # validated merged, as Snakemake merges a profile's config over config/config.yaml
             str(tmp_path / "c.yaml"),
             *args,
         ]

@@ -408,7 +408,8 @@ def test_estimate_and_accounting_price_alike() -> None:
 
 
 def test_each_backend_is_planned_with_its_profile(tmp_path: Path) -> None:
-    from cosmicai.planning.context import backend_config, load_config
+    from cosmicai.config import load_config
+    from cosmicai.planning.context import backend_config
 
     base = load_config()  # config/config.yaml: the local profile's
     gpu = backend_config(base, "slurm-gpu")["inference"]

@@ -13,14 +13,15 @@ from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.batch import batch_count, batch_index, batch_name, per_job, record_path
-from cosmicai.config import coerce_config, config_error, load_schema
+from cosmicai.config import SCHEMA_PATH, coerce_config, config_error, load_schema
 from cosmicai import runlock
 from cosmicai.aws.job_spec import SPEC_SETTINGS, BatchSpec
 from cosmicai.aws.settings import LambdaSettings
 
 # Values given with --config arrive as text (nested ones always: Snakemake reads them with YAML's
 # BaseLoader): the schema's types are applied first, at every depth, then the config is validated.
-SCHEMA = f"{workflow.basedir}/schemas/config.schema.yaml"
+# The schema is the package's (cosmicai.config), so that cosmicai's own loader validates the same way.
+SCHEMA = SCHEMA_PATH
 try:
     config.update(coerce_config(config, load_schema(SCHEMA)))
     validate(config, SCHEMA)

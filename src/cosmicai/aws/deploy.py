@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import client_error_code, ensure_model
+from cosmicai.config import load_config
 from cosmicai.data.s3io import parse_s3_uri
 from cosmicai.errors import CosmicaiError, remote_message
 from cosmicai.function.scope import BUCKET_ENV, DATASETS_ENV, PREFIX_ENV
@@ -27,24 +27,9 @@ PolicyName = Literal["function", "submitter"]
 POLICY_FILES: dict[str, str] = {"function": "function-policy.json", "submitter": "submitter-policy.json"}
 
 
-def load_settings(configfiles: list[str | os.PathLike]) -> tuple[LambdaSettings, dict]:
-    """The `lambda:` block of the workflow config files, merged in order as Snakemake merges them; and the whole config."""
-    config: dict = {}
-
-    def merge(into: dict, new: dict) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-
-    for path in configfiles:
-        try:
-            merge(config, yaml.safe_load(Path(path).read_text()) or {})
-        except (OSError, yaml.YAMLError) as exc:
-            raise CosmicaiError(path, f"cannot read config: {exc}") from None
-    if "lambda" not in config:
-        raise CosmicaiError(", ".join(map(str, configfiles)), "no lambda: block")
+def lambda_settings(configfiles: list[str | os.PathLike]) -> tuple[LambdaSettings, dict]:
+    """The `lambda:` settings of the workflow config files (cosmicai.config.load_config: merged and validated); and the whole config."""
+    config = load_config(configfiles)  # the schema requires the lambda: block
     return LambdaSettings.from_config(config["lambda"]), config
 
 
@@ -213,7 +198,7 @@ def deploy_lambda(
 
     import boto3
 
-    settings, config = load_settings(configfiles)
+    settings, config = lambda_settings(configfiles)
     settings = dataclasses.replace(settings, **(overrides or {}), **({"image_uri": image_uri} if image_uri else {}))
     if not settings.bucket:
         raise CosmicaiError("lambda.bucket", "empty: set it in config/lambda.yaml (the bucket must exist)")

@@ -18,6 +18,7 @@ import yaml
 
 from cosmicai.atomic import write_json
 from cosmicai.bench.scaling import repository_root, run_local_profile
+from cosmicai.config import load_config
 from cosmicai.errors import CosmicaiError
 
 ENGINE_VARIANTS = ("cai", "torch-fp32", "torch-tf32", "torch-bf16", "torch-fp16", "torch-bf16-compile", "torch-int8")
@@ -45,7 +46,7 @@ def tile_dataset(src: Path, dst: Path, n_rows: int, block: int = 8192) -> None:
 def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, batch_size: int, device: str) -> dict:
     """The local profile over the dataset, every partition in one batch job; wall time and the run summary."""
     repo = repository_root()
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config = load_config([repo / "config" / "config.yaml"])
     config.update(dataset=str(data), checkpoint=str(Path(checkpoint).resolve()), partition_mb=partition_mb)
     # One batch job over every partition (row ranges of the dataset: nothing copied), the engine loaded once.
     config.update(partition_copy=False)

@@ -70,10 +70,11 @@ def run_plan(a: argparse.Namespace) -> str:
     A recommendation that nothing qualifies for raises (exit 1) after the table, naming what dominates."""
     import dataclasses
 
+    from cosmicai.config import load_config
     from cosmicai.data.dataset import ROW_BYTES
     from cosmicai.errors import CosmicaiError
     from cosmicai.planning import calibration
-    from cosmicai.planning.context import backend_config, load_config, profile_config, settings_from_config
+    from cosmicai.planning.context import backend_config, profile_config, settings_from_config
     from cosmicai.planning.formatting import format_plans
     from cosmicai.planning.recommend import format_recommendation, none_qualifies, recommend
     from cosmicai.planning.sweep import Axes, sweep, write_table
@@ -204,7 +205,7 @@ def _calibrate(a: argparse.Namespace) -> None:
 
 
 def _experiments(a: argparse.Namespace) -> None:
-    from cosmicai.planning.context import load_config
+    from cosmicai.config import load_config
     from cosmicai.planning.experiments import run_grid
 
     config = json.loads(a.config_json) if a.config_json else load_config(a.configfile)

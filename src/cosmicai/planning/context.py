@@ -14,8 +14,8 @@ from typing import Any
 
 from cosmicai.accounting.pricing import lambda_prices
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
+from cosmicai.config import DEFAULT_CONFIG, load_config, read_config_file
 from cosmicai.data.dataset import ROW_BYTES
-from cosmicai.errors import CosmicaiError
 from cosmicai.planning.calibration import Backend, Calibration
 from cosmicai.planning.estimate import (
     LAMBDA_ACCOUNT_CONCURRENCY,
@@ -31,27 +31,13 @@ from cosmicai.planning.estimate import (
 PLAN_KEYS = ("partition_mb", "inference", "lambda", "cost")
 
 
-def load_config(paths: list[str | os.PathLike] | None = None) -> dict:
-    """The workflow config (later files override earlier ones key by key); default: ./config/config.yaml."""
-    import yaml
-
-    paths = paths or [Path("config", "config.yaml")]
-    config: dict = {}
-    for path in paths:
-        try:
-            new = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise CosmicaiError(path, f"not a readable config file: {exc}") from None
-        for key, value in new.items():
-            config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
-    return config
-
-
 def profile_config(backend: str) -> dict:
     """The config a backend's profile runs with from this directory: config/config.yaml, then the profile's own
     config/<backend>.yaml when there is one (backend, partitions_per_job: profiles/slurm names config/slurm.yaml)."""
-    files = [f for f in (Path("config", "config.yaml"), Path("config", f"{backend}.yaml")) if f.exists()]
-    return load_config(files) if files else {}  # outside a checkout: the settings' defaults
+    if not DEFAULT_CONFIG.exists():
+        return {}  # outside a checkout: the settings' defaults
+    own = Path("config", f"{backend}.yaml")
+    return load_config([DEFAULT_CONFIG, own] if own.exists() else [DEFAULT_CONFIG])
 
 
 def backend_config(config: dict, backend: str) -> dict:
@@ -59,11 +45,12 @@ def backend_config(config: dict, backend: str) -> dict:
     profile's config file sets (partitions_per_job, batch_size) back to config/config.yaml's, then that backend's file."""
     if config.get("backend", "local") == backend:
         return config
-    profile_files = [f for f in sorted(Path("config").glob("*.yaml")) if f.name != "config.yaml"]
-    profile_keys = {k for f in profile_files for k in (load_config([f]).get("inference") or {})}
-    defaults = (load_config([Path("config", "config.yaml")]) if Path("config", "config.yaml").exists() else {}).get("inference", {})
+    # The profiles' own files are partial configs (merged over config/config.yaml): read as written, not validated.
+    profile_files = [f for f in sorted(Path("config").glob("*.yaml")) if f != DEFAULT_CONFIG]
+    profile_keys = {k for f in profile_files for k in (read_config_file(f).get("inference") or {})}
+    defaults = (load_config([DEFAULT_CONFIG]) if DEFAULT_CONFIG.exists() else {}).get("inference", {})
     own = Path("config", f"{backend}.yaml")
-    own_inference = (load_config([own]).get("inference") or {}) if own.exists() else {}
+    own_inference = (read_config_file(own).get("inference") or {}) if own.exists() else {}
     inference = {k: v for k, v in config.get("inference", {}).items() if k not in profile_keys}
     inference |= {k: defaults[k] for k in profile_keys if k in defaults} | own_inference
     return {**config, "backend": backend, "inference": inference}
