@@ -219,6 +219,7 @@ def test_the_dispatcher_keeps_to_the_functions_concurrency(
     print(f"\nconcurrency 1, 4 jobs: one at a time, no 429, all 4 succeeded in {proc.wall_s:.1f} s")
 
 
+@pytest.mark.slow  # ~90 s; the local profile's s3:// read is also checked against moto (tests/test_moto.py, slow)
 @pytest.mark.timeout(600)
 def test_s3_dataset_is_read_in_place_on_lambda_and_local_profiles(
     tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path, stand: Stands
