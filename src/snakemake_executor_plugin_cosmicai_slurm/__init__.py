@@ -110,6 +110,9 @@ class Executor(SlurmExecutor):
         """The cancelled jobs among `job_ids` (none when sacct cannot answer: the slurm plugin's poll follows)."""
         parents = sorted({job_id.split("_")[0] for job_id in job_ids})  # an array's tasks are listed under its id
         cmd = ["sacct", "-X", "--parsable2", "--noheader", "--clusters", "all", "--format=JobID,State", "--jobs", ",".join(parents)]
+        # Only this run's jobs (each is named after the run, as the slurm plugin's own poll asks): a job id
+        # may be reused across clusters or a reset accounting database, and must not fail a job of this run.
+        cmd += ["--name", self.run_uuid] if getattr(self, "run_uuid", None) else []
         try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), timeout=SACCT_TIMEOUT_S)
