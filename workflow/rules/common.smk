@@ -1,7 +1,6 @@
 # Config validation, the partition plan (computed when the DAG is built), input and resource functions.
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -137,8 +136,8 @@ def final_outputs() -> list[str]:
     ]
 
 
-def engine_options(input, threads: int) -> str:
-    """The engine's command-line options of `cosmicai infer`, each quoted for the shell (paths come from the config)."""
+def engine_options(input, threads: int) -> list[str]:
+    """The engine's command-line options of `cosmicai infer`, one element each, quoted by :q in the shell command."""
     args = [
         "--checkpoint",
         input.checkpoint,
@@ -151,7 +150,7 @@ def engine_options(input, threads: int) -> str:
         ["--compile"] if INF["compile"] else []
     )
     args += ["--onnx", input.onnx] if input.onnx else []
-    return shlex.join(str(a) for a in args)
+    return [str(a) for a in args]
 
 
 def failure_record(batch: str) -> str:

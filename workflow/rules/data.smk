@@ -33,7 +33,7 @@ rule synth_demo:
         seed=config["demo"]["seed"],
         size=config["demo"]["image_size"],
     shell:
-        "cosmicai synth {output:q} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
+        "cosmicai synth {output:q} --n {params.n:q} --seed {params.seed:q} --size {params.size:q} > {log:q} 2>&1"
 
 
 rule synth_training_set:
@@ -48,7 +48,7 @@ rule synth_training_set:
         seed=config["train"]["seed"],
         size=config["demo"]["image_size"],
     shell:
-        "cosmicai synth {output:q} --n {params.n} --seed {params.seed} --size {params.size} > {log} 2>&1"
+        "cosmicai synth {output:q} --n {params.n:q} --seed {params.seed:q} --size {params.size:q} > {log:q} 2>&1"
 
 
 rule train_demo_model:
@@ -68,8 +68,8 @@ rule train_demo_model:
     params:
         t=config["train"],
     shell:
-        "cosmicai -v train {input:q} --output {output:q} --epochs {params.t[epochs]} --batch-size {params.t[batch_size]}"
-        " --lr {params.t[lr]} --seed {params.t[seed]} --max-minutes {params.t[max_minutes]} > {log} 2>&1"
+        "cosmicai -v train {input:q} --output {output:q} --epochs {params.t[epochs]:q} --batch-size {params.t[batch_size]:q}"
+        " --lr {params.t[lr]:q} --seed {params.t[seed]:q} --max-minutes {params.t[max_minutes]:q} > {log:q} 2>&1"
 
 
 rule export_onnx:
@@ -85,7 +85,7 @@ rule export_onnx:
         mem_mb=3000,  # torch and the traced graph
         runtime=15,
     shell:
-        "cosmicai export-onnx {input:q} --output {output:q} > {log} 2>&1"
+        "cosmicai export-onnx {input:q} --output {output:q} > {log:q} 2>&1"
 
 
 # inference.precision int8: the graph quantized on a sample of the run's partitions, then checked by the
@@ -109,8 +109,8 @@ rule quantize_int8:
     params:
         runtime=RUNTIME,
     shell:
-        "cosmicai quantize {input.onnx} --manifest {input.manifest} --output {output.graph} --gate-report {output.gate}"
-        " --runtime {params.runtime} --threads {threads} > {log} 2>&1"
+        "cosmicai quantize {input.onnx:q} --manifest {input.manifest:q} --output {output.graph:q} --gate-report {output.gate:q}"
+        " --runtime {params.runtime:q} --threads {threads:q} > {log:q} 2>&1"
 
 
 rule partition_dataset:
@@ -131,4 +131,4 @@ rule partition_dataset:
         mb=config["partition_mb"],
         copy_files=["--copy", "--outdir", f"{R}/partitions"] if COPY else [],
     shell:
-        "cosmicai partition {params.dataset:q} --partition-mb {params.mb} --manifest {output.manifest:q} {params.copy_files:q} > {log} 2>&1"
+        "cosmicai partition {params.dataset:q} --partition-mb {params.mb:q} --manifest {output.manifest:q} {params.copy_files:q} > {log:q} 2>&1"

@@ -53,4 +53,4 @@ rule run_experiments:
         profiles=f"{workflow.basedir}/../profiles",
     shell:
         "cosmicai experiments {input.grid:q} --outdir {params.outdir:q} --config-json {params.config:q}"
-        " --snakefile {params.snakefile:q} --profiles {params.profiles:q} > {log} 2>&1"
+        " --snakefile {params.snakefile:q} --profiles {params.profiles:q} > {log:q} 2>&1"

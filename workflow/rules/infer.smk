@@ -47,9 +47,9 @@ rule infer_batch:
         ),
     shell:
         (
-            "python {params.invoker:q} {params.invoker_args:q} > {log} 2>&1"
+            "python {params.invoker:q} {params.invoker_args:q} > {log:q} 2>&1"
             if config["backend"] == "lambda"
-            else "cosmicai infer --manifest {input.manifest:q} --batch {wildcards.batch} --partitions {params.partitions:q}"
-            " --predictions-dir {params.pred_dir:q} --record {output.record:q} --batch-size {params.batch_size}"
-            " --on-invalid {params.on_invalid} --failure-record {params.failed:q} {params.engine} > {log} 2>&1"
+            else "cosmicai infer --manifest {input.manifest:q} --batch {wildcards.batch:q} --partitions {params.partitions:q}"
+            " --predictions-dir {params.pred_dir:q} --record {output.record:q} --batch-size {params.batch_size:q}"
+            " --on-invalid {params.on_invalid:q} --failure-record {params.failed:q} {params.engine:q} > {log:q} 2>&1"
         )

@@ -88,7 +88,7 @@ rule write_plan_context:
     params:
         context=json.dumps(PLAN_CONTEXT, sort_keys=True),
     shell:
-        "printf '%s\\n' {params.context:q} > {output:q} 2> {log}"
+        "printf '%s\\n' {params.context:q} > {output:q} 2> {log:q}"
 
 
 rule calibrate_run:
@@ -103,7 +103,7 @@ rule calibrate_run:
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai calibrate --sidecars {input.timings:q} --run-summary {input.run:q} --output {output:q} > {log} 2>&1"
+        "cosmicai calibrate --sidecars {input.timings:q} --run-summary {input.run:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule plot_plan:
@@ -124,10 +124,10 @@ rule plot_plan:
         "../envs/cosmicai.yaml"
     params:
         # int8 runs on CPUs only: no GPU backend to compare
-        backends="--backend local,slurm,lambda" if INT8 else "--compare",
+        backends=["--backend", "local,slurm,lambda"] if INT8 else ["--compare"],
     shell:
-        "cosmicai plan {params.backends} --context {input.context:q} --calibration {input.calibration:q}"
-        " --plot {output:q} --run-summary {input.run:q} --cost-summary {input.cost:q} > {log} 2>&1"
+        "cosmicai plan {params.backends:q} --context {input.context:q} --calibration {input.calibration:q}"
+        " --plot {output:q} --run-summary {input.run:q} --cost-summary {input.cost:q} > {log:q} 2>&1"
 
 
 rule report_tables:
@@ -164,4 +164,4 @@ rule report_tables:
         outdir=lambda wc, output: os.path.dirname(output.metrics),
     shell:
         "cosmicai report-tables --metrics {input.metrics:q} --run-summary {input.run:q} --cost-summary {input.cost:q}"
-        " --outdir {params.outdir:q} > {log} 2>&1"
+        " --outdir {params.outdir:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule merge_predictions:
     params:
         pred_dir=f"{R}/predictions",
     shell:
-        "cosmicai merge --manifest {input.manifest:q} --predictions-dir {params.pred_dir:q} --output {output:q} > {log} 2>&1"
+        "cosmicai merge --manifest {input.manifest:q} --predictions-dir {params.pred_dir:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule compute_metrics:
@@ -44,7 +44,7 @@ rule compute_metrics:
     conda:
         "../envs/cosmicai.yaml"
     shell:
-        "cosmicai metrics {input:q} --output {output.metrics:q} --by-zspec {output.by_zspec:q} --by-rmag {output.by_rmag:q} > {log} 2>&1"
+        "cosmicai metrics {input:q} --output {output.metrics:q} --by-zspec {output.by_zspec:q} --by-rmag {output.by_rmag:q} > {log:q} 2>&1"
 
 
 rule plot_results:
@@ -74,7 +74,7 @@ rule plot_results:
     params:
         outdir=f"{R}/plots",
     shell:
-        "cosmicai plots {input.predictions:q} --sidecars {input.timings:q} --outdir {params.outdir:q} > {log} 2>&1"
+        "cosmicai plots {input.predictions:q} --sidecars {input.timings:q} --outdir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule summarize_run:
@@ -97,10 +97,10 @@ rule summarize_run:
         ),
         pred_dir=f"{R}/predictions",
         gate=lambda wc, input: (
-            f"--accuracy-gate {shlex.quote(str(input.gate))}" if input.gate else ""
+            ["--accuracy-gate", str(input.gate)] if input.gate else []
         ),
     shell:
         "cosmicai summarize --sidecars {input.timings:q} --rates {params.rates:q}"
         " --run-output {output.run:q} --cost-output {output.cost:q} --plan {input.context:q}"
         " --manifest {input.manifest:q} --predictions-dir {params.pred_dir:q}"
-        " {params.gate} > {log} 2>&1"
+        " {params.gate:q} > {log:q} 2>&1"
