@@ -114,7 +114,7 @@ def test_config_on_the_command_line(tmp_path: Path, tiny_dataset: Path, random_c
             "lambda={memory_mb: 10240, max_attempts: 1, prices: {arm64_gb_s: 0.00001}}", "cost={cpu_hour_usd: 0.05}"]  # fmt: skip
     proc = snakemake(tmp_path, "local", config, "-n", "--config", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "infer_batch" in proc.stdout
+    assert "infer_job" in proc.stdout
 
 
 def test_wrong_value_named(tmp_path: Path, tiny_dataset: Path, random_checkpoint: Path) -> None:

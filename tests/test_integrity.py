@@ -120,9 +120,9 @@ def test_changed_source_is_refused(change, message: str, row_ranges: tuple[Path,
 
 def test_row_range_past_the_end(row_ranges: tuple[Path, Path], tmp_path: Path, random_checkpoint: Path) -> None:
     data, manifest = row_ranges
-    plan = json.loads(manifest.read_text())
-    plan["partitions"][-1]["stop"] += 10
-    manifest.write_text(json.dumps(plan))
+    edited = json.loads(manifest.read_text())
+    edited["partitions"][-1]["stop"] += 10
+    manifest.write_text(json.dumps(edited))
     out = tmp_path / "out"
     out.mkdir()
     assert_clean_failure(
@@ -181,8 +181,8 @@ def test_integrity_arguments(case: str, partitions: Path, tmp_path: Path, random
 
 
 def test_row_accounting_finds_a_short_partition(partitions: Path, tmp_path: Path) -> None:
-    plan = json.loads((partitions / "manifest.json").read_text())
-    for entry in plan["partitions"]:
+    parsed = json.loads((partitions / "manifest.json").read_text())
+    for entry in parsed["partitions"]:
         rows = entry["rows"] - (3 if entry["name"] == "part_00002" else 0)
         pq.write_table(
             pa.table({"object_id": np.arange(rows), "z_pred": np.zeros(rows, np.float32)}), tmp_path / f"{entry['name']}.parquet"
@@ -190,4 +190,4 @@ def test_row_accounting_finds_a_short_partition(partitions: Path, tmp_path: Path
     acc = row_accounting(partitions / "manifest.json", tmp_path)
     assert acc["rows_in"] == 300 and acc["rows_out"] == 297 and acc["rows_lost"] == 3
     assert acc["partitions_mismatched"] == ["part_00002"]
-    assert [p["rows_in"] for p in acc["per_partition"]] == [e["rows"] for e in plan["partitions"]]
+    assert [p["rows_in"] for p in acc["per_partition"]] == [e["rows"] for e in parsed["partitions"]]

@@ -161,7 +161,7 @@ def test_paper_reference_matches_partitioning() -> None:
 
 
 def test_settings_keys() -> None:
-    assert SETTINGS.partition_key("part_00001.h5") == "runs/a/partitions/part_00001.h5"
+    assert SETTINGS.partition_object_key("part_00001.h5") == "runs/a/partitions/part_00001.h5"
     assert SETTINGS.model_key("m.safetensors", "0123456789abcdef" * 4) == "runs/a/models/0123456789abcdef/m.safetensors"
     assert SETTINGS.dataset_key("data.h5", "fedcba9876543210" * 4) == "runs/a/datasets/fedcba9876543210/data.h5"
     assert LambdaSettings(bucket="b", function_name="f", prefix="").output_key("p") == "predictions/p.parquet"

@@ -25,7 +25,7 @@ from helpers.stands import KEY, Stands, running_stands  # noqa: E402
 from helpers.workflow import BUCKET, FUNCTION, snakemake  # noqa: E402
 
 from cosmicai.aws.dispatch import Dispatcher  # noqa: E402
-from cosmicai.aws.job_spec import BatchSpec  # noqa: E402
+from cosmicai.aws.job_spec import LambdaJobSpec  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
 from cosmicai.aws.storage import ensure_uploaded, stored_sha256  # noqa: E402
 from cosmicai.data.partition import write_partitions  # noqa: E402
@@ -76,20 +76,20 @@ def _config(dataset: Path, checkpoint: Path, **lam: Any) -> dict:
     return config
 
 
-def _batch_args(manifest: Path, out: Path, batch: str, parts: list[str], model: Path, **lam: str) -> list[str]:
-    """One inference job's script arguments (BatchSpec.argv()), lambda settings as the stand-in's function."""
+def _job_args(manifest: Path, out: Path, job: str, parts: list[str], model: Path, **lam: str) -> list[str]:
+    """One inference job's script arguments (LambdaJobSpec.argv()), lambda settings as the stand-in's function."""
     settings = {"bucket": BUCKET, "function_name": FUNCTION, "timeout_s": "120", "memory_mb": "2048", **lam}
     return [
         "--manifest",
         str(manifest),
-        "--batch",
-        batch,
+        "--job",
+        job,
         "--partitions",
         *parts,
         "--predictions-dir",
         str(out),
         "--record",
-        str(out / "batches" / f"{batch}.json"),
+        str(out / "jobs" / f"{job}.json"),
         "--checkpoint",
         str(model),
         *[x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", v)],
@@ -117,13 +117,13 @@ MISMATCH_IDS = ["memory", "prefix", "architecture", "timeout", "missing"]
 def test_the_invoker_checks_the_function_before_any_upload(
     tmp_path: Path, aws_env: Stands, change: dict, line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cosmicai.aws.batch_job import main
+    from cosmicai.aws.lambda_job import main
 
     part = tmp_path / "part_00000.h5"
     part.write_bytes(b"never read")
     lam = {"prefix": f"{ROOT}/one", "function_name": FUNCTION, "timeout_s": 120, "memory_mb": 2048, "architecture": "x86_64", **change}
-    argv = _batch_args(
-        tmp_path / "never-read.json", tmp_path / "out", "batch_00000", ["part_00000"], part, **{k: str(v) for k, v in lam.items()}
+    argv = _job_args(
+        tmp_path / "never-read.json", tmp_path / "out", "job_00000", ["part_00000"], part, **{k: str(v) for k, v in lam.items()}
     )
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1
@@ -198,15 +198,15 @@ def test_a_throttling_storm_with_retry_after_loses_nothing(tmp_path: Path, aws_e
         dispatcher = Dispatcher(settings)
         assert dispatcher.info.in_flight == 3 and dispatcher.info.limit_source == "reserved"
         names = [e["name"] for e in manifest["partitions"]]
-        batches = {f"batch_{i:05d}": names[i * 2 : i * 2 + 2] for i in range(-(-len(names) // 2))}  # K = 2
+        jobs = {f"job_{i:05d}": names[i * 2 : i * 2 + 2] for i in range(-(-len(names) // 2))}  # K = 2
         futures = {
-            batch: dispatcher.submit(
-                BatchSpec.from_argv(
-                    _batch_args(tmp_path / "parts" / "manifest.json", tmp_path / "out", batch, parts, model, prefix=settings.prefix)
+            job: dispatcher.submit(
+                LambdaJobSpec.from_argv(
+                    _job_args(tmp_path / "parts" / "manifest.json", tmp_path / "out", job, parts, model, prefix=settings.prefix)
                 ),
-                tmp_path / "logs" / f"{batch}.log",
+                tmp_path / "logs" / f"{job}.log",
             )
-            for batch, parts in batches.items()
+            for job, parts in jobs.items()
         }
         results = {stem: t for f in futures.values() for t in f.result(timeout=120) for stem in [t["partition"]]}
         dispatcher.shutdown()
@@ -236,8 +236,8 @@ def _manifest(tmp_path: Path, dataset: Path, copy: bool = False) -> tuple[Path, 
     return path, [e["name"] for e in manifest["partitions"]]
 
 
-def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:
-    from cosmicai.batch import load_sidecars
+def test_a_job_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:
+    from cosmicai.job import load_sidecars
 
     manifest, names = _manifest(tmp_path, tiny_dataset)
     model = tmp_path / "model.onnx"
@@ -248,22 +248,22 @@ def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp
 
     def run(*extra: str) -> tuple[list[dict], int]:
         before = aws_env.stats()["invocations"]
-        argv = _batch_args(manifest, out, "batch_00000", names, model, prefix=settings.prefix) + list(extra)
-        timings = dispatcher.submit(BatchSpec.from_argv(argv), logs / "batch_00000.log").result(timeout=120)
+        argv = _job_args(manifest, out, "job_00000", names, model, prefix=settings.prefix) + list(extra)
+        timings = dispatcher.submit(LambdaJobSpec.from_argv(argv), logs / "job_00000.log").result(timeout=120)
         return timings, aws_env.stats()["invocations"] - before
 
     try:
         first, invoked = run()
         assert invoked == len(names) == 4 and [t["partition"] for t in first] == names
-        record = out / "batches" / "batch_00000.json"
+        record = out / "jobs" / "job_00000.json"
         assert load_sidecars([record]) == first and all(t["key"] for t in first)
-        log = (logs / "batch_00000.log").read_text().splitlines()
-        assert log[0] == "batch_00000: 4 partition(s), 0 reused, 4 to invoke"
+        log = (logs / "job_00000.log").read_text().splitlines()
+        assert log[0] == "job_00000: 4 partition(s), 0 reused, 4 to invoke"
         assert sorted(line.split(":")[0] for line in log if " rows in " in line) == names  # one log, every partition's line
 
         again, invoked = run()
         assert invoked == 0 and again == first
-        assert (logs / "batch_00000.log").read_text().splitlines() == ["batch_00000: 4 partition(s), 4 reused, 0 to invoke"]
+        assert (logs / "job_00000.log").read_text().splitlines() == ["job_00000: 4 partition(s), 4 reused, 0 to invoke"]
 
         (out / f"{names[2]}.json").unlink()  # as a kill before the sidecar (the commit) leaves it
         third, invoked = run()
@@ -278,10 +278,10 @@ def test_a_batch_writes_its_record_and_a_rerun_invokes_only_what_is_not_done(tmp
     assert rows == 300 and dispatcher.peak_in_flight <= 3
 
 
-def test_a_failed_partition_fails_its_batch_naming_it_and_the_others_stay_done(
+def test_a_failed_partition_fails_its_job_naming_it_and_the_others_stay_done(
     tmp_path: Path, aws_env: Stands, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cosmicai.aws.batch_job import main
+    from cosmicai.aws.lambda_job import main
 
     manifest, names = _manifest(tmp_path, tiny_dataset, copy=True)
     broken = tmp_path / "parts" / f"{names[1]}.h5"
@@ -289,24 +289,24 @@ def test_a_failed_partition_fails_its_batch_naming_it_and_the_others_stay_done(
     model = tmp_path / "model.onnx"
     model.write_bytes(b"the scale-mode function never reads it")
     out = tmp_path / "out"
-    argv = _batch_args(manifest, out, "batch_00000", names, model, prefix=f"{ROOT}/fail")
+    argv = _job_args(manifest, out, "job_00000", names, model, prefix=f"{ROOT}/fail")
     before = aws_env.stats()["invocations"]
     assert main(argv) == 1  # the script: one job, a small pool
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith(f"lambda_invoke: error: {names[1]}: {broken}: sha256 mismatch")
     assert aws_env.stats()["invocations"] - before == 3
     assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(n for n in names if n != names[1])
-    assert not (out / "batches").exists()
+    assert not (out / "jobs").exists()
 
-    # The dispatcher: the same batch reuses the three, fails on the broken one alone, its log ending with the cause.
+    # The dispatcher: the same job reuses the three, fails on the broken one alone, its log ending with the cause.
     dispatcher = Dispatcher(LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=f"{ROOT}/fail", timeout_s=120, memory_mb=2048))
     try:
-        future = dispatcher.submit(BatchSpec.from_argv(argv), tmp_path / "logs" / "batch_00000.log")
+        future = dispatcher.submit(LambdaJobSpec.from_argv(argv), tmp_path / "logs" / "job_00000.log")
         with pytest.raises(CosmicaiError, match=f"^{names[1]}: {broken}: sha256 mismatch"):
             future.result(timeout=120)
     finally:
         dispatcher.shutdown()
-    log = (tmp_path / "logs" / "batch_00000.log").read_text().splitlines()
-    assert log[0] == "batch_00000: 4 partition(s), 3 reused, 1 to invoke"
+    log = (tmp_path / "logs" / "job_00000.log").read_text().splitlines()
+    assert log[0] == "job_00000: 4 partition(s), 3 reused, 1 to invoke"
     assert log[-1].startswith(f"lambda_invoke: error: {names[1]}: {broken}: sha256 mismatch")
-    assert aws_env.stats()["invocations"] - before == 3 and not (out / "batches").exists()
+    assert aws_env.stats()["invocations"] - before == 3 and not (out / "jobs").exists()

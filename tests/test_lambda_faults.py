@@ -130,7 +130,7 @@ def test_every_fault_once_is_survived_without_duplicate_rows(
     assert s3_injected >= 1
     runs = sidecars(tmp_path)
     invocations = after["invocations"] - before["invocations"]
-    log = "".join(p.read_text() for p in (tmp_path / "logs" / "infer_batch").glob("*.log"))
+    log = "".join(p.read_text() for p in (tmp_path / "logs" / "infer_job").glob("*.log"))
     for reason in ("function error Runtime.ExitError", "function error Sandbox.Timedout", "function error Runtime.OutOfMemory"):
         assert log.count(reason) == 1
     # The function's S3 client tries 3 times (botocore's default); a request that got 503 every time is rare,
@@ -153,14 +153,14 @@ def _invoke(stands: Stands, workdir: Path, reference: Path, prefix: str, *args: 
         str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
         "--manifest",
         str(res / "partitions" / "manifest.json"),
-        "--batch",
-        "batch_00000",
+        "--job",
+        "job_00000",
         "--partitions",
         "part_00000",
         "--predictions-dir",
         str(workdir),
         "--record",
-        str(workdir / "batches" / "batch_00000.json"),
+        str(workdir / "jobs" / "job_00000.json"),
         "--checkpoint",
         str(res / "model" / "astromae.onnx"),
         "--onnx",
@@ -252,7 +252,7 @@ def test_fault_that_persists_fails_the_job_with_its_cause(
     elif fault != "oom":
         assert after["faults"][fault] - before["faults"][fault] == invocations
     assert not (tmp_path / "part_00000.parquet").exists() and not (tmp_path / "part_00000.json").exists()
-    assert not (tmp_path / "batches").exists()
+    assert not (tmp_path / "jobs").exists()
     if fault == "lost_response":  # the function did write its output; only its answer was lost
         stands.client("s3").head_object(Bucket=BUCKET, Key=f"{ROOT}/fail-lost_response/predictions/part_00000.parquet")
 
@@ -386,18 +386,18 @@ def test_sigkill_mid_run_then_resume_on_lambda(
     proc.wait()
     assert group_gone(proc.pid), "jobs of the killed run are still running"
 
-    # Partitions commit one by one (their sidecar last), whatever became of their batch's job: all are kept.
+    # Partitions commit one by one (their sidecar last), whatever became of their job: all are kept.
     done, incomplete = done_partitions(pred_dir), incomplete_outputs(tmp_path)
     assert 1 <= len(done) < N_PARTS, done
     assert not (tmp_path / "results" / "predictions.parquet").exists()
-    batches = {"batch_00000", "batch_00001"}  # 12 partitions, 8 per job (config/lambda.yaml)
-    rerun = {b for b in batches if b in incomplete or not (pred_dir / "batches" / f"{b}.json").exists()}
+    jobs = {"job_00000", "job_00001"}  # 12 partitions, 8 per job (config/lambda.yaml)
+    rerun = {b for b in jobs if b in incomplete or not (pred_dir / "jobs" / f"{b}.json").exists()}
 
     assert snakemake(tmp_path, "lambda", config, "--unlock", env=stands.env).returncode == 0
     before = stands.stats()
     resumed = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stands.env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    ran = re.search(r"^infer_batch\s+(\d+)$", resumed.stdout + resumed.stderr, re.M)
+    ran = re.search(r"^infer_job\s+(\d+)$", resumed.stdout + resumed.stderr, re.M)
     assert ran and int(ran.group(1)) == len(rerun) >= 1
     assert stands.stats()["invocations"] - before["invocations"] == N_PARTS - len(done)  # only the missing ones were invoked
     after = done_partitions(pred_dir)

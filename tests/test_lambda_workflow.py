@@ -128,9 +128,9 @@ def test_bad_partition_fails_alone_then_rerun_invokes_only_it(
     proc = snakemake(tmp_path, "lambda", config, "--jobs", "4", env=stand.env)
     middle = stand.stats()
     assert proc.returncode != 0
-    log = (tmp_path / "logs" / "infer_batch" / "batch_00000.log").read_text()  # one job: the 4 partitions
+    log = (tmp_path / "logs" / "infer_job" / "job_00000.log").read_text()  # one job: the 4 partitions
     first = next(line for line in log.splitlines() if line.startswith("lambda_invoke: error:"))
-    assert first.startswith("lambda_invoke: error: part_00001: ")  # the batch's failed partition, named
+    assert first.startswith("lambda_invoke: error: part_00001: ")  # the job's failed partition, named
     assert f"s3://{BUCKET}/bad/partitions/part_00001.h5: 1 row(s) with NaN or Inf" in first
     assert "Lambda function cosmicai-infer failed: CosmicaiError" in first
     assert "remote stack trace" in log and "infer.py" in log
@@ -156,14 +156,14 @@ def _invoke(tmp_path: Path, env: dict[str, str], dataset: Path, checkpoint: Path
         str(REPO / "workflow" / "scripts" / "lambda_invoke.py"),
         "--manifest",
         str(tmp_path / "manifest.json"),
-        "--batch",
-        "batch_00000",
+        "--job",
+        "job_00000",
         "--partitions",
         "part_00000",
         "--predictions-dir",
         str(tmp_path / "out"),
         "--record",
-        str(tmp_path / "out" / "batches" / "batch_00000.json"),
+        str(tmp_path / "out" / "jobs" / "job_00000.json"),
         "--checkpoint",
         str(checkpoint),
         "--prefix",
@@ -294,9 +294,9 @@ def test_s3_bad_inputs_give_one_line_and_no_output(tmp_path: Path, tiny_dataset:
         "--output",
         out / "p.parquet",
     )
-    plan = json.loads((manifests / "manifest.json").read_text())
-    plan["partitions"][1]["stop"] = 400  # a row range past the end
-    (manifests / "bad-range.json").write_text(json.dumps(plan))
+    edited = json.loads((manifests / "manifest.json").read_text())
+    edited["partitions"][1]["stop"] = 400  # a row range past the end
+    (manifests / "bad-range.json").write_text(json.dumps(edited))
     bad_range = [a if a != manifests / "manifest.json" else manifests / "bad-range.json" for a in infer]
     _one_line(_cli(stand.env, *bad_range), uri, "rows [75, 400) are past the end of the dataset (300 rows)", out)
     synthesize(tmp_path / "smaller.h5", 250, seed=3, size=64)  # the shape changed after partitioning

@@ -20,7 +20,7 @@ from helpers.cli import BIN
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.data.partition import write_partitions
 from cosmicai.errors import CosmicaiError
-from cosmicai.infer_batch import run_batch
+from cosmicai.infer_job import run_job
 
 N_ROWS, N_PARTS = 500, 5
 PARTS = [f"part_{i:05d}" for i in range(N_PARTS)]
@@ -28,7 +28,7 @@ CHUNK_ROWS = 25
 
 
 @pytest.fixture()
-def corrupt_batch(tmp_path: Path) -> Path:
+def corrupt_manifest(tmp_path: Path) -> Path:
     """Five row-range partitions of a gzip-chunked dataset whose chunk at rows 125-150 (the second partition) is corrupt."""
     rng = np.random.default_rng(0)
     data = tmp_path / "data.h5"
@@ -43,17 +43,17 @@ def corrupt_batch(tmp_path: Path) -> Path:
         chunk = fh.read(16)
         fh.seek(info.byte_offset + info.size // 2)
         fh.write(bytes(b ^ 0x01 for b in chunk))
-    plan = write_partitions(data, None, N_ROWS * ROW_BYTES / N_PARTS / 2**20 * 1.0001, tmp_path / "manifest.json")
-    assert [(p["start"], p["stop"]) for p in plan["partitions"]][1] == (100, 200)
+    manifest = write_partitions(data, None, N_ROWS * ROW_BYTES / N_PARTS / 2**20 * 1.0001, tmp_path / "manifest.json")
+    assert [(p["start"], p["stop"]) for p in manifest["partitions"]][1] == (100, 200)
     return tmp_path / "manifest.json"
 
 
-def test_failed_partition_joins_every_reader(corrupt_batch: Path, tmp_path: Path, random_checkpoint: Path, onnx_graph: Path) -> None:
+def test_failed_partition_joins_every_reader(corrupt_manifest: Path, tmp_path: Path, random_checkpoint: Path, onnx_graph: Path) -> None:
     before = set(threading.enumerate())
     with pytest.raises(CosmicaiError, match="partition part_00001 .*cannot read 'images'"):
-        run_batch(
-            corrupt_batch,
-            "batch_00000",
+        run_job(
+            corrupt_manifest,
+            "job_00000",
             PARTS,
             tmp_path / "pred",
             tmp_path / "rec.json",
@@ -67,11 +67,11 @@ def test_failed_partition_joins_every_reader(corrupt_batch: Path, tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_corrupt_chunk_exits_20_times(corrupt_batch: Path, tmp_path: Path, random_checkpoint: Path, onnx_graph: Path) -> None:
+def test_corrupt_chunk_exits_20_times(corrupt_manifest: Path, tmp_path: Path, random_checkpoint: Path, onnx_graph: Path) -> None:
     """The job's process, 20 times: each prints its one line and exits non-zero within seconds of it."""
     pred = tmp_path / "pred"
-    cmd = [str(BIN / "cosmicai"), "infer", "--manifest", str(corrupt_batch), "--batch", "batch_00000", "--partitions", *PARTS,
-           "--predictions-dir", str(pred), "--record", str(pred / "batches" / "batch_00000.json"), "--checkpoint", str(random_checkpoint),
+    cmd = [str(BIN / "cosmicai"), "infer", "--manifest", str(corrupt_manifest), "--job", "job_00000", "--partitions", *PARTS,
+           "--predictions-dir", str(pred), "--record", str(pred / "jobs" / "job_00000.json"), "--checkpoint", str(random_checkpoint),
            "--runtime", "onnxruntime", "--onnx", str(onnx_graph), "--batch-size", "32"]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     results = []
@@ -93,4 +93,4 @@ def test_corrupt_chunk_exits_20_times(corrupt_batch: Path, tmp_path: Path, rando
     assert not hung, f"{len(hung)} of 20 hung after their error line"
     for rc, _, _, line in results:
         assert rc == 1 and "partition part_00001 (rows 100-200): cannot read 'images' (corrupt or truncated data)" in line, line
-    assert not (pred / "batches").exists()
+    assert not (pred / "jobs").exists()

@@ -61,14 +61,14 @@ def test_ranges_cover_all_rows_evenly() -> None:
 
 def test_row_range_manifest_writes_no_data(tmp_path: Path, tiny_dataset: Path) -> None:
     outdir = tmp_path / "parts"
-    plan = write_partitions(tiny_dataset, None, 1.5, outdir / "manifest.json")
+    manifest = write_partitions(tiny_dataset, None, 1.5, outdir / "manifest.json")
     assert sorted(p.name for p in outdir.iterdir()) == ["manifest.json"]  # the manifest only
-    assert json.loads((outdir / "manifest.json").read_text()) == plan
-    assert plan["version"] == 2 and plan["copy"] is False and plan["rows"] == 300
-    src = plan["source"]
+    assert json.loads((outdir / "manifest.json").read_text()) == manifest
+    assert manifest["version"] == 2 and manifest["copy"] is False and manifest["rows"] == 300
+    src = manifest["source"]
     assert src["uri"] == str(tiny_dataset.absolute()) and src["size"] == tiny_dataset.stat().st_size
     assert src["mtime"] == tiny_dataset.stat().st_mtime and len(src["meta_sha256"]) == len(src["sample_sha256"]) == 64
-    parts = plan["partitions"]
+    parts = manifest["partitions"]
     assert len(parts) == 4 and parts[0]["start"] == 0 and parts[-1]["stop"] == 300
     assert all(a["stop"] == b["start"] for a, b in zip(parts, parts[1:]))
     row_bytes = 5 * 64 * 64 * 4 + 5 * 4 + 8 + 4  # the tiny dataset's 64x64 cutouts as stored
@@ -76,13 +76,13 @@ def test_row_range_manifest_writes_no_data(tmp_path: Path, tiny_dataset: Path) -
 
 
 def test_write_partitions_copy_manifest(tmp_path: Path, tiny_dataset: Path) -> None:
-    plan = write_partitions(tiny_dataset, tmp_path / "parts", 1.5, tmp_path / "parts" / "manifest.json", copy=True)
-    assert len(plan["partitions"]) == partition_count(300, 1.5) == 4 and plan["copy"] is True
-    assert json.loads((tmp_path / "parts" / "manifest.json").read_text()) == plan
+    manifest = write_partitions(tiny_dataset, tmp_path / "parts", 1.5, tmp_path / "parts" / "manifest.json", copy=True)
+    assert len(manifest["partitions"]) == partition_count(300, 1.5) == 4 and manifest["copy"] is True
+    assert json.loads((tmp_path / "parts" / "manifest.json").read_text()) == manifest
     ids = []
     with h5py.File(tiny_dataset) as f:
         all_ids, crop = f["object_id"][:], f["images"][:, :, 16:48, 16:48]
-    for entry in plan["partitions"]:
+    for entry in manifest["partitions"]:
         path = tmp_path / "parts" / entry["path"]
         info = inspect(path)
         assert (info.height, info.width, info.n_rows) == (32, 32, entry["rows"])

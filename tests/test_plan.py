@@ -292,7 +292,7 @@ def test_dry_run_prints_one_plan_block(tmp_path: Path, tiny_dataset: Path, rando
     assert "4 partitions of 1.5 MiB (75 rows each)" in block and jobs in block
     assert re.search(r"wall time +[\d.]+ s, bound by \w+: .*\(\d+ wave", block) and re.search(r"cost +(\$|unpriced)", block)
     assert "calibration  " in block
-    ran = re.search(r"infer_batch\s+(\d+)\n", proc.stdout)  # Snakemake's own job list is still there
+    ran = re.search(r"infer_job\s+(\d+)\n", proc.stdout)  # Snakemake's own job list is still there
     assert ran, proc.stdout[-2000:]
     if profile != "lambda":  # the plan's inference jobs are the DAG's (Lambda's plan counts invocations)
         assert f"{ran.group(1)} inference jobs" in block

@@ -151,7 +151,7 @@ def test_snakemake_starts_in_a_workflow_install_without_boto3(tmp_path: Path) ->
 @pytest.mark.timeout(600)
 class TestCosmicaiLambdaWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
     """Snakemake's executor test base on cosmicai-lambda and the stand-ins. The plugin runs only the workflow's
-    Lambda batch jobs (every other rule is local), so its test case is this workflow on the tiny dataset, not
+    Lambda inference jobs (every other rule is local), so its test case is this workflow on the tiny dataset, not
     the base's shell-rule cases; Snakemake's group jobs do not apply to it."""
 
     __test__ = True
@@ -185,4 +185,4 @@ class TestCosmicaiLambdaWorkflows(snakemake.common.tests.TestWorkflowsLocalStora
         assert (tmp_path / "simple" / "results" / "predictions.parquet").exists()
 
     def test_group_workflow(self, tmp_path: Path) -> None:
-        pytest.skip("cosmicai-lambda runs one kind of job, the Lambda batch job; it does not run group jobs")
+        pytest.skip("cosmicai-lambda runs one kind of job, the Lambda inference job; it does not run group jobs")

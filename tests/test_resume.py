@@ -1,4 +1,4 @@
-"""Resume: SIGKILL Snakemake and its jobs mid-batch; the rerun infers only the missing partitions, byte-identical result."""
+"""Resume: SIGKILL Snakemake and its jobs mid-way; the rerun infers only the missing partitions, byte-identical result."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from helpers.processes import done_partitions, group_gone, incomplete_outputs
 from helpers.workflow import snakemake, snakemake_cmd, tiny_config
 
 N_PARTS = 6  # 300 rows at partition_mb 1.0
-PER_JOB = 3  # two inference jobs (batches) of three partitions
+PER_JOB = 3  # two inference jobs of three partitions
 
 
 def _start_detached(workdir: Path, config: dict) -> subprocess.Popen:
@@ -44,7 +44,7 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, tiny_dataset: Path, random_
 
     full = snakemake(reference, "local", config)
     assert full.returncode == 0, full.stderr[-3000:]
-    assert re.search(rf"^infer_batch\s+{N_PARTS // PER_JOB}$", full.stdout + full.stderr, re.M)  # the job table's width varies
+    assert re.search(rf"^infer_job\s+{N_PARTS // PER_JOB}$", full.stdout + full.stderr, re.M)  # the job table's width varies
 
     proc = _start_detached(killed, config)
     pred_dir = killed / "results" / "predictions"
@@ -55,18 +55,18 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, tiny_dataset: Path, random_
     proc.wait()
     assert group_gone(proc.pid), "jobs of the killed run are still running"
 
-    kept = done_partitions(pred_dir)  # every partition with its sidecar is finished, whatever its batch's state
-    batches_left = incomplete_outputs(killed)
-    assert 1 <= len(kept) < N_PARTS and batches_left, (kept, batches_left)  # really killed mid-way, in a batch
-    finished_batches = {p["partition"] for r in (pred_dir / "batches").glob("*.json") for p in json.loads(r.read_text())["partitions"]}
+    kept = done_partitions(pred_dir)  # every partition with its sidecar is finished, whatever its job's state
+    jobs_left = incomplete_outputs(killed)
+    assert 1 <= len(kept) < N_PARTS and jobs_left, (kept, jobs_left)  # really killed mid-way, in a job
+    finished_jobs = {p["partition"] for r in (pred_dir / "jobs").glob("*.json") for p in json.loads(r.read_text())["partitions"]}
     assert not (killed / "results" / "predictions.parquet").exists()
 
     assert snakemake(killed, "local", config, "--unlock").returncode == 0
     resumed = snakemake(killed, "local", config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    records = sorted((pred_dir / "batches").glob("batch_*.json"))
+    records = sorted((pred_dir / "jobs").glob("job_*.json"))
     reused = {name for r in records for name in json.loads(r.read_text())["reused"]}
-    assert reused == set(kept) - finished_batches, (reused, kept)  # the rerun inferred only the partitions not finished before
+    assert reused == set(kept) - finished_jobs, (reused, kept)  # the rerun inferred only the partitions not finished before
     after = done_partitions(pred_dir)
     assert all(after[name] == st for name, st in kept.items()), "a finished partition ran again"
     assert len(after) == N_PARTS

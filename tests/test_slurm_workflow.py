@@ -1,6 +1,6 @@
 """The workflow through a real Slurm (scripts/slurm-local.sh): profiles/slurm and profiles/slurm-gpu end to end.
 
-An inference job is a batch of partitions_per_job partitions (rule infer_batch): one Slurm job, one
+An inference job is a group of partitions_per_job partitions (rule infer_job): one Slurm job, one
 model load, each partition with its own predictions and sidecar. The runs need the local Slurm with
 accounting; they skip when it is down, and fail instead in CI (CI set), where .ci/run starts it.
 Dry-run planning and the conda env file need no Slurm.
@@ -87,7 +87,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory, config_file: Path) -> tu
     return workdir, seconds
 
 
-def job_resources(output: str, rule: str = "infer_batch") -> list[dict[str, str]]:
+def job_resources(output: str, rule: str = "infer_job") -> list[dict[str, str]]:
     """The resources Snakemake printed for each job of `rule` (dry-run or run)."""
     blocks = re.findall(rf"^\s*(?:local)?rule {rule}:\n(.*?)(?:^Shell command|^\s*\[)", output, flags=re.S | re.M)
     found = []
@@ -125,36 +125,36 @@ def time_limits(job_ids: list[str]) -> dict[str, str]:
     return dict(line.split("|") for line in out.split())
 
 
-def check_batches(workdir: Path, output: str, partition: str, gpus: int, batches: int) -> list[dict]:
-    """Each batch is one Slurm job, completed, with the partition, cores, memory, time and GPUs asked for, that
+def check_jobs(workdir: Path, output: str, partition: str, gpus: int, n_jobs: int) -> list[dict]:
+    """Each inference job is one Slurm job, completed, with the partition, cores, memory, time and GPUs asked for, that
     inferred its partitions with one model load; its record lists them."""
     runs = sidecars(workdir)
     assert sorted(runs) == PARTS
     asked = job_resources(output)
-    assert len(asked) == batches and {a["slurm_partition"] for a in asked} == {partition}
+    assert len(asked) == n_jobs and {a["slurm_partition"] for a in asked} == {partition}
     job_ids = sorted({r["slurm_job_id"] for r in runs.values()})
-    assert len(job_ids) == batches and all(job_ids)
+    assert len(job_ids) == n_jobs and all(job_ids)
     accounted = {j["job_id"]: j for j in query_jobs(job_ids)}
     limits = time_limits(job_ids)
-    records = sorted((workdir / "results" / "predictions" / "batches").glob("batch_*.json"))
-    assert len(records) == batches
+    records = sorted((workdir / "results" / "predictions" / "jobs").glob("job_*.json"))
+    assert len(records) == n_jobs
     for record_path in records:
         record = json.loads(record_path.read_text())
         in_job = record["partitions"]
-        (job_id,) = {r["slurm_job_id"] for r in in_job}  # one Slurm job for the whole batch
+        (job_id,) = {r["slurm_job_id"] for r in in_job}  # one Slurm job for the whole job's partitions
         job = accounted[job_id]
         res = next(a for a in asked if int(a["mem_mb"]) == job["alloc_mem_mb"])
-        assert job["state"] == "COMPLETED" and job["rule"] == "infer_batch"
+        assert job["state"] == "COMPLETED" and job["rule"] == "infer_job"
         assert job["partition"] == partition
         assert job["alloc_cpus"] == int(res["cpus_per_task"]) == in_job[0]["threads"] == 2
         assert job["alloc_gpus"] == gpus
         assert 0 < job["max_rss_mb"] < job["alloc_mem_mb"]
         assert limits[job_id] == f"00:{int(res['runtime']):02d}:00"
-        # one engine for the batch: the model loaded once, by the first partition; the rest reuse it
+        # one engine for the job: the model loaded once, by the first partition; the rest reuse it
         assert [r["model_load_s"] > 0 for r in in_job] == [True] + [False] * (len(in_job) - 1)
         assert [r["partition"] for r in in_job] == [r["partition"] for r in sorted(in_job, key=lambda r: r["partition"])]
         assert record["reused"] == [] and all(runs[r["partition"]] == r for r in in_job)
-        log = (workdir / "logs" / "infer_batch" / f"{record['batch']}.log").read_text()
+        log = (workdir / "logs" / "infer_job" / f"{record['job']}.log").read_text()
         assert [ln.split(":")[0] for ln in log.splitlines() if ln.startswith("part_")] == [r["partition"] for r in in_job]
     return list(accounted.values())
 
@@ -180,15 +180,15 @@ def check_cost(workdir: Path, jobs: list[dict], gpus: int) -> dict:
 
 
 @pytest.mark.parametrize("profile,partition,gres", [("slurm", "debug", None), ("slurm-gpu", "gpu", "gpu:1")])
-def test_dry_run_plans_batch_jobs_sized_for_the_device_path(
+def test_dry_run_plans_inference_jobs_sized_for_the_device_path(
     tmp_path: Path, config_file: Path, profile: str, partition: str, gres: str | None
 ) -> None:
     proc, _ = run_workflow(tmp_path, profile, config_file, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     # the profile's partitions_per_job (16, 512) puts the six partitions in one job
-    assert re.search(r"^infer_batch\s+1$", out, flags=re.M) and "This was a dry-run" in out
-    assert f"--batch batch_00000 --partitions {' '.join(PARTS)} " in out
+    assert re.search(r"^infer_job\s+1$", out, flags=re.M) and "This was a dry-run" in out
+    assert f"--job job_00000 --partitions {' '.join(PARTS)} " in out
     (res,) = job_resources(out)
     assert res["slurm_partition"] == partition and res["cpus_per_task"] == "2" and res.get("gres") == gres
     assert int(res["runtime"]) >= 5
@@ -199,9 +199,9 @@ def test_dry_run_plans_batch_jobs_sized_for_the_device_path(
     for rule in ("partition_dataset", "export_onnx"):  # heavy steps are jobs, not on the submit host
         assert f"localrule {rule}:" not in out
     assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake" / "slurm_logs").exists()
-    # three per job: two jobs, each asking for the memory of its own batch
+    # three per job: two jobs, each asking for the memory of its own partitions
     proc, _ = run_workflow(tmp_path, profile, config_file, "-n", *per_job(3))
-    assert re.search(r"^infer_batch\s+2$", proc.stdout, flags=re.M), proc.stdout[-3000:]
+    assert re.search(r"^infer_job\s+2$", proc.stdout, flags=re.M), proc.stdout[-3000:]
 
 
 def test_conda_env_matches_the_venv_pins() -> None:
@@ -225,7 +225,7 @@ def test_slurm_profile_end_to_end(slurm: None, config_file: Path, local_run, tmp
     proc, seconds = run_workflow(tmp_path, "slurm", config_file)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    jobs = check_batches(tmp_path, out, partition="debug", gpus=0, batches=1)
+    jobs = check_jobs(tmp_path, out, partition="debug", gpus=0, n_jobs=1)
     assert max_abs_dz(tmp_path, local_run[0]) <= 1e-5
     cost = check_cost(tmp_path, jobs, gpus=0)
     assert all(r["device"] == "cpu" for r in sidecars(tmp_path).values())
@@ -240,7 +240,7 @@ def test_slurm_gpu_profile_end_to_end(slurm: None, config_file: Path, local_run,
     proc, seconds = run_workflow(tmp_path, "slurm-gpu", config_file)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    jobs = check_batches(tmp_path, out, partition="gpu", gpus=1, batches=1)
+    jobs = check_jobs(tmp_path, out, partition="gpu", gpus=1, n_jobs=1)
     assert max_abs_dz(tmp_path, local_run[0]) <= 1e-5
     check_cost(tmp_path, jobs, gpus=1)
     for run in sidecars(tmp_path).values():
@@ -251,12 +251,12 @@ def test_slurm_gpu_profile_end_to_end(slurm: None, config_file: Path, local_run,
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_batch_jobs_each_load_the_model_once(slurm: None, config_file: Path, tmp_path: Path) -> None:
+def test_inference_jobs_each_load_the_model_once(slurm: None, config_file: Path, tmp_path: Path) -> None:
     proc, seconds = run_workflow(tmp_path, "slurm", config_file, *per_job(3))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    check_batches(tmp_path, out, partition="debug", gpus=0, batches=2)
-    print(f"\n6 partitions in 2 batch jobs: {seconds:.1f} s wall")
+    check_jobs(tmp_path, out, partition="debug", gpus=0, n_jobs=2)
+    print(f"\n6 partitions in 2 inference jobs: {seconds:.1f} s wall")
 
 
 def stream(cmd: list[str], cwd: Path, on_line=None) -> tuple[int, list[tuple[float, str]]]:
@@ -284,7 +284,7 @@ def stream(cmd: list[str], cwd: Path, on_line=None) -> tuple[int, list[tuple[flo
 
 @pytest.fixture(scope="module")
 def slow_config(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Path:
-    """3,000 galaxies in 12 partitions of 5 MiB (256 rows, about a second each here): a batch job to stop mid-way."""
+    """3,000 galaxies in 12 partitions of 5 MiB (256 rows, about a second each here): an inference job to stop mid-way."""
     directory = tmp_path_factory.mktemp("slow")
     synthesize(directory / "slow.h5", 3000, seed=5)
     return write_config(directory, directory / "slow.h5", random_checkpoint, partition_mb=5)
@@ -292,11 +292,11 @@ def slow_config(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_scancelled_batch_job_rerun_does_only_the_missing_partitions(slurm: None, slow_config: Path, tmp_path: Path) -> None:
+def test_scancelled_inference_job_rerun_does_only_the_missing_partitions(slurm: None, slow_config: Path, tmp_path: Path) -> None:
     predictions = tmp_path / "results" / "predictions"
     cancelled: list[str] = []
 
-    def cancel_midway() -> None:  # once the batch has finished two partitions, scancel its Slurm job
+    def cancel_midway() -> None:  # once the job has finished two partitions, scancel its Slurm job
         deadline = time.monotonic() + 400
         while len(list(predictions.glob("part_*.json"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -305,7 +305,7 @@ def test_scancelled_batch_job_rerun_does_only_the_missing_partitions(slurm: None
         cancelled.append(job_id)
 
     threading.Thread(target=cancel_midway, daemon=True).start()
-    # no retry: the run stops at the cancelled job (a retry would finish the batch by itself, reusing the same way)
+    # no retry: the run stops at the cancelled job (a retry would finish the job by itself, reusing the same way)
     rc, lines = stream(snakemake_cmd("slurm", slow_config, "--retries", "0", *per_job(12)), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc != 0 and cancelled, text[-3000:]
@@ -313,15 +313,15 @@ def test_scancelled_batch_job_rerun_does_only_the_missing_partitions(slurm: None
     assert f"SLURM job '{cancelled[0]}' was cancelled" in text  # reported as failed, not waited on forever
     kept = stamps(tmp_path)
     assert 2 <= len(kept) < 12, text[-3000:]  # the finished partitions stay on disk (committed by their sidecar)
-    assert not (predictions / "batches" / "batch_00000.json").exists()  # the job's output: only when all are done
+    assert not (predictions / "jobs" / "job_00000.json").exists()  # the job's output: only when all are done
 
     rc, lines = stream(snakemake_cmd("slurm", slow_config, *per_job(12)), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc == 0, text[-3000:]
-    assert re.search(r"^infer_batch\s+1$", text, flags=re.M), text[-3000:]
+    assert re.search(r"^infer_job\s+1$", text, flags=re.M), text[-3000:]
     after = stamps(tmp_path)
     assert len(after) == 12 and all(after[p] == kept[p] for p in kept)  # the reused sidecars: the same file, untouched
-    record = json.loads((predictions / "batches" / "batch_00000.json").read_text())
+    record = json.loads((predictions / "jobs" / "job_00000.json").read_text())
     assert record["reused"] == sorted(kept)
     runs = sidecars(tmp_path)
     rerun_jobs = {runs[p]["slurm_job_id"] for p in runs if p not in kept}
@@ -349,16 +349,16 @@ def test_bad_partition_fails_once_without_a_doubled_retry(slurm: None, bad_confi
     rc, lines = stream(snakemake_cmd("slurm", bad_config, "--retries", "1"), tmp_path)
     text = "".join(ln for _, ln in lines)
     assert rc != 0, text[-3000:]
-    log_shown = next(t for t, ln in lines if ln.strip().startswith("Logfile logs/infer_batch/batch_00000.log"))
+    log_shown = next(t for t, ln in lines if ln.strip().startswith("Logfile logs/infer_job/job_00000.log"))
     assert log_shown < 180, f"reported after {log_shown:.0f} s"
-    # the cause, from the job's log: the file, the partition of the batch, the row
+    # the cause, from the job's log: the file, the partition of the job, the row
     assert re.search(
         r"bad\.h5: partition part_00001 \(rows 50-100\): 1 row\(s\) with NaN or Inf in images or magnitudes, first at row 60", text
     )
-    record = json.loads((tmp_path / "results" / "failures" / "batch_00000.json").read_text())
+    record = json.loads((tmp_path / "results" / "failures" / "job_00000.json").read_text())
     assert record["retryable"] is False and "NaN" in record["error"] and record["partitions"] == PARTS
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", text)
-    attempts = {j["job_id"]: j for j in query_jobs(submitted) if j["rule"] == "infer_batch"}
+    attempts = {j["job_id"]: j for j in query_jobs(submitted) if j["rule"] == "infer_job"}
     assert len(attempts) == 2, text[-3000:]
     first, retry = (attempts[j] for j in sorted(attempts, key=int))
     assert first["state"] == retry["state"] == "FAILED"
@@ -368,5 +368,5 @@ def test_bad_partition_fails_once_without_a_doubled_retry(slurm: None, bad_confi
     # the partition before the bad one was done by the first attempt; the retry reused it (same file), wrote nothing after
     runs = sidecars(tmp_path)
     assert sorted(runs) == ["part_00000"] and runs["part_00000"]["slurm_job_id"] == first["job_id"]
-    assert not (tmp_path / "results" / "predictions" / "batches").exists()
+    assert not (tmp_path / "results" / "predictions" / "jobs").exists()
     print(f"\nfailure reported with its log after {log_shown:.0f} s; retried with the same request")

@@ -18,7 +18,7 @@ def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_che
     config = tiny_config(tiny_dataset, random_checkpoint)
     dry = snakemake(tmp_path, "local", config, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert re.search(r"^infer_batch\s+4$", dry.stdout, re.M)  # partitions_per_job auto: one partition per job for so few
+    assert re.search(r"^infer_job\s+4$", dry.stdout, re.M)  # partitions_per_job auto: one partition per job for so few
 
     proc = snakemake(tmp_path, "local", config)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -93,16 +93,16 @@ def run_sample(reads: list[PartitionRead], calibration_rows: int = CALIBRATION_R
     return Sample(ci[cok], cm[cok], gi[ok], gm[ok], gz[ok], source)
 
 
-def run_reads(manifest: str | os.PathLike | None, data: str | os.PathLike | None) -> list[PartitionRead]:
+def run_reads(manifest_path: str | os.PathLike | None, data: str | os.PathLike | None) -> list[PartitionRead]:
     """The rows of a run: every partition of a manifest, or a whole dataset file."""
     from cosmicai.data.dataset import inspect
     from cosmicai.data.integrity import load_manifest, partition_reads
 
-    if bool(manifest) == bool(data):
+    if bool(manifest_path) == bool(data):
         raise CosmicaiError("cosmicai quantize", "give either a dataset file or --manifest")
-    if manifest:
-        plan = load_manifest(manifest)
-        return partition_reads(manifest, [e["name"] for e in plan["partitions"]], plan)
+    if manifest_path:
+        manifest = load_manifest(manifest_path)
+        return partition_reads(manifest_path, [e["name"] for e in manifest["partitions"]], manifest)
     return [PartitionRead(Path(str(data)).name, str(data), 0, inspect(data, check_ids=False).n_rows)]
 
 

@@ -1,10 +1,10 @@
-"""Snakemake executor plugin `cosmicai-lambda`: every non-local job (infer_batch, a batch of partitions)
+"""Snakemake executor plugin `cosmicai-lambda`: every non-local job (infer_job, a group of partitions)
 is one AWS Lambda invocation per partition, on one shared pool in this process (`cosmicai.aws.dispatch`),
 while every other rule runs locally (localrules). profiles/lambda selects it with `executor: cosmicai-lambda`.
 
-A job's work is the batch job's (`cosmicai.aws.batch_job`): the rule gives it as `params.lambda_job`, a
-`BatchSpec` (the same job `workflow/scripts/lambda_invoke.py` runs under another executor), and the plugin
-runs it on its pool instead of a Python process per job: the batch's partitions not yet done are invoked, and the job
+A job's work is the Lambda job's (`cosmicai.aws.lambda_job`): the rule gives it as `params.lambda_job`, a
+`LambdaJobSpec` (the same job `workflow/scripts/lambda_invoke.py` runs under another executor), and the plugin
+runs it on its pool instead of a Python process per job: the job's partitions not yet done are invoked, and the job
 succeeds when all are done and its record is written, or fails with the first cause and its log.
 Snakemake's retries, --keep-going, --rerun-incomplete and logs work as with any executor; a dry-run
 never reaches the plugin (nothing is checked or sent).
@@ -75,11 +75,11 @@ class Executor(RemoteExecutor):
         """Queue the job's invocations; it counts as submitted at once (the pool bounds what is in flight)."""
         info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
         spec = getattr(job.params, "lambda_job", None) if hasattr(job, "params") else None
-        if type(spec).__name__ != "BatchSpec":  # by name: the batch job's module is imported with the dispatcher
+        if type(spec).__name__ != "LambdaJobSpec":  # by name: the Lambda job's module is imported with the dispatcher
             self.report_job_error(
                 info,
-                msg=f"rule {job.name} has no params.lambda_job (a cosmicai.aws.batch_job.BatchSpec): the cosmicai-lambda "
-                "executor runs only the Lambda batch job (make other rules localrules)",
+                msg=f"rule {job.name} has no params.lambda_job (a cosmicai.aws.lambda_job.LambdaJobSpec): the cosmicai-lambda "
+                "executor runs only the Lambda inference job (make other rules localrules)",
             )
             return
         info.aux = {"future": self.dispatcher.submit(spec, job.log[0]), "log": job.log[0]}

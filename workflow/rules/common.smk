@@ -1,4 +1,4 @@
-# Config validation, the partition plan (computed when the DAG is built), input and resource functions.
+# Config validation, the partitions and jobs (computed when the DAG is built), input and resource functions.
 import json
 import os
 import sys
@@ -11,10 +11,10 @@ from cosmicai.data.dataset import ROW_BYTES, inspect
 from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
-from cosmicai.batch import batch_count, batch_index, batch_name, per_job, record_path
+from cosmicai.job import job_count, job_index, job_name, per_job, record_path
 from cosmicai.config import SCHEMA_PATH, coerce_config, config_error, load_schema
 from cosmicai import runlock
-from cosmicai.aws.job_spec import SPEC_SETTINGS, BatchSpec
+from cosmicai.aws.job_spec import SPEC_SETTINGS, LambdaJobSpec
 from cosmicai.aws.settings import LambdaSettings
 
 # Values given with --config arrive as text (nested ones always: Snakemake reads them with YAML's
@@ -53,7 +53,7 @@ def inference_resources() -> dict:
     """The resources the profile or command line gives inference jobs (defaults, then per rule)."""
     rs = workflow.resource_settings
     asked = dict(rs.default_resources or {})
-    for rule_name in ("infer_batch",):
+    for rule_name in ("infer_job",):
         asked.update(rs.overwrite_resources.get(rule_name, {}))
     return asked
 
@@ -106,21 +106,21 @@ PARTS = [partition_name(i) for i in range(N_PARTS)]
 ROWS_PER_PART = -(-N_ROWS // N_PARTS)
 
 
-# One inference job per batch of partitions_per_job consecutive partitions (cosmicai.batch): the DAG
-# holds hundreds of jobs, not one per partition, and a job pays its start-up once for its batch.
+# One inference job per partitions_per_job consecutive partitions (cosmicai.job): the DAG
+# holds hundreds of jobs, not one per partition, and a job pays its start-up once for its partitions.
 PER_JOB = per_job(INF["partitions_per_job"], N_PARTS)
-BATCHES = [batch_name(b) for b in range(batch_count(N_PARTS, PER_JOB))]
+JOBS = [job_name(j) for j in range(job_count(N_PARTS, PER_JOB))]
 
 
-def batch_parts(batch: str) -> list[str]:
-    """The partitions of a batch, in order."""
-    b = batch_index(batch)
-    return PARTS[b * PER_JOB : (b + 1) * PER_JOB]
+def job_partitions(job: str) -> list[str]:
+    """The partitions of a job, in order."""
+    j = job_index(job)
+    return PARTS[j * PER_JOB : (j + 1) * PER_JOB]
 
 
-def batch_records() -> list[str]:
+def job_records() -> list[str]:
     """Every inference job's output: its record (the timings of its partitions)."""
-    return [str(record_path(f"{R}/predictions", b)) for b in BATCHES]
+    return [str(record_path(f"{R}/predictions", j)) for j in JOBS]
 
 
 def final_outputs() -> list[str]:
@@ -153,15 +153,15 @@ def engine_options(input, threads: int) -> list[str]:
     return [str(a) for a in args]
 
 
-def failure_record(batch: str) -> str:
-    """Where `cosmicai infer` records a batch's non-retryable failure (bad input, wrong checkpoint)."""
-    return f"{R}/failures/{batch}.json"
+def failure_record(job: str) -> str:
+    """Where `cosmicai infer` records a job's non-retryable failure (bad input, wrong checkpoint)."""
+    return f"{R}/failures/{job}.json"
 
 
 # Sizing of inference jobs, per device path (measured with `cosmicai infer`: ~250 MB for the CPU
 # graph, which never imports torch; ~760 MB for Python, torch and timm on CPU; PyTorch with CUDA
 # maps its libraries and context into host memory, ~2.5 GB, while activations live on the GPU),
-# padded for other machines; a batch job adds, for the two partitions in flight (the one computed and
+# padded for other machines; an inference job adds, for the two partitions in flight (the one computed and
 # the next one read ahead), their output columns and read-ahead.
 RUNTIME_MB = 3000 if GPU_PATH else (800 if RUNTIME == "torch" else 350)
 HOST_ACTIVATION_MB_PER_ROW = (
@@ -184,16 +184,16 @@ def model_mb() -> float:
     return path.stat().st_size / 2**20 if path.exists() else 64.0
 
 
-def retry_factor(batch: str, attempt: int) -> int:
-    """2^(attempt-1), but 1 when the batch recorded a failure that more resources cannot fix."""
-    if attempt > 1 and Path(failure_record(batch)).exists():
+def retry_factor(job: str, attempt: int) -> int:
+    """2^(attempt-1), but 1 when the job recorded a failure that more resources cannot fix."""
+    if attempt > 1 and Path(failure_record(job)).exists():
         return 1
     return 2 ** (attempt - 1)
 
 
 def infer_mem_mb(wildcards, attempt: int) -> int:
-    """Host memory for one job's engine inferring its batch's partitions, two at a time."""
-    parts = batch_parts(wildcards.batch)
+    """Host memory for one job's engine inferring its partitions, two at a time."""
+    parts = job_partitions(wildcards.job)
     in_flight = min(2, len(parts))
     prefetch_mb = (
         3 * INF["batch_size"] * ROW_BYTES / 2**20
@@ -204,20 +204,20 @@ def infer_mem_mb(wildcards, attempt: int) -> int:
         + INF["batch_size"] * HOST_ACTIVATION_MB_PER_ROW
         + in_flight * (prefetch_mb + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20)
     )
-    return int(1.25 * need) * retry_factor(wildcards.batch, attempt)
+    return int(1.25 * need) * retry_factor(wildcards.job, attempt)
 
 
 def infer_runtime_min(wildcards, attempt: int) -> int:
-    """Wall-time limit in minutes for a batch's job, doubled per retry (unless not retryable)."""
-    parts = batch_parts(wildcards.batch)
+    """Wall-time limit in minutes for an inference job, doubled per retry (unless not retryable)."""
+    parts = job_partitions(wildcards.job)
     seconds = STARTUP_S + model_mb() / 20 + len(parts) * ROWS_PER_PART / SAMPLES_PER_S
-    return max(5, -(-int(seconds) // 60)) * retry_factor(wildcards.batch, attempt)
+    return max(5, -(-int(seconds) // 60)) * retry_factor(wildcards.job, attempt)
 
 
-# One batch's job under backend lambda, typed (cosmicai.aws.job_spec.BatchSpec): the cosmicai-lambda executor
+# One inference job under backend lambda, typed (cosmicai.aws.job_spec.LambdaJobSpec): the cosmicai-lambda executor
 # runs it as it is; another executor runs workflow/scripts/lambda_invoke.py with its argv().
-def lambda_job(wildcards, input, output) -> BatchSpec:
-    """The Lambda batch job of one inference job (rule infer_batch)."""
+def lambda_job(wildcards, input, output) -> LambdaJobSpec:
+    """The Lambda job of one inference job (rule infer_job)."""
     lam = config["lambda"]
     # Its files as a dict: in a .smk file no line may begin with the keyword `checkpoint`.
     files = {
@@ -227,9 +227,9 @@ def lambda_job(wildcards, input, output) -> BatchSpec:
         "onnx": str(input.onnx) if input.onnx else None,
         "predictions_dir": f"{R}/predictions",
     }
-    return BatchSpec(
-        batch=wildcards.batch,
-        partitions=tuple(batch_parts(wildcards.batch)),
+    return LambdaJobSpec(
+        job=wildcards.job,
+        partitions=tuple(job_partitions(wildcards.job)),
         runtime=INF["runtime"],
         batch_size=INF["batch_size"],
         precision=INF["precision"],

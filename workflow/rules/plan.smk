@@ -93,7 +93,7 @@ rule write_plan_context:
 
 rule calibrate_run:
     input:
-        timings=batch_records(),
+        timings=job_records(),
         run=f"{R}/summary/run_summary.json",
         cost=f"{R}/summary/cost_summary.json",  # after the estimate, which used the calibration the run named
     output:

@@ -11,7 +11,7 @@ localrules:
 rule merge_predictions:
     input:
         manifest=f"{R}/partitions/manifest.json",
-        records=batch_records(),  # every batch done: its partitions' predictions are in predictions/
+        records=job_records(),  # every job done: its partitions' predictions are in predictions/
     output:
         f"{R}/predictions.parquet",
     log:
@@ -50,7 +50,7 @@ rule compute_metrics:
 rule plot_results:
     input:
         predictions=f"{R}/predictions.parquet",
-        timings=batch_records(),
+        timings=job_records(),
     output:
         z=report(
             f"{R}/plots/z_pred_vs_z_spec.png",
@@ -79,7 +79,7 @@ rule plot_results:
 
 rule summarize_run:
     input:
-        timings=batch_records(),
+        timings=job_records(),
         merged=f"{R}/predictions.parquet",
         manifest=f"{R}/partitions/manifest.json",
         context=f"{R}/plan/context.json",  # the run's plan, put beside the actuals (workflow/rules/plan.smk)

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Infer a batch of partitions on AWS Lambda: the inference rule's command under the lambda backend.
+"""Infer a job's partitions on AWS Lambda: the inference rule's command under the lambda backend.
 
-Thin entry point over cosmicai.aws.batch_job (see there, or --help).
+Thin entry point over cosmicai.aws.lambda_job (see there, or --help).
 """
 
 import sys
 
-from cosmicai.aws.batch_job import main
+from cosmicai.aws.lambda_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,9 @@
-"""Many batches' invocations in flight from one process: the dispatcher behind profiles/lambda's executor.
+"""Many jobs' invocations in flight from one process: the dispatcher behind profiles/lambda's executor.
 
 One Lambda client and one S3 client (each with a connection pool as large as the in-flight limit),
 one bounded thread pool, the model hashed and staged once, and one throttle gate: a 429's Retry-After
-holds back every new attempt, not only the throttled one. Each Snakemake job is a batch of partitions
-(cosmicai.aws.batch_job, what `workflow/scripts/lambda_invoke.py` runs for one job): its partitions
+holds back every new attempt, not only the throttled one. Each Snakemake job is a group of partitions
+(cosmicai.aws.lambda_job, what `workflow/scripts/lambda_invoke.py` runs for one job): its partitions
 not yet done are queued on the shared pool, one invocation each, their log lines routed to the job's
 one log, and the job's future ends when all of them have (with its record written, or the first cause).
 
@@ -22,9 +22,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.batch_job import BatchJob, DataStage, ModelStage, batch_line, pooled_s3_client, report_error, start_batch
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
-from cosmicai.aws.job_spec import BatchSpec
+from cosmicai.aws.job_spec import LambdaJobSpec
+from cosmicai.aws.lambda_job import DataStage, LambdaJob, ModelStage, job_line, pooled_s3_client, report_error, start_job
 from cosmicai.aws.preflight import FunctionInfo, check_function
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import check_bucket
@@ -81,7 +81,7 @@ def raise_fd_limit(wanted: int) -> None:
 
 
 class Dispatcher:
-    """Runs batches' invocations on a shared pool; `submit` returns a future per batch (Snakemake job)."""
+    """Runs jobs' invocations on a shared pool; `submit` returns a future per job (Snakemake job)."""
 
     def __init__(self, settings: LambdaSettings, client: Any = None, s3: Any = None) -> None:
         self.settings = settings
@@ -98,7 +98,7 @@ class Dispatcher:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="lambda")
         self.stage_model = ModelStage(settings)
         self.stage_data = DataStage()  # a source is checked and staged once per run, not per job
-        self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
+        self._manifests: dict[str, tuple[tuple[int, int], dict]] = {}
         self._lock = threading.Lock()
         self.in_flight = self.peak_in_flight = 0
         self._closed = False
@@ -108,7 +108,7 @@ class Dispatcher:
         logger.addHandler(self._logs)
         logger.propagate = False  # job logs go to their files, not to Snakemake's console
 
-    def submit(self, spec: BatchSpec, log_path: str | os.PathLike) -> concurrent.futures.Future:
+    def submit(self, spec: LambdaJobSpec, log_path: str | os.PathLike) -> concurrent.futures.Future:
         """Queue one job; the future holds its record's sidecars or its first failure.
 
         The job's log is truncated when it starts; its partitions' lines follow, then its outcome.
@@ -118,13 +118,13 @@ class Dispatcher:
         try:
             started = self.pool.submit(self._start, spec, log_path, result)
         except RuntimeError as exc:  # shut down
-            result.set_exception(CosmicaiError(spec.batch, f"not started ({exc})"))
+            result.set_exception(CosmicaiError(spec.job, f"not started ({exc})"))
             return result
-        started.add_done_callback(lambda f: f.cancelled() and result.set_exception(CosmicaiError(spec.batch, "cancelled")))
+        started.add_done_callback(lambda f: f.cancelled() and result.set_exception(CosmicaiError(spec.job, "cancelled")))
         return result
 
-    def _start(self, spec: BatchSpec, log_path: str | os.PathLike, result: concurrent.futures.Future) -> None:
-        """On the pool: read the batch (what is reused), then queue its partitions."""
+    def _start(self, spec: LambdaJobSpec, log_path: str | os.PathLike, result: concurrent.futures.Future) -> None:
+        """On the pool: read the job (what is reused), then queue its partitions."""
         try:
             out = JobLog(log_path)
         except OSError as exc:
@@ -132,15 +132,15 @@ class Dispatcher:
             return
         result.add_done_callback(lambda f: _close(out, f))
         try:
-            job = BatchJob(spec, self._manifest(spec.manifest), self.stage_data)
+            job = LambdaJob(spec, self._manifest(spec.manifest), self.stage_data)
         except CosmicaiError as exc:
             result.set_exception(exc)
             return
         except Exception as exc:  # an unforeseen failure fails only this job
-            result.set_exception(CosmicaiError(spec.batch, f"{type(exc).__name__}: {exc}"))
+            result.set_exception(CosmicaiError(spec.job, f"{type(exc).__name__}: {exc}"))
             return
-        out.write(batch_line(job) + "\n")
-        start_batch(job, lambda read: self.pool.submit(self._run, job, read, out), result)
+        out.write(job_line(job) + "\n")
+        start_job(job, lambda read: self.pool.submit(self._run, job, read, out), result)
 
     def _manifest(self, path: str) -> dict:
         """The manifest, parsed once while it is unchanged (every job of a run names the same one)."""
@@ -150,15 +150,15 @@ class Dispatcher:
             return load_manifest(path)  # its one line
         key, sig = os.path.abspath(path), (st.st_mtime_ns, st.st_size)
         with self._lock:
-            cached = self._plans.get(key)
+            cached = self._manifests.get(key)
         if cached is not None and cached[0] == sig:
             return cached[1]
-        plan = load_manifest(path)
+        manifest = load_manifest(path)
         with self._lock:
-            self._plans[key] = (sig, plan)
-        return plan
+            self._manifests[key] = (sig, manifest)
+        return manifest
 
-    def _run(self, job: BatchJob, read: PartitionRead, out: JobLog) -> dict:
+    def _run(self, job: LambdaJob, read: PartitionRead, out: JobLog) -> dict:
         """One partition's invocation (on a pool thread), counted in flight, logged to its job's log."""
         with self._lock:
             self.in_flight += 1

@@ -15,7 +15,7 @@ A retry never duplicates rows: the function writes one predictions object per pa
 by every attempt, and what lands locally is checked against the sha256 the answering attempt computed.
 
 The invocation itself, its retries and the throttle gate are cosmicai.aws.calls; this module is the
-per-partition unit of a batch (cosmicai.aws.batch_job), which `workflow/scripts/lambda_invoke.py` runs
+per-partition unit of a job (cosmicai.aws.lambda_job), which `workflow/scripts/lambda_invoke.py` runs
 for one inference job and the executor plugin's dispatcher (cosmicai.aws.dispatch) for many at once.
 """
 
@@ -134,7 +134,7 @@ def stage_source(read: PartitionRead, settings: LambdaSettings, s3: Any) -> tupl
     if is_s3(read.uri):
         return read.source or {"uri": read.uri}, False
     if read.sha256:  # partition_copy: the partition's own file, content-addressed by its sha256
-        key = settings.partition_key(Path(read.uri).name)
+        key = settings.partition_object_key(Path(read.uri).name)
         _, uploaded = ensure_uploaded(s3, read.uri, settings.bucket, key, read.sha256)
         return {**head(s3, settings.bucket, key), "uri": settings.uri(key)}, uploaded
     assert read.source is not None
@@ -211,8 +211,8 @@ def invoke_partition(
 
     A source that changed since partitioning is refused before anything is sent (`checked_source`).
     The function gets the ONNX graph when there is one (the CPU runtimes, as locally), else the checkpoint.
-    `stage_model(s3, path)` and `stage_data(read, s3)` stage the model and the data (a batch passes
-    ones that check and upload once for all its partitions). `key` (cosmicai.batch.partition_key) goes into
+    `stage_model(s3, path)` and `stage_data(read, s3)` stage the model and the data (a job passes
+    ones that check and upload once for all its partitions). `key` (cosmicai.job.reuse_key) goes into
     the sidecar, which is written last: its presence commits the partition.
     """
     started, t0 = time.time(), time.perf_counter()

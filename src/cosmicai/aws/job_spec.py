@@ -1,6 +1,6 @@
-"""An inference job under backend lambda, typed: the rule builds a `BatchSpec` (workflow/rules/common.smk's
+"""An inference job under backend lambda, typed: the rule builds a `LambdaJobSpec` (workflow/rules/common.smk's
 `lambda_job`), the cosmicai-lambda executor runs it as it is (cosmicai.aws.dispatch), and another executor runs
-the rule's shell command, `workflow/scripts/lambda_invoke.py` with `BatchSpec.argv()`, which parses back to the
+the rule's shell command, `workflow/scripts/lambda_invoke.py` with `LambdaJobSpec.argv()`, which parses back to the
 same spec. Nothing here imports boto3: the Snakefile builds specs in an install without the lambda extra.
 """
 
@@ -20,15 +20,13 @@ if TYPE_CHECKING:  # types only: the engines and the local inference path are no
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of one inference job under backend lambda (a batch of partitions)."""
-    p = argparse.ArgumentParser(
-        prog="lambda_invoke.py", description="Infer a batch of partitions on AWS Lambda (see cosmicai.aws.batch_job)"
-    )
+    """Arguments of one inference job under backend lambda (a group of consecutive partitions)."""
+    p = argparse.ArgumentParser(prog="lambda_invoke.py", description="Infer a job's partitions on AWS Lambda (see cosmicai.aws.lambda_job)")
     p.add_argument("--manifest", required=True, help="partition manifest (cosmicai partition)")
-    p.add_argument("--batch", required=True, help="the batch's name (batch_00003)")
+    p.add_argument("--job", required=True, help="the job's name (job_00003)")
     p.add_argument("--partitions", required=True, nargs="+", help="its partitions' names in the manifest (part_00024 ...)")
     p.add_argument("--predictions-dir", required=True, help="where each partition's .parquet and .json (sidecar) go")
-    p.add_argument("--record", required=True, help="the batch record to write when every partition is done")
+    p.add_argument("--record", required=True, help="the job's record to write when every partition is done")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (staged in S3 once, content-addressed, unless --onnx)")
     p.add_argument("--onnx", help="exported ONNX graph: staged instead of the checkpoint, for the CPU runtimes")
     p.add_argument(
@@ -73,11 +71,11 @@ SPEC_SETTINGS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchSpec:
+class LambdaJobSpec:
     """One inference job under backend lambda: what the rule gives the executor (no command line in between)."""
 
     manifest: str
-    batch: str
+    job: str
     partitions: tuple[str, ...]
     predictions_dir: str
     record: str
@@ -92,11 +90,11 @@ class BatchSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "partitions", tuple(self.partitions))
         if not self.partitions:
-            raise CosmicaiError(self.batch, "a batch job needs at least one partition")
+            raise CosmicaiError(self.job, "a job needs at least one partition")
 
     def argv(self) -> list[str]:
         """The same job as `workflow/scripts/lambda_invoke.py`'s arguments (for executors that run the rule's shell command)."""
-        args = ["--manifest", self.manifest, "--batch", self.batch, "--partitions", *self.partitions]
+        args = ["--manifest", self.manifest, "--job", self.job, "--partitions", *self.partitions]
         args += ["--predictions-dir", self.predictions_dir, "--record", self.record, "--checkpoint", self.checkpoint]
         args += ["--onnx", self.onnx] if self.onnx else []
         args += ["--runtime", self.runtime, "--batch-size", str(self.batch_size), "--precision", self.precision]
@@ -106,12 +104,12 @@ class BatchSpec:
         return args
 
     @classmethod
-    def from_args(cls, a: argparse.Namespace) -> BatchSpec:
+    def from_args(cls, a: argparse.Namespace) -> LambdaJobSpec:
         """The job the script's parsed arguments describe."""
         settings = LambdaSettings(**{name: getattr(a, name) for name in SPEC_SETTINGS})
         fields = (
             "manifest",
-            "batch",
+            "job",
             "partitions",
             "predictions_dir",
             "record",
@@ -124,6 +122,6 @@ class BatchSpec:
         return cls(settings=settings, on_invalid=a.on_invalid, **{name: getattr(a, name) for name in fields})
 
     @classmethod
-    def from_argv(cls, argv: list[str]) -> BatchSpec:
+    def from_argv(cls, argv: list[str]) -> LambdaJobSpec:
         """Parse the script's arguments (a bad list exits with argparse's message, as a script does)."""
         return cls.from_args(build_parser().parse_args(argv))

@@ -43,7 +43,7 @@ class LambdaSettings:
             raise CosmicaiError("lambda.prefix", f"{problem}: refused (the function may only read and write under the configured prefix)")
         return key
 
-    def partition_key(self, name: str) -> str:
+    def partition_object_key(self, name: str) -> str:
         """Where a copied partition file (partition_copy) is staged: PREFIX/partitions/NAME."""
         return self.key("partitions", name)
 

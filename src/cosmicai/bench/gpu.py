@@ -4,7 +4,7 @@
    on the same synthetic data and weights (`cosmicai bench`, one process per variant); the int8 row
    says "not supported": the int8 graph runs in the CPU runtimes only (OpenVINO, ONNX Runtime).
 2. The whole local profile on a 12.6 GiB dataset (the paper's 659,178 rows) read from HDF5 on local
-   disk, in 100 MiB partitions (row ranges of the one file), all in one batch job (one engine, batch 4096).
+   disk, in 100 MiB partitions (row ranges of the one file), all in one inference job (one engine, batch 4096).
 One JSON and one table: samples/s per engine, end-to-end seconds, max |dz| against fp32.
 """
 
@@ -44,11 +44,11 @@ def tile_dataset(src: Path, dst: Path, n_rows: int, block: int = 8192) -> None:
 
 
 def end_to_end(checkpoint: str, data: Path, work: Path, partition_mb: float, batch_size: int, device: str) -> dict:
-    """The local profile over the dataset, every partition in one batch job; wall time and the run summary."""
+    """The local profile over the dataset, every partition in one inference job; wall time and the run summary."""
     repo = repository_root()
     config = load_config([repo / "config" / "config.yaml"])
     config.update(dataset=str(data), checkpoint=str(Path(checkpoint).resolve()), partition_mb=partition_mb)
-    # One batch job over every partition (row ranges of the dataset: nothing copied), the engine loaded once.
+    # One inference job over every partition (row ranges of the dataset: nothing copied), the engine loaded once.
     config.update(partition_copy=False)
     config["inference"].update(batch_size=batch_size, device=device, partitions_per_job=10**6)
     (work / "e2e").mkdir(exist_ok=True)

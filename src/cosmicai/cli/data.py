@@ -15,9 +15,11 @@ def _synth(a: argparse.Namespace) -> None:
 def _partition(a: argparse.Namespace) -> None:
     from cosmicai.data.partition import write_partitions
 
-    plan = write_partitions(a.data, a.outdir, a.partition_mb, a.manifest, copy=a.copy)
+    manifest = write_partitions(a.data, a.outdir, a.partition_mb, a.manifest, copy=a.copy)
     kind = f"files in {a.outdir or Path(a.manifest).parent}" if a.copy else "row ranges (no data copied)"
-    print(f"{plan['rows']} rows -> {len(plan['partitions'])} partitions of <= {a.partition_mb} MiB as {kind}; manifest {a.manifest}")
+    print(
+        f"{manifest['rows']} rows -> {len(manifest['partitions'])} partitions of <= {a.partition_mb} MiB as {kind}; manifest {a.manifest}"
+    )
 
 
 def _rechunk(a: argparse.Namespace) -> None:

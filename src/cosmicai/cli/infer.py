@@ -1,4 +1,4 @@
-"""The inference command: one partition, a batch of partitions (one engine for all), or a whole dataset file."""
+"""The inference command: one partition, a job (consecutive partitions, one engine for all), or a whole dataset file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cosmicai.errors import CosmicaiError
 def _infer(a: argparse.Namespace) -> None:
     try:
         if a.partitions:
-            _infer_batch(a)
+            _infer_job(a)
             return
         t = _infer_one(a)
     except CosmicaiError as exc:
@@ -30,14 +30,14 @@ def _line(t: dict) -> str:
     return f"{t['partition']}: {t['rows']} rows, {t['samples_per_s']:.0f} samples/s on {t['device']} ({t['precision']}), peak RSS {t['peak_rss_mb']:.0f} MB"
 
 
-def _infer_batch(a: argparse.Namespace) -> None:
-    from cosmicai.infer_batch import run_batch
+def _infer_job(a: argparse.Namespace) -> None:
+    from cosmicai.infer_job import run_job
 
-    if not (a.manifest and a.batch and a.predictions_dir and a.record) or a.data or a.partition:
+    if not (a.manifest and a.job and a.predictions_dir and a.record) or a.data or a.partition:
         raise CosmicaiError(
-            "cosmicai infer", "--partitions needs --manifest, --batch, --predictions-dir and --record (and no dataset file or --partition)"
+            "cosmicai infer", "--partitions needs --manifest, --job, --predictions-dir and --record (and no dataset file or --partition)"
         )
-    runs, reused = run_batch(a.manifest, a.batch, a.partitions, a.predictions_dir, a.record, **_engine(a))
+    runs, reused = run_job(a.manifest, a.job, a.partitions, a.predictions_dir, a.record, **_engine(a))
     if a.failure_record:
         Path(a.failure_record).unlink(missing_ok=True)
     for t in runs:
@@ -57,7 +57,7 @@ def _infer_one(a: argparse.Namespace) -> dict:
 
 
 def _engine(a: argparse.Namespace) -> dict:
-    """The engine options, as run_infer and run_batch both take them."""
+    """The engine options, as run_infer and run_job both take them."""
     keys = ("checkpoint", "batch_size", "device", "precision", "on_invalid", "compile", "threads", "runtime", "onnx")
     return {k: getattr(a, k) for k in keys}
 
@@ -84,7 +84,7 @@ def _engine_args(s: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
-    s = sub.add_parser("infer", help="predict redshifts for one partition, a batch of partitions, or a whole dataset file")
+    s = sub.add_parser("infer", help="predict redshifts for one partition, a job (consecutive partitions), or a whole dataset file")
     s.add_argument("data", nargs="?", help="a whole dataset file (path or s3:// URI); or use --manifest and --partition(s)")
     _engine_args(s)
     s.add_argument("--output", help="predictions .parquet (one partition or dataset file)")
@@ -98,10 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--partitions",
         nargs="+",
-        help="a batch: these partitions of the manifest with one engine, each written to --predictions-dir "
+        help="a job: these partitions of the manifest with one engine, each written to --predictions-dir "
         "(NAME.parquet, NAME.json), then --record; partitions already done with the same data, model and settings are reused",
     )
-    s.add_argument("--batch", help="the batch's name (with --partitions)")
-    s.add_argument("--predictions-dir", help="where a batch's partitions' predictions and timings go (with --partitions)")
-    s.add_argument("--record", help="the batch's record, written when all its partitions are done (with --partitions)")
+    s.add_argument("--job", help="the job's name (job_00003, with --partitions)")
+    s.add_argument("--predictions-dir", help="where a job's partitions' predictions and timings go (with --partitions)")
+    s.add_argument("--record", help="the job's record, written when all its partitions are done (with --partitions)")
     s.set_defaults(fn=_infer)

@@ -34,41 +34,41 @@ class PartitionRead:
         return self.stop - self.start
 
 
-def load_manifest(manifest: str | os.PathLike) -> dict:
+def load_manifest(manifest_path: str | os.PathLike) -> dict:
     """The partition manifest (version 2); one line naming it when it is missing or unreadable."""
     try:
-        plan = json.loads(Path(manifest).read_text())
-        if plan.get("version") != 2:
-            raise ValueError(f"version {plan.get('version')!r}, expected 2 (re-partition with this cosmicai)")
-        for e in plan["partitions"]:
+        manifest = json.loads(Path(manifest_path).read_text())
+        if manifest.get("version") != 2:
+            raise ValueError(f"version {manifest.get('version')!r}, expected 2 (re-partition with this cosmicai)")
+        for e in manifest["partitions"]:
             e["name"], e["start"], e["stop"], e["rows"]
     except FileNotFoundError:
-        raise CosmicaiError(manifest, "no such file") from None
+        raise CosmicaiError(manifest_path, "no such file") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CosmicaiError(manifest, f"not a readable partition manifest ({type(exc).__name__}: {exc})") from None
-    return plan
+        raise CosmicaiError(manifest_path, f"not a readable partition manifest ({type(exc).__name__}: {exc})") from None
+    return manifest
 
 
-def partition_read(manifest: str | os.PathLike, name: str, plan: dict | None = None) -> PartitionRead:
+def partition_read(manifest_path: str | os.PathLike, name: str, manifest: dict | None = None) -> PartitionRead:
     """What partition `name` of the manifest reads (not yet checked: see `check`)."""
-    return partition_reads(manifest, [name], plan)[0]
+    return partition_reads(manifest_path, [name], manifest)[0]
 
 
-def partition_reads(manifest: str | os.PathLike, names: list[str], plan: dict | None = None) -> list[PartitionRead]:
+def partition_reads(manifest_path: str | os.PathLike, names: list[str], manifest: dict | None = None) -> list[PartitionRead]:
     """What each named partition of the manifest reads, in the order given (not yet checked: see `check`)."""
-    plan = plan or load_manifest(manifest)
-    entries = {e["name"]: e for e in plan["partitions"]}
+    manifest = manifest or load_manifest(manifest_path)
+    entries = {e["name"]: e for e in manifest["partitions"]}
     missing = [n for n in names if n not in entries]
     if missing:
-        raise CosmicaiError(manifest, f"no partition '{missing[0]}' in the manifest ({len(entries)} partitions)")
-    return [_read(manifest, plan, entries[n]) for n in names]
+        raise CosmicaiError(manifest_path, f"no partition '{missing[0]}' in the manifest ({len(entries)} partitions)")
+    return [_read(manifest_path, manifest, entries[n]) for n in names]
 
 
-def _read(manifest: str | os.PathLike, plan: dict, entry: dict) -> PartitionRead:
+def _read(manifest_path: str | os.PathLike, manifest: dict, entry: dict) -> PartitionRead:
     name = entry["name"]
-    if plan.get("copy"):
-        return PartitionRead(name, str(Path(manifest).parent / entry["path"]), 0, entry["rows"], sha256=entry["sha256"])
-    src = plan["source"]
+    if manifest.get("copy"):
+        return PartitionRead(name, str(Path(manifest_path).parent / entry["path"]), 0, entry["rows"], sha256=entry["sha256"])
+    src = manifest["source"]
     return PartitionRead(name, src["uri"], entry["start"], entry["stop"], src.get("version_id"), source=src)
 
 

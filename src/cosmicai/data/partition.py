@@ -65,7 +65,7 @@ MANIFEST_VERSION = 2
 
 
 def write_partitions(
-    dataset: str | os.PathLike, outdir: str | os.PathLike | None, partition_mb: float, manifest: str | os.PathLike, copy: bool = False
+    dataset: str | os.PathLike, outdir: str | os.PathLike | None, partition_mb: float, manifest_path: str | os.PathLike, copy: bool = False
 ) -> dict:
     """Write the partition manifest (row ranges over the source); with `copy`, also one file per partition."""
     uri = normalize(dataset)
@@ -85,9 +85,11 @@ def write_partitions(
             "bytes": (stop - start) * info.source_row_bytes,
         }
         if copy:
-            entry.update(_copy_partition(uri, identity, info, Path(outdir or Path(manifest).parent), entry, Path(manifest).parent))
+            entry.update(
+                _copy_partition(uri, identity, info, Path(outdir or Path(manifest_path).parent), entry, Path(manifest_path).parent)
+            )
         entries.append(entry)
-    plan = {
+    manifest = {
         "version": MANIFEST_VERSION,
         "source": identity,
         "rows": info.n_rows,
@@ -97,8 +99,8 @@ def write_partitions(
         "copy": copy,
         "partitions": entries,
     }
-    write_json(manifest, plan)
-    return plan
+    write_json(manifest_path, manifest)
+    return manifest
 
 
 def _copy_partition(uri: str, identity: dict, info: DatasetInfo, outdir: Path, entry: dict, manifest_dir: Path) -> dict:

@@ -337,7 +337,7 @@ def calibrate_run(
     """
     import json
 
-    from cosmicai.batch import load_sidecars
+    from cosmicai.job import load_sidecars
 
     runs = load_sidecars(sidecars)
     summary = json.loads(Path(run_summary).read_text())

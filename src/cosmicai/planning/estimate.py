@@ -1,8 +1,8 @@
 """The estimate: partitions, jobs, every term that bounds the wall time, usage and cost of one configuration.
 
 A dataset of `data_bytes` (model-ready rows of ROW_BYTES) is cut into ceil(bytes / partition_mb MiB)
-partitions. Cluster backends run one job per batch of `partitions_per_job` consecutive partitions
-(`auto`: as the workflow's DAG resolves it, cosmicai.batch.per_job), paying the job's start-up
+partitions. Cluster backends run one job per `partitions_per_job` consecutive partitions
+(`auto`: as the workflow's DAG resolves it, cosmicai.job.per_job), paying the job's start-up
 (fixed_s) once; Lambda invokes once per partition. Speeds come from a calibration of the same
 backend and precision (cosmicai.planning.calibration).
 
@@ -39,11 +39,11 @@ from cosmicai.accounting.pricing import (
     unpriced,
 )
 from cosmicai.aws.settings import FREE_EPHEMERAL_MB
-from cosmicai.batch import MAX_AUTO_JOBS, per_job
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.data.partition import MIB, partitions_for_bytes
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import BITS_PER_SAMPLE
+from cosmicai.job import MAX_AUTO_JOBS, per_job
 from cosmicai.planning.calibration import (
     BACKENDS,
     LAMBDA_MB_PER_VCPU,
@@ -381,7 +381,7 @@ def _lambda_plan(s: Settings, cal: Calibration, p: int, rows_pp: int, part_mb: f
 
 
 def _per_job(setting: int | str, partitions: int) -> int:
-    """Partitions per inference job, `auto` resolved as the workflow does (cosmicai.batch.per_job)."""
+    """Partitions per inference job, `auto` resolved as the workflow does (cosmicai.job.per_job)."""
     try:
         k = per_job(setting, partitions)
     except (TypeError, ValueError):

@@ -84,7 +84,7 @@ def plot_delta_vs_z(predictions: str | os.PathLike, output: str | os.PathLike) -
 
 def plot_partition_timings(sidecars: list[str | os.PathLike], output: str | os.PathLike) -> None:
     """Per-partition inference time (stacked: model load, read, compute, write) and throughput."""
-    from cosmicai.batch import load_sidecars
+    from cosmicai.job import load_sidecars
 
     runs = load_sidecars(sidecars)
     names = [r["partition"].removesuffix(".h5") for r in runs]

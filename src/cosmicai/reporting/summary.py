@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from cosmicai.atomic import write_json
-from cosmicai.batch import load_sidecars
 from cosmicai.infer import BITS_PER_SAMPLE
+from cosmicai.job import load_sidecars
 
 
 def run_summary(runs: list[dict], backend: str) -> dict:
@@ -50,21 +50,21 @@ def run_summary(runs: list[dict], backend: str) -> dict:
     }
 
 
-def row_accounting(manifest: str | os.PathLike, predictions_dir: str | os.PathLike) -> dict:
+def row_accounting(manifest_path: str | os.PathLike, predictions_dir: str | os.PathLike) -> dict:
     """Rows in (the source's own row count, read from the source) and rows out (each partition's predictions file);
     per partition, rows in as the manifest gives them, so a manifest that lost rows shows as rows lost."""
     import pyarrow.parquet as pq
 
     from cosmicai.data.merge import source_rows
 
-    plan = json.loads(Path(manifest).read_text())
+    manifest = json.loads(Path(manifest_path).read_text())
     per = []
-    for entry in plan["partitions"]:
+    for entry in manifest["partitions"]:
         pred = Path(predictions_dir) / f"{entry['name']}.parquet"
         per.append(
             {"partition": entry["name"], "rows_in": entry["rows"], "rows_out": pq.read_metadata(pred).num_rows if pred.exists() else 0}
         )
-    rows_in, rows_out = source_rows(plan), sum(p["rows_out"] for p in per)
+    rows_in, rows_out = source_rows(manifest), sum(p["rows_out"] for p in per)
     return {
         "rows_in": rows_in,
         "manifest_rows": sum(p["rows_in"] for p in per),

@@ -1,17 +1,17 @@
-"""A batch: the consecutive partitions that one inference job infers (`inference.partitions_per_job`).
+"""A job: the consecutive partitions that one inference job infers (`inference.partitions_per_job`).
 
-The workflow's DAG has one job per batch, not per partition, so 10,486 partitions of a 1 TiB
+The workflow's DAG has one job per group of partitions, not per partition, so 10,486 partitions of a 1 TiB
 dataset make hundreds of jobs, and a job pays its start-up (interpreter, imports, model load, a
 Slurm allocation) once for many partitions. Each partition still has its own outputs:
 
 - `{predictions_dir}/{name}.parquet`, then `{predictions_dir}/{name}.json` (its timings, written
   last: its presence commits the partition). The sidecar's `key` names what produced the
   predictions (the source's identity and row range, the model file, the engine settings).
-- When every partition of the batch is done, the job writes its record,
-  `{predictions_dir}/batches/{batch}.json`: the list of its partitions' sidecars. The record is
+- When every partition of the job is done, the job writes its record,
+  `{predictions_dir}/jobs/{job}.json`: the list of its partitions' sidecars. The record is
   the job's only output as Snakemake sees it, and what the report rules read.
 
-A rerun of a batch (after a failure, a kill or a timeout) reuses every partition whose sidecar
+A rerun of a job (after a failure, a kill or a timeout) reuses every partition whose sidecar
 carries the same key and infers only the others; a changed model, source or engine setting
 changes the key, so nothing stale is reused.
 """
@@ -30,14 +30,14 @@ from cosmicai.errors import CosmicaiError
 if TYPE_CHECKING:
     from cosmicai.data.integrity import PartitionRead
 
-BATCH_DIR = "batches"
+JOB_DIR = "jobs"
 # partitions_per_job: auto puts this many inference jobs in the workflow at most (Snakemake spends
 # ~1.3 ms of CPU per job building the DAG, and more scheduling and finishing it).
 MAX_AUTO_JOBS = 500
 
 
-def batch_name(index: int) -> str:
-    return f"batch_{index:05d}"
+def job_name(index: int) -> str:
+    return f"job_{index:05d}"
 
 
 def per_job(setting: int | str, n_partitions: int) -> int:
@@ -47,12 +47,12 @@ def per_job(setting: int | str, n_partitions: int) -> int:
     return int(setting)
 
 
-def batch_count(n_partitions: int, per_job: int) -> int:
+def job_count(n_partitions: int, per_job: int) -> int:
     return -(-n_partitions // per_job)
 
 
-def batch_index(batch: str) -> int:
-    return int(batch.rsplit("_", 1)[1])
+def job_index(job: str) -> int:
+    return int(job.rsplit("_", 1)[1])
 
 
 def part_paths(predictions_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
@@ -61,8 +61,8 @@ def part_paths(predictions_dir: str | os.PathLike, name: str) -> tuple[Path, Pat
     return d / f"{name}.parquet", d / f"{name}.json"
 
 
-def record_path(predictions_dir: str | os.PathLike, batch: str) -> Path:
-    return Path(predictions_dir) / BATCH_DIR / f"{batch}.json"
+def record_path(predictions_dir: str | os.PathLike, job: str) -> Path:
+    return Path(predictions_dir) / JOB_DIR / f"{job}.json"
 
 
 def file_identity(path: str | os.PathLike | None) -> dict | None:
@@ -73,17 +73,17 @@ def file_identity(path: str | os.PathLike | None) -> dict | None:
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def run_key(**fields: Any) -> str:
+def digest(**fields: Any) -> str:
     """A short digest of what produces a partition's predictions (JSON-serialisable fields)."""
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def partition_key(kind: str, read: PartitionRead, model: dict | None, **settings: Any) -> str:
+def reuse_key(kind: str, read: PartitionRead, model: dict | None, **settings: Any) -> str:
     """A partition's reuse key: where it ran (`kind`), its data (source identity or copy, row range), the model file's
     identity (`file_identity`) and the settings that shape its predictions."""
     source = read.source or {"uri": read.uri, "sha256": read.sha256}
-    return run_key(kind=kind, source=source, start=read.start, stop=read.stop, model=model, **settings)
+    return digest(kind=kind, source=source, start=read.start, stop=read.stop, model=model, **settings)
 
 
 def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | None:
@@ -98,13 +98,13 @@ def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | 
     return timings
 
 
-def write_record(path: str | os.PathLike, batch: str, timings: list[dict], reused: list[str] = (), indent: int | None = 2) -> None:
+def write_record(path: str | os.PathLike, job: str, timings: list[dict], reused: list[str] = (), indent: int | None = 2) -> None:
     """The job's record: its partitions' sidecars, in partition order, and which of them an earlier attempt made (`indent` as write_json's)."""
-    write_json(path, {"batch": batch, "partitions": timings, "reused": list(reused)}, indent=indent)
+    write_json(path, {"job": job, "partitions": timings, "reused": list(reused)}, indent=indent)
 
 
 def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:
-    """Per-partition timings from sidecars or batch records (a record expands to its partitions)."""
+    """Per-partition timings from sidecars or job records (a record expands to its partitions)."""
     runs: list[dict] = []
     for p in paths:
         try:
@@ -113,7 +113,7 @@ def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:
             raise CosmicaiError(p, "no such file") from None
         except (OSError, ValueError) as exc:
             raise CosmicaiError(p, f"not a readable timings file ({exc})") from None
-        if isinstance(data, dict) and "partitions" in data and "batch" in data:
+        if isinstance(data, dict) and "partitions" in data and "job" in data:
             runs.extend(data["partitions"])
         else:
             runs.append(data)

@@ -1,4 +1,4 @@
-"""One inference job over a batch of partitions (`cosmicai.batch`): the engine loaded once, each partition's outputs its own.
+"""One inference job over a group of consecutive partitions (`cosmicai.job`): the engine loaded once, each partition's outputs its own.
 
 The partitions are inferred in order; the next one's reading starts when the current one's compute
 does (its first batches are read ahead while the current partition is being computed). Partitions
@@ -14,21 +14,21 @@ import time
 from pathlib import Path
 
 from cosmicai.atomic import write_json
-from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.data.integrity import PartitionRead, check, partition_reads
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import Prefetch, infer_partition, prefetch
+from cosmicai.job import file_identity, finished, part_paths, reuse_key, write_record
 
 
 def _stream(read: PartitionRead, batch_size: int) -> Prefetch:
     return prefetch(iter_batches(read.uri, batch_size, read.start, read.stop, read.version_id))
 
 
-def run_batch(
+def run_job(
     manifest: str | os.PathLike,
-    batch: str,
+    job: str,
     names: list[str],
     predictions_dir: str | os.PathLike,
     record: str | os.PathLike,
@@ -42,14 +42,14 @@ def run_batch(
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Infer the batch's partitions not yet done with one engine; write each one's outputs, then the batch's record.
+    """Infer the job's partitions not yet done with one engine; write each one's outputs, then the job's record.
 
     Returns every partition's timings and the names of those reused from an earlier attempt.
     """
     reads = partition_reads(manifest, names)
     model = file_identity(onnx or checkpoint)
     settings = {"device": device, "precision": precision, "runtime": runtime, "on_invalid": on_invalid, "compile": compile}
-    keys = {r.name: partition_key("local", r, model, **settings) for r in reads}
+    keys = {r.name: reuse_key("local", r, model, **settings) for r in reads}
     done = {r.name: finished(predictions_dir, r.name, keys[r.name]) for r in reads}
     reused = [name for name, timings in done.items() if timings is not None]  # finished by an earlier attempt
     todo = [r for r in reads if done[r.name] is None]
@@ -65,7 +65,7 @@ def run_batch(
         engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
         load_s = time.perf_counter() - t
         upcoming = None
-        with contextlib.ExitStack() as readers:  # every reader started is stopped and joined, however the batch ends
+        with contextlib.ExitStack() as readers:  # every reader started is stopped and joined, however the job ends
             for i, read in enumerate(todo):
                 if read.sha256:
                     check(read)  # a copied partition: its own file's sha256, read just before it is used
@@ -88,13 +88,13 @@ def run_batch(
                         name=read.name,
                         version_id=read.version_id,
                     )
-                except CosmicaiError as exc:  # which partition of the batch, besides the file and the row
+                except CosmicaiError as exc:  # which partition of the job, besides the file and the row
                     raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
                 finally:
-                    stream.close()  # done with: its reader stops now, not at the end of the batch
-                timings.update(key=keys[read.name], batch=batch)
+                    stream.close()  # done with: its reader stops now, not at the end of the job
+                timings.update(key=keys[read.name], job=job)
                 write_json(sidecar, timings)  # last: commits the partition
                 done[read.name] = timings
     Path(record).parent.mkdir(parents=True, exist_ok=True)
-    write_record(record, batch, [done[r.name] for r in reads], reused)
+    write_record(record, job, [done[r.name] for r in reads], reused)
     return [done[r.name] for r in reads], reused

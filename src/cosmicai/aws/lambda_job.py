@@ -1,13 +1,13 @@
-"""One inference job on Lambda: a batch of partitions (cosmicai.batch), each one invocation.
+"""One inference job on Lambda: a group of consecutive partitions (cosmicai.job), each one invocation.
 
-The job is a `BatchSpec`: the rule's `params.lambda_job` (workflow/rules/common.smk builds it), which the
+The job is a `LambdaJobSpec`: the rule's `params.lambda_job` (workflow/rules/common.smk builds it), which the
 cosmicai-lambda executor runs on its shared pool as it is, and which another executor runs as
-`workflow/scripts/lambda_invoke.py` with `BatchSpec.argv()`. It names the manifest, the batch and its
-partitions, the predictions directory and the batch record, the engine options and the Lambda settings. The manifest is read once; each partition's reuse key
-(cosmicai.batch.partition_key: the source's identity and row range, the model file, the engine and function
+`workflow/scripts/lambda_invoke.py` with `LambdaJobSpec.argv()`. It names the manifest, the job and its
+partitions, the predictions directory and the job's record, the engine options and the Lambda settings. The manifest is read once; each partition's reuse key
+(cosmicai.job.reuse_key: the source's identity and row range, the model file, the engine and function
 settings) is computed, and a partition whose sidecar carries that key is reused. The others are
 invoked (cosmicai.aws.invoker.invoke_partition) concurrently; the data is checked and staged once
-per batch, the model once per process. When every partition has ended the job writes its record,
+per job, the model once per process. When every partition has ended the job writes its record,
 or fails with the first failed partition's cause (the others keep their outputs for the rerun).
 """
 
@@ -23,13 +23,13 @@ from typing import Any, TextIO
 
 from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, lambda_client
 from cosmicai.aws.invoker import RemoteError, checked_source, invoke_partition
-from cosmicai.aws.job_spec import BatchSpec
+from cosmicai.aws.job_spec import LambdaJobSpec
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.aws.storage import check_bucket, ensure_model
-from cosmicai.batch import file_identity, finished, part_paths, partition_key, write_record
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
 from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
+from cosmicai.job import file_identity, finished, part_paths, reuse_key, write_record
 
 log = logging.getLogger("cosmicai.lambda")
 SCRIPT_THREADS = 16  # invocations in flight for one job run as a script (the dispatcher shares one larger pool)
@@ -56,9 +56,9 @@ class ModelStage:
 
 
 class DataStage:
-    """Checks and stages each source once for every batch that reads it (a dispatcher's jobs share one).
+    """Checks and stages each source once for every job that reads it (a dispatcher's jobs share one).
 
-    A local source is checked again when its size, mtime or inode changed since (one stat per batch): the
+    A local source is checked again when its size, mtime or inode changed since (one stat per job): the
     identity check's 6 MiB sample hash and the HEAD of the staged object are paid once per run, not per job.
     """
 
@@ -83,14 +83,14 @@ class DataStage:
             return self._staged[ident][0], False
 
 
-class BatchJob:
-    """One batch's partitions: what each reads, its reuse key, and its sidecar once done (or reused)."""
+class LambdaJob:
+    """One job's partitions: what each reads, its reuse key, and its sidecar once done (or reused)."""
 
-    def __init__(self, spec: BatchSpec, plan: dict | None = None, stage_data: DataStage | None = None) -> None:
+    def __init__(self, spec: LambdaJobSpec, manifest: dict | None = None, stage_data: DataStage | None = None) -> None:
         self.spec = spec
         self.settings = spec.settings
-        plan = plan or load_manifest(spec.manifest)
-        self.reads = partition_reads(spec.manifest, list(spec.partitions), plan)
+        manifest = manifest or load_manifest(spec.manifest)
+        self.reads = partition_reads(spec.manifest, list(spec.partitions), manifest)
         model = file_identity(spec.onnx or spec.checkpoint)
         self.keys = {r.name: self._key(r, model) for r in self.reads}
         self.sidecars: dict[str, dict | None] = {r.name: finished(spec.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
@@ -99,7 +99,7 @@ class BatchJob:
 
     def _key(self, read: PartitionRead, model: dict | None) -> str:
         a = self.spec
-        return partition_key(
+        return reuse_key(
             "lambda",
             read,
             model,
@@ -117,11 +117,11 @@ class BatchJob:
         return [r for r in self.reads if self.sidecars[r.name] is None]
 
     def stage_data(self, read: PartitionRead, s3: Any) -> tuple[dict, bool]:
-        """Check and stage a partition's data once (per batch, or per dispatcher when it passes its DataStage)."""
+        """Check and stage a partition's data once (per job, or per dispatcher when it passes its DataStage)."""
         return self._data_stage(read, s3, self.settings)
 
     def invoke(self, read: PartitionRead, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
-        """Infer one partition of the batch (its predictions and sidecar written, with its key)."""
+        """Infer one partition of the job (its predictions and sidecar written, with its key)."""
         a = self.spec
         output, sidecar = part_paths(a.predictions_dir, read.name)
         timings = invoke_partition(
@@ -158,19 +158,19 @@ class BatchJob:
         return timings
 
     def write_record(self) -> list[dict]:
-        """The batch record (its partitions' sidecars, in order); all must be done."""
+        """The job's record (its partitions' sidecars, in order); all must be done."""
         timings = [self.sidecars[r.name] for r in self.reads]
         assert all(t is not None for t in timings)
-        write_record(self.spec.record, self.spec.batch, timings, self.reused, indent=None)  # type: ignore[arg-type]
+        write_record(self.spec.record, self.spec.job, timings, self.reused, indent=None)  # type: ignore[arg-type]
         return timings  # type: ignore[return-value]
 
 
-def start_batch(job: BatchJob, submit: Submit, result: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
-    """Submit the batch's partitions still to do; the future ends when all of them have ended.
+def start_job(job: LambdaJob, submit: Submit, result: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
+    """Submit the job's partitions still to do; the future ends when all of them have ended.
 
     Its result is the record's list of sidecars (the record written); its exception, the first failed
     partition's cause in partition order (every partition ends first, so a rerun finds no invocation
-    of the batch still in flight and the finished ones on disk). `result`: a running future to complete
+    of the job still in flight and the finished ones on disk). `result`: a running future to complete
     instead of a new one.
     """
     if result is None:
@@ -186,7 +186,7 @@ def start_batch(job: BatchJob, submit: Submit, result: concurrent.futures.Future
             first = next(r.name for r in job.reads if r.name in failures)
             exc = failures[first]
             if len(failures) > 1:
-                more = f" (and {len(failures) - 1} more of the batch's partitions failed: see the job's log)"
+                more = f" (and {len(failures) - 1} more of the job's partitions failed: see the job's log)"
                 exc = CosmicaiError(first, f"{_problem(exc)}{more}")
             result.set_exception(exc)
             return
@@ -245,9 +245,9 @@ def summary_line(t: dict) -> str:
     )
 
 
-def batch_line(job: BatchJob) -> str:
+def job_line(job: LambdaJob) -> str:
     """What the job starts with: its partitions, how many are reused."""
-    return f"{job.spec.batch}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
+    return f"{job.spec.job}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
 
 
 def pooled_s3_client(region: str, pool: int = 10) -> Any:
@@ -266,14 +266,14 @@ def pooled_s3_client(region: str, pool: int = 10) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: check the function, then infer the batch's partitions with a small thread pool.
+    """Entry point: check the function, then infer the job's partitions with a small thread pool.
 
     One line per partition done; for a failed one its cause and any remote stack; last, on failure,
     the first failed partition's cause.
     """
     from cosmicai.aws.preflight import check_function
 
-    spec = BatchSpec.from_argv(argv if argv is not None else sys.argv[1:])
+    spec = LambdaJobSpec.from_argv(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("botocore").setLevel(logging.WARNING)
     settings = spec.settings
@@ -281,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = lambda_client(settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S, max_pool_connections=threads)
         info = check_function(settings, client, cap=threads)  # before any upload or invocation
-        job = BatchJob(spec)
-        print(batch_line(job), file=sys.stderr, flush=True)
+        job = LambdaJob(spec)
+        print(job_line(job), file=sys.stderr, flush=True)
         s3, stage_model, gate = pooled_s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()
         check_bucket(s3, settings.bucket, settings.prefix)  # before any upload: a denied listing is named here
         with concurrent.futures.ThreadPoolExecutor(max_workers=info.in_flight, thread_name_prefix="lambda") as pool:
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 backend = LambdaBackend(settings.function_name, settings.region, client=client, gate=gate)
                 return pool.submit(job.run_logged, read, sys.stderr, backend, s3, stage_model)
 
-            job_done = start_batch(job, submit)
+            job_done = start_job(job, submit)
             exc = job_done.exception()
         if exc is not None:
             raise exc
