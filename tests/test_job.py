@@ -90,3 +90,29 @@ def test_bad_row_names_the_file_the_partition_and_the_row(
         _run(tmp_path, manifest, random_checkpoint, onnx_graph)
     assert (tmp_path / "pred" / "part_00000.json").exists()  # the partition before it is kept for the rerun
     assert not (tmp_path / "pred" / "part_00001.parquet").exists() and not (tmp_path / "pred" / "jobs").exists()
+
+
+def test_ledger_reuses_only_what_is_finished_with_the_same_key(tmp_path: Path) -> None:
+    from cosmicai.data.integrity import PartitionRead
+    from cosmicai.job import JobLedger
+
+    reads = [PartitionRead(n, "data.h5", 10 * i, 10 * i + 10) for i, n in enumerate(NAMES)]
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name, key in (("part_00000", "k0"), ("part_00001", "old")):  # part_00001: done with another key
+        (pred / f"{name}.parquet").write_bytes(b"")
+        (pred / f"{name}.json").write_text(json.dumps({"partition": name, "key": key}))
+    (pred / "part_00002.json").write_text(json.dumps({"partition": "part_00002", "key": "k2"}))  # its predictions lost
+    keys = {"part_00000": "k0", "part_00001": "k1", "part_00002": "k2"}
+    ledger = JobLedger("job_00004", reads, keys, pred, pred / "jobs" / "job_00004.json")
+    assert ledger.reused == ["part_00000"] and [r.name for r in ledger.todo] == ["part_00001", "part_00002"]
+    with pytest.raises(CosmicaiError, match="partition part_00001 of job_00004 is not done"):
+        ledger.write_record()
+    for read in ledger.todo:
+        ledger.commit(read.name, {"partition": read.name})
+    assert json.loads((pred / "part_00001.json").read_text()) == {"partition": "part_00001", "key": "k1", "job": "job_00004"}
+    ledger.write_record()
+    record = json.loads((pred / "jobs" / "job_00004.json").read_text())
+    assert record["job"] == "job_00004" and record["reused"] == ["part_00000"]
+    assert [t["partition"] for t in record["partitions"]] == NAMES
+    assert load_sidecars([pred / "jobs" / "job_00004.json"]) == record["partitions"]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 
-from cosmicai.atomic import write_json
 from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.data.integrity import PartitionRead, check, partition_reads
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import Prefetch, infer_partition, prefetch
-from cosmicai.job import file_identity, finished, part_paths, reuse_key, write_record
+from cosmicai.job import JobLedger, file_identity, reuse_key
 
 
 def _stream(read: PartitionRead, batch_size: int) -> Prefetch:
@@ -49,10 +47,8 @@ def run_job(
     reads = partition_reads(manifest, names)
     model = file_identity(onnx or checkpoint)
     settings = {"device": device, "precision": precision, "runtime": runtime, "on_invalid": on_invalid, "compile": compile}
-    keys = {r.name: reuse_key("local", r, model, **settings) for r in reads}
-    done = {r.name: finished(predictions_dir, r.name, keys[r.name]) for r in reads}
-    reused = [name for name, timings in done.items() if timings is not None]  # finished by an earlier attempt
-    todo = [r for r in reads if done[r.name] is None]
+    ledger = JobLedger(job, reads, {r.name: reuse_key("local", r, model, **settings) for r in reads}, predictions_dir, record)
+    todo = ledger.todo
     for source in {id(r.source): r.source for r in todo if r.source}.values():
         check(PartitionRead("", source["uri"], 0, 0, source=source))  # a changed source is refused before the model loads
     if todo:
@@ -73,7 +69,7 @@ def run_job(
                 upcoming = None
                 if i + 1 < len(todo) and not todo[i + 1].sha256:
                     upcoming = readers.enter_context(_stream(todo[i + 1], batch_size))
-                predictions, sidecar = part_paths(predictions_dir, read.name)
+                predictions, _ = ledger.outputs(read.name)
                 try:
                     timings = infer_partition(
                         read.uri,
@@ -92,9 +88,5 @@ def run_job(
                     raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
                 finally:
                     stream.close()  # done with: its reader stops now, not at the end of the job
-                timings.update(key=keys[read.name], job=job)
-                write_json(sidecar, timings)  # last: commits the partition
-                done[read.name] = timings
-    Path(record).parent.mkdir(parents=True, exist_ok=True)
-    write_record(record, job, [done[r.name] for r in reads], reused)
-    return [done[r.name] for r in reads], reused
+                ledger.commit(read.name, timings)
+    return ledger.write_record(), ledger.reused

@@ -98,9 +98,49 @@ def finished(predictions_dir: str | os.PathLike, name: str, key: str) -> dict | 
     return timings
 
 
-def write_record(path: str | os.PathLike, job: str, timings: list[dict], reused: list[str] = (), indent: int | None = 2) -> None:
-    """The job's record: its partitions' sidecars, in partition order, and which of them an earlier attempt made (`indent` as write_json's)."""
-    write_json(path, {"job": job, "partitions": timings, "reused": list(reused)}, indent=indent)
+class JobLedger:
+    """One job's bookkeeping, the same for every backend: which partitions an earlier attempt finished with the
+    same reuse key (reused), which are still to do, each one's outputs, and the job's record once all are done.
+
+    `run_job` (local and Slurm) and `LambdaJob` (Lambda) differ only in how a partition is inferred.
+    """
+
+    def __init__(
+        self, job: str, reads: list[PartitionRead], keys: dict[str, str], predictions_dir: str | os.PathLike, record: str | os.PathLike
+    ) -> None:
+        self.job, self.reads, self.keys = job, reads, keys
+        self.predictions_dir, self.record = Path(predictions_dir), Path(record)
+        self.sidecars: dict[str, dict | None] = {r.name: finished(predictions_dir, r.name, keys[r.name]) for r in reads}
+        self.reused = [name for name, timings in self.sidecars.items() if timings is not None]  # by an earlier attempt
+
+    @property
+    def todo(self) -> list[PartitionRead]:
+        """The partitions still to infer (not reused), in order."""
+        return [r for r in self.reads if self.sidecars[r.name] is None]
+
+    def outputs(self, name: str) -> tuple[Path, Path]:
+        """Partition `name`'s predictions and sidecar."""
+        return part_paths(self.predictions_dir, name)
+
+    def done(self, name: str, timings: dict) -> None:
+        """Partition `name` is finished: its sidecar (with this job's key) is on disk."""
+        self.sidecars[name] = timings
+
+    def commit(self, name: str, timings: dict) -> None:
+        """Write partition `name`'s sidecar with its key, last (its presence commits the partition), and mark it done."""
+        timings.update(key=self.keys[name], job=self.job)
+        write_json(self.outputs(name)[1], timings)
+        self.done(name, timings)
+
+    def write_record(self) -> list[dict]:
+        """The job's record: its partitions' sidecars in partition order, and which were reused; all must be done."""
+        timings = [self.sidecars[r.name] for r in self.reads]
+        missing = [r.name for r, t in zip(self.reads, timings) if t is None]
+        if missing:
+            raise CosmicaiError(self.record, f"not written: partition {missing[0]} of {self.job} is not done")
+        # compact (json's C encoder): a run writes hundreds of records, read by programs only
+        write_json(self.record, {"job": self.job, "partitions": timings, "reused": self.reused}, indent=None)
+        return timings  # type: ignore[return-value]
 
 
 def load_sidecars(paths: list[str | os.PathLike]) -> list[dict]:

@@ -29,7 +29,7 @@ from cosmicai.aws.storage import check_bucket, ensure_model
 from cosmicai.data.integrity import PartitionRead, load_manifest, partition_reads
 from cosmicai.data.source import is_s3
 from cosmicai.errors import CosmicaiError
-from cosmicai.job import file_identity, finished, part_paths, reuse_key, write_record
+from cosmicai.job import JobLedger, file_identity, reuse_key
 
 log = logging.getLogger("cosmicai.lambda")
 SCRIPT_THREADS = 16  # invocations in flight for one job run as a script (the dispatcher shares one larger pool)
@@ -84,17 +84,16 @@ class DataStage:
 
 
 class LambdaJob:
-    """One job's partitions: what each reads, its reuse key, and its sidecar once done (or reused)."""
+    """One job's partitions on Lambda: its ledger (cosmicai.job.JobLedger: reuse keys, reused, to do, the record), each invoked."""
 
     def __init__(self, spec: LambdaJobSpec, manifest: dict | None = None, stage_data: DataStage | None = None) -> None:
         self.spec = spec
         self.settings = spec.settings
         manifest = manifest or load_manifest(spec.manifest)
-        self.reads = partition_reads(spec.manifest, list(spec.partitions), manifest)
+        reads = partition_reads(spec.manifest, list(spec.partitions), manifest)
         model = file_identity(spec.onnx or spec.checkpoint)
-        self.keys = {r.name: self._key(r, model) for r in self.reads}
-        self.sidecars: dict[str, dict | None] = {r.name: finished(spec.predictions_dir, r.name, self.keys[r.name]) for r in self.reads}
-        self.reused = [name for name, timings in self.sidecars.items() if timings is not None]  # by an earlier attempt
+        keys = {r.name: self._key(r, model) for r in reads}
+        self.ledger = JobLedger(spec.job, reads, keys, spec.predictions_dir, spec.record)
         self._data_stage = stage_data or DataStage()
 
     def _key(self, read: PartitionRead, model: dict | None) -> str:
@@ -111,11 +110,6 @@ class LambdaJob:
             memory_mb=a.settings.memory_mb,
         )
 
-    @property
-    def todo(self) -> list[PartitionRead]:
-        """The partitions to invoke (not reused), in order."""
-        return [r for r in self.reads if self.sidecars[r.name] is None]
-
     def stage_data(self, read: PartitionRead, s3: Any) -> tuple[dict, bool]:
         """Check and stage a partition's data once (per job, or per dispatcher when it passes its DataStage)."""
         return self._data_stage(read, s3, self.settings)
@@ -123,7 +117,7 @@ class LambdaJob:
     def invoke(self, read: PartitionRead, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
         """Infer one partition of the job (its predictions and sidecar written, with its key)."""
         a = self.spec
-        output, sidecar = part_paths(a.predictions_dir, read.name)
+        output, sidecar = self.ledger.outputs(read.name)
         timings = invoke_partition(
             read,
             a.checkpoint,
@@ -139,9 +133,9 @@ class LambdaJob:
             onnx=a.onnx,
             stage_model=stage_model,
             stage_data=self.stage_data,
-            key=self.keys[read.name],
+            key=self.ledger.keys[read.name],
         )
-        self.sidecars[read.name] = timings
+        self.ledger.done(read.name, timings)  # its sidecar written by invoke_partition, with the key
         return timings
 
     def run_logged(self, read: PartitionRead, out: TextIO, backend: Backend, s3: Any, stage_model: ModelStage) -> dict:
@@ -157,13 +151,6 @@ class LambdaJob:
         out.write(summary_line(timings) + "\n")
         return timings
 
-    def write_record(self) -> list[dict]:
-        """The job's record (its partitions' sidecars, in order); all must be done."""
-        timings = [self.sidecars[r.name] for r in self.reads]
-        assert all(t is not None for t in timings)
-        write_record(self.spec.record, self.spec.job, timings, self.reused, indent=None)  # type: ignore[arg-type]
-        return timings  # type: ignore[return-value]
-
 
 def start_job(job: LambdaJob, submit: Submit, result: concurrent.futures.Future | None = None) -> concurrent.futures.Future:
     """Submit the job's partitions still to do; the future ends when all of them have ended.
@@ -176,14 +163,14 @@ def start_job(job: LambdaJob, submit: Submit, result: concurrent.futures.Future 
     if result is None:
         result = concurrent.futures.Future()
         result.set_running_or_notify_cancel()
-    todo = job.todo
+    todo = job.ledger.todo
     failures: dict[str, BaseException] = {}
     remaining = len(todo)
     lock = threading.Lock()
 
     def finish() -> None:
         if failures:
-            first = next(r.name for r in job.reads if r.name in failures)
+            first = next(r.name for r in job.ledger.reads if r.name in failures)
             exc = failures[first]
             if len(failures) > 1:
                 more = f" (and {len(failures) - 1} more of the job's partitions failed: see the job's log)"
@@ -191,7 +178,7 @@ def start_job(job: LambdaJob, submit: Submit, result: concurrent.futures.Future 
             result.set_exception(exc)
             return
         try:
-            result.set_result(job.write_record())
+            result.set_result(job.ledger.write_record())
         except (CosmicaiError, OSError) as exc:
             result.set_exception(exc)
 
@@ -247,7 +234,8 @@ def summary_line(t: dict) -> str:
 
 def job_line(job: LambdaJob) -> str:
     """What the job starts with: its partitions, how many are reused."""
-    return f"{job.spec.job}: {len(job.reads)} partition(s), {len(job.reused)} reused, {len(job.reads) - len(job.reused)} to invoke"
+    n, reused = len(job.ledger.reads), len(job.ledger.reused)
+    return f"{job.spec.job}: {n} partition(s), {reused} reused, {n - reused} to invoke"
 
 
 def pooled_s3_client(region: str, pool: int = 10) -> Any:
