@@ -144,3 +144,34 @@ def test_partition_mb_must_be_positive(mb: str, tmp_path: Path, tiny_dataset: Pa
     out.mkdir()
     proc = run_cli("partition", tiny_dataset, "--partition-mb", mb, "--outdir", out, "--manifest", out / "m.json")
     assert_clean_failure(proc, tiny_dataset, "partition_mb must be > 0", out)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--manifest", "m.json", "--partitions", "part_00000"), "a job needs --manifest, --job, --partitions"),
+        (
+            (
+                "data.h5",
+                "--manifest",
+                "m.json",
+                "--job",
+                "job_00000",
+                "--partitions",
+                "part_00000",
+                "--predictions-dir",
+                "p",
+                "--record",
+                "r",
+            ),
+            "no dataset file",
+        ),
+        (("data.h5",), "give a dataset file and --output, or a job"),
+    ],
+    ids=["job-incomplete", "job-and-file", "file-without-output"],
+)
+def test_infer_modes_are_refused_when_mixed_or_incomplete(args: tuple, message: str, tmp_path: Path, random_checkpoint: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_cli("infer", *args, "--checkpoint", random_checkpoint, cwd=out)
+    assert_clean_failure(proc, Path("cosmicai infer"), message, out)

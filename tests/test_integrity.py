@@ -59,8 +59,10 @@ def row_ranges(tmp_path: Path, tiny_dataset: Path) -> tuple[Path, Path]:
 
 
 def _infer(manifest: Path, partition: str, checkpoint: Path, out: Path) -> subprocess.CompletedProcess:
+    """A job of one partition, as rule infer_job runs it: its outputs in `out` (PARTITION.parquet, .json, jobs/job_00000.json)."""
     out.mkdir(exist_ok=True)
-    return run_cli("infer", "--manifest", manifest, "--partition", partition, "--checkpoint", checkpoint, "--output", out / "p.parquet")
+    job = ("--job", "job_00000", "--partitions", partition, "--predictions-dir", out, "--record", out / "jobs" / "job_00000.json")
+    return run_cli("infer", "--manifest", manifest, *job, "--checkpoint", checkpoint)
 
 
 def test_row_range_partition_reads_only_its_rows(row_ranges: tuple[Path, Path], tmp_path: Path, random_checkpoint: Path) -> None:
@@ -70,8 +72,8 @@ def test_row_range_partition_reads_only_its_rows(row_ranges: tuple[Path, Path], 
     entry = json.loads(manifest.read_text())["partitions"][1]
     with h5py.File(data) as f:
         ids = f["object_id"][entry["start"] : entry["stop"]]
-    np.testing.assert_array_equal(pq.read_table(tmp_path / "out" / "p.parquet").column("object_id").to_numpy(), ids)
-    timings = json.loads((tmp_path / "out" / "p.json").read_text())
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "out" / "part_00001.parquet").column("object_id").to_numpy(), ids)
+    timings = json.loads((tmp_path / "out" / "part_00001.json").read_text())
     assert timings["partition"] == "part_00001" and timings["rows"] == entry["rows"]
 
 
@@ -134,7 +136,7 @@ def test_infer_checks_the_manifest_sha256(partitions: Path, tmp_path: Path, rand
     part, manifest = _copy_partition(partitions, tmp_path)
     proc = _infer(manifest, "part_00001", random_checkpoint, tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
-    assert pq.read_metadata(tmp_path / "out" / "p.parquet").num_rows == json.loads(manifest.read_text())["partitions"][1]["rows"]
+    assert pq.read_metadata(tmp_path / "out" / "part_00001.parquet").num_rows == json.loads(manifest.read_text())["partitions"][1]["rows"]
 
 
 def test_flipped_byte_in_a_chunk_is_caught_by_sha256(partitions: Path, tmp_path: Path, random_checkpoint: Path) -> None:

@@ -11,10 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cosmicai.data.integrity import partition_read
 from cosmicai.data.partition import write_partitions
 from cosmicai.errors import CosmicaiError
-from cosmicai.infer import run_infer
 from cosmicai.infer_job import run_job
 from cosmicai.job import load_sidecars, per_job
 
@@ -35,11 +33,13 @@ def test_job_matches_single_partitions_and_reuses_finished_ones(
     runs, reused = _run(tmp_path, manifest, random_checkpoint, onnx_graph)
     assert reused == [] and [t["partition"] for t in runs] == NAMES
     assert runs[0]["model_load_s"] > 0 and runs[1]["model_load_s"] == runs[2]["model_load_s"] == 0  # one engine
-    for name in NAMES:  # the same predictions as a job of its own
-        alone = tmp_path / "alone" / f"{name}.parquet"
-        run_infer(partition_read(manifest, name), random_checkpoint, alone, batch_size=32, onnx=onnx_graph)
+    for name in NAMES:  # the same predictions as a job of its own (its own engine, no read-ahead)
+        alone = tmp_path / "alone"
+        run_job(
+            manifest, f"alone_{name}", [name], alone, alone / "jobs" / f"{name}.json", random_checkpoint, batch_size=32, onnx=onnx_graph
+        )
         np.testing.assert_array_equal(
-            pq.read_table(tmp_path / "pred" / f"{name}.parquet").column("z_pred"), pq.read_table(alone).column("z_pred")
+            pq.read_table(tmp_path / "pred" / f"{name}.parquet").column("z_pred"), pq.read_table(alone / f"{name}.parquet").column("z_pred")
         )
     record = tmp_path / "pred" / "jobs" / "job_00000.json"
     assert [t["partition"] for t in load_sidecars([record])] == NAMES

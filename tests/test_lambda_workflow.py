@@ -287,12 +287,16 @@ def test_s3_bad_inputs_give_one_line_and_no_output(tmp_path: Path, tiny_dataset:
         "infer",
         "--manifest",
         manifests / "manifest.json",
-        "--partition",
+        "--job",
+        "job_00000",
+        "--partitions",
         "part_00001",
+        "--predictions-dir",
+        out,
+        "--record",
+        out / "jobs" / "job_00000.json",
         "--checkpoint",
         random_checkpoint,
-        "--output",
-        out / "p.parquet",
     )
     edited = json.loads((manifests / "manifest.json").read_text())
     edited["partitions"][1]["stop"] = 400  # a row range past the end

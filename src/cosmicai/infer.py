@@ -17,7 +17,7 @@ import numpy as np
 
 from cosmicai.atomic import write_json
 from cosmicai.data.dataset import BANDS, IMAGE_SIZE, Batch, inspect, iter_batches
-from cosmicai.data.integrity import PartitionRead, check, verify_sha256
+from cosmicai.data.integrity import PartitionRead, verify_sha256
 from cosmicai.data.predictions import write_predictions
 from cosmicai.engines.base import InferenceEngine
 from cosmicai.engines.loader import load_engine
@@ -231,7 +231,7 @@ def check_partition(partition: str | os.PathLike, sha256: str | None = None) -> 
 
 
 def run_infer(
-    partition: str | os.PathLike | PartitionRead,
+    dataset: str | os.PathLike,
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
     sidecar: str | os.PathLike | None = None,
@@ -245,20 +245,14 @@ def run_infer(
     runtime: str = "auto",
     onnx: str | os.PathLike | None = None,
 ) -> dict:
-    """Load the checkpoint, build the engine and infer one partition (the `cosmicai infer` command).
-
-    `partition` is a manifest's partition (its source or file checked against the manifest first) or a
-    whole dataset file (checked against `sha256` when given, its ids for duplicates).
+    """Load the checkpoint, build the engine and infer a whole dataset file (`cosmicai infer DATA --output ...`,
+    `cosmicai bench`), checked against `sha256` when given, its ids for duplicates. A manifest's partitions
+    are inferred as a job (cosmicai.infer_job.run_job).
     """
-    if isinstance(partition, PartitionRead):
-        check(partition)  # integrity: refuse data that changed since partitioning
-        read = partition
-        inspect(read.uri, check_ids=False, version_id=read.version_id)
-    else:
-        if sha256:
-            verify_sha256(partition, sha256)
-        info = inspect(partition)  # fail on a bad dataset before paying for the model load
-        read = PartitionRead(Path(partition).name, str(partition), 0, info.n_rows)
+    if sha256:
+        verify_sha256(dataset, sha256)
+    info = inspect(dataset)  # fail on a bad dataset before paying for the model load
+    read = PartitionRead(Path(dataset).name, str(dataset), 0, info.n_rows)
     if precision == "int8":  # quantized for this data (cached) and gated before the whole partition is inferred
         from cosmicai.int8_gate import int8_graph_for_run
 

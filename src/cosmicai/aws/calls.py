@@ -26,7 +26,7 @@ from botocore.exceptions import (
 )
 
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import client_error_code
+from cosmicai.data.s3io import client_error_code
 from cosmicai.errors import CosmicaiError, remote_message
 
 log = logging.getLogger("cosmicai.lambda")

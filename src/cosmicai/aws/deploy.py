@@ -16,9 +16,9 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import client_error_code, ensure_model
+from cosmicai.aws.storage import ensure_model
 from cosmicai.config import load_config
-from cosmicai.data.s3io import parse_s3_uri
+from cosmicai.data.s3io import client_error_code, parse_s3_uri
 from cosmicai.errors import CosmicaiError, remote_message
 from cosmicai.function.scope import BUCKET_ENV, DATASETS_ENV, PREFIX_ENV
 

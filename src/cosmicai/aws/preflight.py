@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.aws.calls import lambda_error
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import client_error_code
+from cosmicai.data.s3io import client_error_code
 from cosmicai.errors import CosmicaiError
 from cosmicai.function.scope import BUCKET_ENV, PREFIX_ENV
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from cosmicai.errors import CosmicaiError
-from cosmicai.function.scope import PREFIX_ENV, key_problem  # noqa: F401 - the function's scope, as deploy sets it
+from cosmicai.function.scope import key_problem
 
 Architecture = Literal["x86_64", "arm64"]
 # Lambda's ephemeral storage up to this size is included in the price.

@@ -27,7 +27,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cosmicai.atomic import atomic_path
-from cosmicai.data.s3io import UNAVAILABLE_CODES, S3Unavailable, client_error_code, diagnose_head, head, s3_error  # noqa: F401 - re-exported
+from cosmicai.data.s3io import client_error_code, diagnose_head, head, s3_error
 from cosmicai.errors import CosmicaiError
 from cosmicai.resources import sha256_file
 

@@ -1,4 +1,4 @@
-"""The inference command: one partition, a job (consecutive partitions, one engine for all), or a whole dataset file."""
+"""The inference command: a job (consecutive partitions of a manifest, one engine for all), or a whole dataset file."""
 
 from __future__ import annotations
 
@@ -11,49 +11,40 @@ from cosmicai.errors import CosmicaiError
 
 def _infer(a: argparse.Namespace) -> None:
     try:
-        if a.partitions:
-            _infer_job(a)
-            return
-        t = _infer_one(a)
+        runs, reused = _infer_job(a) if a.manifest or a.partitions else ([_infer_file(a)], [])
     except CosmicaiError as exc:
         if a.failure_record:  # a retry's resource functions read it: bad input is not retried bigger
             from cosmicai.atomic import write_json
 
-            write_json(a.failure_record, {"partitions": a.partitions or [a.partition], "retryable": False, "error": str(exc)})
+            write_json(a.failure_record, {"partitions": a.partitions or [a.data], "retryable": False, "error": str(exc)})
         raise
-    if a.failure_record:
-        Path(a.failure_record).unlink(missing_ok=True)
-    print(_line(t))
-
-
-def _line(t: dict) -> str:
-    return f"{t['partition']}: {t['rows']} rows, {t['samples_per_s']:.0f} samples/s on {t['device']} ({t['precision']}), peak RSS {t['peak_rss_mb']:.0f} MB"
-
-
-def _infer_job(a: argparse.Namespace) -> None:
-    from cosmicai.infer_job import run_job
-
-    if not (a.manifest and a.job and a.predictions_dir and a.record) or a.data or a.partition:
-        raise CosmicaiError(
-            "cosmicai infer", "--partitions needs --manifest, --job, --predictions-dir and --record (and no dataset file or --partition)"
-        )
-    runs, reused = run_job(a.manifest, a.job, a.partitions, a.predictions_dir, a.record, **_engine(a))
     if a.failure_record:
         Path(a.failure_record).unlink(missing_ok=True)
     for t in runs:
         print(_line(t) + (" (reused: done by an earlier attempt)" if t["partition"] in reused else ""))
 
 
-def _infer_one(a: argparse.Namespace) -> dict:
-    from cosmicai.data.integrity import partition_read
+def _line(t: dict) -> str:
+    return f"{t['partition']}: {t['rows']} rows, {t['samples_per_s']:.0f} samples/s on {t['device']} ({t['precision']}), peak RSS {t['peak_rss_mb']:.0f} MB"
+
+
+def _infer_job(a: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    from cosmicai.infer_job import run_job
+
+    if not (a.manifest and a.job and a.partitions and a.predictions_dir and a.record) or a.data or a.output or a.sha256:
+        raise CosmicaiError(
+            "cosmicai infer",
+            "a job needs --manifest, --job, --partitions, --predictions-dir and --record (and no dataset file, --output or --sha256)",
+        )
+    return run_job(a.manifest, a.job, a.partitions, a.predictions_dir, a.record, **_engine(a))
+
+
+def _infer_file(a: argparse.Namespace) -> dict:
     from cosmicai.infer import run_infer
 
-    if bool(a.manifest) == bool(a.data) or bool(a.manifest) != bool(a.partition):
-        raise CosmicaiError("cosmicai infer", "give either a dataset file or --manifest M --partition NAME (or --partitions ...)")
-    if not a.output:
-        raise CosmicaiError("cosmicai infer", "--output is needed for one partition or dataset file")
-    target = partition_read(a.manifest, a.partition) if a.manifest else a.data
-    return run_infer(target, output=a.output, sidecar=a.sidecar, sha256=a.sha256, **_engine(a))
+    if not (a.data and a.output) or a.job or a.predictions_dir or a.record:
+        raise CosmicaiError("cosmicai infer", "give a dataset file and --output, or a job (--manifest, --job, --partitions ...)")
+    return run_infer(a.data, output=a.output, sidecar=a.sidecar, sha256=a.sha256, **_engine(a))
 
 
 def _engine(a: argparse.Namespace) -> dict:
@@ -84,17 +75,20 @@ def _engine_args(s: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands."""
-    s = sub.add_parser("infer", help="predict redshifts for one partition, a job (consecutive partitions), or a whole dataset file")
-    s.add_argument("data", nargs="?", help="a whole dataset file (path or s3:// URI); or use --manifest and --partition(s)")
+    s = sub.add_parser("infer", help="predict redshifts for a job (consecutive partitions of a manifest) or a whole dataset file")
+    s.add_argument(
+        "data", nargs="?", help="a whole dataset file (path or s3:// URI), with --output; or a job: --manifest, --job, --partitions ..."
+    )
     _engine_args(s)
-    s.add_argument("--output", help="predictions .parquet (one partition or dataset file)")
-    s.add_argument("--sidecar", help="timings .json (default: OUTPUT with .json)")
+    s.add_argument("--output", help="predictions .parquet (a dataset file)")
+    s.add_argument("--sidecar", help="timings .json (a dataset file; default: OUTPUT with .json)")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
     s.add_argument("--failure-record", help="on bad input write this JSON (read when sizing a retry); removed on success")
     s.add_argument("--sha256", help="refuse the dataset file unless its sha256 is this (hex)")
-    s.add_argument("--manifest", help="partition manifest (cosmicai partition): read the partition's rows, refusing a changed source")
-    s.add_argument("--partition", help="partition name in the manifest (part_00007)")
+    s.add_argument(
+        "--manifest", help="partition manifest (cosmicai partition): a job reads its partitions' rows, refusing a changed source"
+    )
     s.add_argument(
         "--partitions",
         nargs="+",

@@ -49,11 +49,6 @@ def load_manifest(manifest_path: str | os.PathLike) -> dict:
     return manifest
 
 
-def partition_read(manifest_path: str | os.PathLike, name: str, manifest: dict | None = None) -> PartitionRead:
-    """What partition `name` of the manifest reads (not yet checked: see `check`)."""
-    return partition_reads(manifest_path, [name], manifest)[0]
-
-
 def partition_reads(manifest_path: str | os.PathLike, names: list[str], manifest: dict | None = None) -> list[PartitionRead]:
     """What each named partition of the manifest reads, in the order given (not yet checked: see `check`)."""
     manifest = manifest or load_manifest(manifest_path)
@@ -66,6 +61,7 @@ def partition_reads(manifest_path: str | os.PathLike, names: list[str], manifest
 
 def _read(manifest_path: str | os.PathLike, manifest: dict, entry: dict) -> PartitionRead:
     name = entry["name"]
+    # partition_copy: used by a source the jobs cannot read in place (slow or not shared with the nodes) and by a full sha256 per partition
     if manifest.get("copy"):
         return PartitionRead(name, str(Path(manifest_path).parent / entry["path"]), 0, entry["rows"], sha256=entry["sha256"])
     src = manifest["source"]
