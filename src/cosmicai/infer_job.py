@@ -14,6 +14,7 @@ import time
 
 from cosmicai.data.dataset import inspect, iter_batches
 from cosmicai.data.integrity import PartitionRead, check, partition_reads
+from cosmicai.engines.base import InferenceEngine
 from cosmicai.engines.loader import load_engine
 from cosmicai.errors import CosmicaiError
 from cosmicai.infer import Prefetch, infer_partition, prefetch
@@ -22,6 +23,40 @@ from cosmicai.job import JobLedger, file_identity, reuse_key
 
 def _stream(read: PartitionRead, batch_size: int) -> Prefetch:
     return prefetch(iter_batches(read.uri, batch_size, read.start, read.stop, read.version_id))
+
+
+def _infer_todo(ledger: JobLedger, engine: InferenceEngine, load_s: float, batch_size: int, on_invalid: str) -> None:
+    """Infer the ledger's partitions still to do, in order, each committed as it ends; the next one's rows are read meanwhile."""
+    todo = ledger.todo
+    upcoming = None
+    with contextlib.ExitStack() as readers:  # every reader started is stopped and joined, however the job ends
+        for i, read in enumerate(todo):
+            if read.sha256:
+                check(read)  # a copied partition: its own file's sha256, read just before it is used
+            stream = upcoming or readers.enter_context(_stream(read, batch_size))
+            upcoming = None
+            if i + 1 < len(todo) and not todo[i + 1].sha256:
+                upcoming = readers.enter_context(_stream(todo[i + 1], batch_size))
+            predictions, _ = ledger.outputs(read.name)
+            try:
+                timings = infer_partition(
+                    read.uri,
+                    engine,
+                    predictions,
+                    None,
+                    batch_size,
+                    on_invalid,  # type: ignore[arg-type]
+                    model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
+                    batches=stream,
+                    rows=(read.start, read.stop),
+                    name=read.name,
+                    version_id=read.version_id,
+                )
+            except CosmicaiError as exc:  # which partition of the job, besides the file and the row
+                raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
+            finally:
+                stream.close()  # done with: its reader stops now, not at the end of the job
+            ledger.commit(read.name, timings)
 
 
 def run_job(
@@ -60,33 +95,5 @@ def run_job(
         t = time.perf_counter()
         engine = load_engine(checkpoint, device, precision, runtime, compile=compile, threads=threads, onnx=onnx)
         load_s = time.perf_counter() - t
-        upcoming = None
-        with contextlib.ExitStack() as readers:  # every reader started is stopped and joined, however the job ends
-            for i, read in enumerate(todo):
-                if read.sha256:
-                    check(read)  # a copied partition: its own file's sha256, read just before it is used
-                stream = upcoming or readers.enter_context(_stream(read, batch_size))
-                upcoming = None
-                if i + 1 < len(todo) and not todo[i + 1].sha256:
-                    upcoming = readers.enter_context(_stream(todo[i + 1], batch_size))
-                predictions, _ = ledger.outputs(read.name)
-                try:
-                    timings = infer_partition(
-                        read.uri,
-                        engine,
-                        predictions,
-                        None,
-                        batch_size,
-                        on_invalid,  # type: ignore[arg-type]
-                        model_load_s=load_s if i == 0 else 0.0,  # the job's start-up, counted once
-                        batches=stream,
-                        rows=(read.start, read.stop),
-                        name=read.name,
-                        version_id=read.version_id,
-                    )
-                except CosmicaiError as exc:  # which partition of the job, besides the file and the row
-                    raise CosmicaiError(exc.path, f"partition {read.name} (rows {read.start}-{read.stop}): {exc.problem}") from None
-                finally:
-                    stream.close()  # done with: its reader stops now, not at the end of the job
-                ledger.commit(read.name, timings)
+        _infer_todo(ledger, engine, load_s, batch_size, on_invalid)
     return ledger.write_record(), ledger.reused
