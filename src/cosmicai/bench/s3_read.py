@@ -88,16 +88,9 @@ def run(workdir: Path, mib: float, rounds: int, s3fs_python: str | None) -> None
     nbytes = rows * ROW_RANGE_BYTES
     if not blob.exists() or blob.stat().st_size != nbytes:
         blob.write_bytes(os.urandom(nbytes))
-    with serve_s3(workdir / "s3", KEY, SECRET) as endpoint:
-        # This process's S3 client (cosmicai.data.source) reads the endpoint and credentials from the environment.
-        os.environ.update(
-            AWS_ENDPOINT_URL_S3=endpoint,
-            AWS_ACCESS_KEY_ID=KEY,
-            AWS_SECRET_ACCESS_KEY=SECRET,
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        )
+    with serve_s3(workdir / "s3", KEY, SECRET) as env:
+        os.environ.update(env)  # this process's S3 client (cosmicai.data.source) reads them from the environment
+        endpoint = env["AWS_ENDPOINT_URL_S3"]
         d = _best(lambda: download_read(f"s3://{BUCKET}/blob.bin", nbytes), rounds)
         print(
             f"download as one object (boto3 transfer manager, 8 x 8 MiB parts): {d['bytes'] / 2**20:.0f} MiB in {d['seconds']:.2f} s "
