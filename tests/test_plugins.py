@@ -7,6 +7,7 @@ The upstream Slurm plugin's own suite against cosmicai-slurm is tests/test_slurm
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,41 @@ def test_a_refused_job_and_a_refused_group_job_say_why_on_one_line(tmp_path: Pat
     assert "message: None" not in out and "    jobs:" not in out, out
     assert "sbatch call:" not in out and "#!/bin/sh" not in out, out  # the call and script only with --verbose
     assert "'.For further" not in out and "'. For further error details" in out, out  # not run into Snakemake's text
+
+
+FAILING_GROUP = """
+rule all:
+    input: "b.txt"
+rule a:
+    output: "a.txt"
+    group: "g"
+    log: "a.log"
+    resources: runtime=1, mem_mb=100
+    shell: "echo the cause > {log}; exit 3"
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    group: "g"
+    resources: runtime=1, mem_mb=100
+    shell: "touch {output}"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_failed_group_job_says_why_before_its_logs(tmp_path: Path) -> None:
+    """A group job that ran and failed: the one line with Slurm's state, then Snakemake's group error with the logs."""
+    require_slurm()
+    (tmp_path / "Snakefile").write_text(FAILING_GROUP)
+    cmd = ["snakemake", "--executor", "cosmicai-slurm", "--jobs", "1", "--retries", "0", "--show-failed-logs",
+           "--default-resources", "slurm_account=", "--cosmicai-slurm-init-seconds-before-status-checks", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env_with_venv(), timeout=150, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("Error in group g (a jobid "))
+    assert re.search(r"\): SLURM-job '\d+' failed, SLURM status is: 'FAILED'", lines[first]), lines[first]
+    assert any("Logfile a.log:" in line for line in lines[first:]) and "the cause" in "\n".join(lines[first:]), out
 
 
 @pytest.mark.slow
