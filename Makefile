@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # the pins live (docs/getting-started.md); on aarch64: make setup TORCH_PINS="torch==2.9.1 torchvision==0.24.1".
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-all lint fmt bench bench-scaling bench-lambda-scale bench-gpu clean
+.PHONY: setup demo test test-all lint fmt bench bench-scaling bench-lambda-scale bench-gpu bench-s3-read bench-lambda-s3 clean
 
 # Everything a new user needs for the demo and the tests: the package with all its extras
 # (pyproject.toml: torch, cpu, workflow, plots, lambda, dev) and the local AWS stand-ins.
@@ -55,6 +55,16 @@ bench-lambda-scale: setup
 # On a CUDA machine: GPU engines vs the CAI method, then the local profile on 12.6 GiB (docs/performance.md).
 bench-gpu: setup
 	cosmicai bench --gpu --output results/bench/gpu.json
+
+# Reading one 100 MiB row range from S3 (rclone serve s3 here) in four layouts, against one download (docs/performance.md).
+bench-s3-read: setup
+	python -m cosmicai.bench.s3_read --workdir results/bench/s3-read --mib 100
+
+# The submitting host's traffic when profiles/lambda runs on a 100 MiB dataset already in S3 (the stand-ins);
+# CHECKPOINT: the model (the demo's, after `make demo`).
+CHECKPOINT ?= results/model/demo.safetensors
+bench-lambda-s3: setup
+	python -m cosmicai.bench.lambda_s3 --workdir results/bench/lambda-s3 --mib 100 --partition-mb 10 --checkpoint $(CHECKPOINT)
 
 clean:
 	rm -rf results logs benchmarks .snakemake

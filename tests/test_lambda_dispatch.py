@@ -310,3 +310,36 @@ def test_a_failed_partition_fails_its_job_naming_it_and_the_others_stay_done(
     assert log[0] == "job_00000: 4 partition(s), 3 reused, 1 to invoke"
     assert log[-1].startswith(f"lambda_invoke: error: {names[1]}: {broken}: sha256 mismatch")
     assert aws_env.stats()["invocations"] - before == 3 and not (out / "jobs").exists()
+
+
+GROUPED = """
+rule all:
+    input: "b.txt"
+rule a:
+    output: "a.txt"
+    group: "g"
+    shell: "touch {output}"
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    group: "g"
+    shell: "touch {output}"
+"""
+
+
+def test_a_group_job_is_refused_on_one_line(tmp_path: Path, stands: Stands, tiny_dataset: Path) -> None:
+    """cosmicai-lambda runs no group job: one line with the group, its jobs and why, not Snakemake's `message: None`."""
+    (tmp_path / "Snakefile").write_text(GROUPED)
+    config = _config(tiny_dataset, tmp_path / "model.safetensors")
+    config["backend"] = "lambda"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = ["snakemake", "--executor", "cosmicai-lambda", "--jobs", "2", "--configfile", "config.yaml"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=stands.env, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    lines = [line for line in out.splitlines() if "group g" in line]
+    assert lines == [
+        "Error in group g (a jobid 2, b jobid 1): the cosmicai-lambda executor runs only the Lambda inference job, "
+        "not group jobs (drop the rules' group: and --groups)"
+    ], out[-3000:]
+    assert "message: None" not in out and not (tmp_path / "a.txt").exists()

@@ -7,6 +7,7 @@ The upstream Slurm plugin's own suite against cosmicai-slurm is tests/test_slurm
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from helpers.workflow import tiny_config
 from snakemake_executor_plugin_slurm import ExecutorSettings as UpstreamSettings
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
+from cosmicai.errors import group_error_line
 from snakemake_executor_plugin_cosmicai_slurm import (
     SLURM_PLUGIN_MAX_INTERVAL_S,
     Executor,
@@ -54,6 +56,13 @@ def test_a_refusal_is_one_line_without_the_sbatch_call() -> None:
     assert "\n" not in line and "sbatch call" not in line and "#!/bin/sh" not in line
     assert line.startswith("SLURM sbatch failed.") and "Invalid partition name specified'." in line
     assert one_line(None) is None
+
+
+def test_group_error_line_names_the_group_its_jobs_and_the_reason() -> None:
+    jobs = [SimpleNamespace(name="b", jobid=1), SimpleNamespace(name="a", jobid=2)]
+    line = group_error_line(SimpleNamespace(groupid="g", jobs=jobs), "SLURM sbatch failed.\n  'bad partition'. ")
+    assert line == "Error in group g (a jobid 2, b jobid 1): SLURM sbatch failed. 'bad partition'."
+    assert group_error_line(SimpleNamespace(groupid="g", jobs=jobs[:1]), None) == "Error in group g (b jobid 1): no reason given"
 
 
 def test_optional_settings_have_defaults_with_the_upstream_settings_object() -> None:
@@ -95,10 +104,48 @@ def test_a_refused_job_and_a_refused_group_job_say_why_on_one_line(tmp_path: Pat
     assert proc.returncode != 0, out
     refusals = [line for line in out.splitlines() if "SLURM sbatch failed" in line]
     assert any("group" not in line and "partition" in line.lower() for line in refusals), out
-    group_lines = [line for line in refusals if line.lstrip().startswith("g") or ": SLURM sbatch failed" in line]
-    assert group_lines and all("partition" in line.lower() for line in group_lines), out  # the group's reason kept
+    group_lines = [line for line in out.splitlines() if "group g" in line]
+    assert len(group_lines) == 1, out  # the refused group job: one line, not Snakemake's group error
+    assert group_lines[0].startswith("Error in group g (a jobid "), out
+    assert ", b jobid " in group_lines[0] and "Invalid partition name specified" in group_lines[0], out  # its reason
+    assert "message: None" not in out and "    jobs:" not in out, out
     assert "sbatch call:" not in out and "#!/bin/sh" not in out, out  # the call and script only with --verbose
     assert "'.For further" not in out and "'. For further error details" in out, out  # not run into Snakemake's text
+
+
+FAILING_GROUP = """
+rule all:
+    input: "b.txt"
+rule a:
+    output: "a.txt"
+    group: "g"
+    log: "a.log"
+    resources: runtime=1, mem_mb=100
+    shell: "echo the cause > {log}; exit 3"
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    group: "g"
+    resources: runtime=1, mem_mb=100
+    shell: "touch {output}"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_failed_group_job_says_why_before_its_logs(tmp_path: Path) -> None:
+    """A group job that ran and failed: the one line with Slurm's state, then Snakemake's group error with the logs."""
+    require_slurm()
+    (tmp_path / "Snakefile").write_text(FAILING_GROUP)
+    cmd = ["snakemake", "--executor", "cosmicai-slurm", "--jobs", "1", "--retries", "0", "--show-failed-logs",
+           "--default-resources", "slurm_account=", "--cosmicai-slurm-init-seconds-before-status-checks", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env_with_venv(), timeout=150, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("Error in group g (a jobid "))
+    assert re.search(r"\): SLURM-job '\d+' failed, SLURM status is: 'FAILED'", lines[first]), lines[first]
+    assert any("Logfile a.log:" in line for line in lines[first:]) and "the cause" in "\n".join(lines[first:]), out
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ A job's work is the Lambda job's (`cosmicai.aws.lambda_job`): the rule gives it 
 runs it on its pool instead of a Python process per job: the job's partitions not yet done are invoked, and the job
 succeeds when all are done and its record is written, or fails with the first cause and its log.
 Snakemake's retries, --keep-going, --rerun-incomplete and logs work as with any executor; a dry-run
-never reaches the plugin (nothing is checked or sent).
+never reaches the plugin (nothing is checked or sent). A group job is refused on one line (Snakemake's
+group error would drop the reason); a job's message is one line.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings
 
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.errors import CosmicaiError
+from cosmicai.errors import CosmicaiError, fold, group_error_line
 
 # Jobs run in this process on threads: nothing is spawned, nothing to pass on to a job's command line.
 common_settings = CommonSettings(
@@ -75,6 +76,12 @@ class Executor(RemoteExecutor):
         """Queue the job's invocations; it counts as submitted at once (the pool bounds what is in flight)."""
         info = SubmittedJobInfo(job, external_jobid=job.format_wildcards("{wildcards}") or job.name)
         spec = getattr(job.params, "lambda_job", None) if hasattr(job, "params") else None
+        if job.is_group():
+            self.report_job_error(
+                info,
+                msg="the cosmicai-lambda executor runs only the Lambda inference job, not group jobs (drop the rules' group: and --groups)",
+            )
+            return
         if type(spec).__name__ != "LambdaJobSpec":  # by name: the Lambda job's module is imported with the dispatcher
             self.report_job_error(
                 info,
@@ -96,7 +103,20 @@ class Executor(RemoteExecutor):
             if exc is None:
                 self.report_job_success(info)
             else:
-                self.report_job_error(info, msg=f"{exc}\n", aux_logs=[info.aux["log"]])
+                self.report_job_error(info, msg=str(exc), aux_logs=[info.aux["log"]])
+
+    def report_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs: object) -> None:
+        """Report a failed or refused job with a one-line message."""
+        msg = fold(msg) if msg else msg
+        # Snakemake appends its own sentence ('For further error details ...') right after the message
+        super().report_job_error(job_info, msg=f"{msg} " if msg else msg, **kwargs)
+
+    def print_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs: object) -> None:
+        """A group job's refusal as one line; any other job's error as Snakemake prints it."""
+        if job_info.job.is_group():
+            self.logger.error(group_error_line(job_info.job, msg))
+            return
+        super().print_job_error(job_info, msg=msg, **kwargs)
 
     async def sleep(self) -> None:
         await asyncio.sleep(STATUS_INTERVAL_S)

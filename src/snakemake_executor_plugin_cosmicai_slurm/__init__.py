@@ -11,7 +11,10 @@ cancelled ones as failed: Snakemake's retries and --keep-going apply as to any f
 redoes what the job left unfinished. It asks by JobID (`<jobid>_<task>` for an array task, as
 Snakemake tracks it), not JobIdRaw (an array task's own number), so cancelled array tasks are found too.
 A job's error message (a refusal by sbatch carries the whole sbatch call and script) is folded to one
-line, and for a group job it is logged too, as Snakemake's group error drops it.
+line. A group job sbatch refused is one line too (`Error in group g (a jobid 2, b jobid 1): SLURM sbatch
+failed. ...`) instead of Snakemake's group error, which drops the reason and prints `message: None` for
+each member (snakemake/snakemake#4248); a group job that ran and failed gets the line before that error,
+which lists its logs (and shows them with --show-failed-logs).
 
 The slurm plugin also waits 10 s longer after every poll that finds no job finished, up to 180 s, so a
 job's end is seen up to minutes late (a 74 s inference job of the demo was seen 30 s after it ended).
@@ -30,6 +33,8 @@ from snakemake_executor_plugin_slurm import Executor as SlurmExecutor
 from snakemake_executor_plugin_slurm import ExecutorSettings as SlurmSettings
 from snakemake_executor_plugin_slurm import common_settings
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+from cosmicai.errors import fold, group_error_line
 
 __all__ = ["Executor", "ExecutorSettings", "common_settings", "cancelled_states", "one_line"]
 
@@ -85,7 +90,7 @@ def one_line(msg: str | None) -> str | None:
     """A job error message as one line: the part before the sbatch call the slurm plugin appends, whitespace folded."""
     if msg is None:
         return None
-    return " ".join(msg.split(SBATCH_CALL_MARK)[0].split())
+    return fold(msg.split(SBATCH_CALL_MARK)[0])
 
 
 class Executor(SlurmExecutor):
@@ -97,14 +102,22 @@ class Executor(SlurmExecutor):
         return default if value is None else value
 
     def report_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs: object) -> None:
-        """Report a failed or refused job with a one-line message; a group job's too (Snakemake drops it)."""
+        """Report a failed or refused job with a one-line message."""
         if msg and SBATCH_CALL_MARK in msg:
             self.logger.debug(msg)  # the sbatch call and script, for --verbose
         msg = one_line(msg)
-        if msg and job_info.job.is_group():
-            self.logger.error(f"{job_info.job.groupid}: {msg}")  # GroupJob.log_error logs its jobs, not msg
         # Snakemake appends its own sentence ('For further error details ...') right after the message
         super().report_job_error(job_info, msg=f"{msg} " if msg else msg, **kwargs)
+
+    def print_job_error(self, job_info: SubmittedJobInfo, msg: str | None = None, **kwargs: object) -> None:
+        """A group job's error as one line (a refused one: only that line; nothing ran, there is no log to show)."""
+        job = job_info.job
+        if not job.is_group():
+            super().print_job_error(job_info, msg=msg, **kwargs)
+            return
+        self.logger.error(group_error_line(job, msg))
+        if job_info.external_jobid is not None:  # it ran: Snakemake's group error lists (and shows) its logs
+            super().print_job_error(job_info, msg=msg, **kwargs)
 
     async def _sacct_cancelled(self, job_ids: list[str]) -> dict[str, str]:
         """The cancelled jobs among `job_ids` (none when sacct cannot answer: the slurm plugin's poll follows)."""

@@ -13,7 +13,7 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.data.partition import partition_count, partition_name
 from cosmicai.job import job_count, job_index, job_name, per_job, record_path
 from cosmicai.config import SCHEMA_PATH, coerce_config, config_error, load_schema
-from cosmicai import runlock
+from cosmicai import runlock, sizing
 from cosmicai.aws.job_spec import SPEC_SETTINGS, LambdaJobSpec
 from cosmicai.aws.settings import LambdaSettings
 
@@ -158,60 +158,40 @@ def failure_record(job: str) -> str:
     return f"{R}/failures/{job}.json"
 
 
-# Sizing of inference jobs, per device path (measured with `cosmicai infer`: ~250 MB for the CPU
-# graph, which never imports torch; ~760 MB for Python, torch and timm on CPU; PyTorch with CUDA
-# maps its libraries and context into host memory, ~2.5 GB, while activations live on the GPU),
-# padded for other machines; an inference job adds, for the two partitions in flight (the one computed and
-# the next one read ahead), their output columns and read-ahead.
-RUNTIME_MB = 3000 if GPU_PATH else (800 if RUNTIME == "torch" else 350)
-HOST_ACTIVATION_MB_PER_ROW = (
-    0.0 if GPU_PATH else 0.5
-)  # ~0.35 MB per batch row at 32x32 fp32 on CPU
-OUTPUT_BYTES_PER_ROW = (
-    64  # z_pred, ids, z_spec, mag_r, valid and pyarrow's copies when writing
-)
-# Pessimistic rates for the wall-time limit (measured: ~300/s on 2 CPU threads; 94K/s fp32 on an
-# H200, where reading from a shared filesystem at ~100 MB/s, ~5K rows/s, is the bound).
-SAMPLES_PER_S = 5000 if GPU_PATH else 25 * INF["threads"]
-STARTUP_S = (
-    120  # interpreter, imports, CUDA start and checkpoint read from a shared filesystem
-)
+# Inference jobs' requests (Slurm's --mem and --time) are sized by cosmicai.sizing, per engine path,
+# doubled per retry unless the job recorded a failure that more resources cannot fix.
+ENGINE_PATH = sizing.engine_path(GPU_PATH, RUNTIME)
 
 
-def model_mb() -> float:
-    """Size of the checkpoint's weights in MB (AstroMAE's 15.8M fp32 parameters until the demo model exists)."""
-    path = Path(CHECKPOINT)
-    return path.stat().st_size / 2**20 if path.exists() else 64.0
-
-
-def retry_factor(job: str, attempt: int) -> int:
-    """2^(attempt-1), but 1 when the job recorded a failure that more resources cannot fix."""
-    if attempt > 1 and Path(failure_record(job)).exists():
-        return 1
-    return 2 ** (attempt - 1)
+def failed_before(job: str, attempt: int) -> bool:
+    """Whether a job's earlier attempt recorded a non-retryable failure."""
+    return attempt > 1 and Path(failure_record(job)).exists()
 
 
 def infer_mem_mb(wildcards, attempt: int) -> int:
-    """Host memory for one job's engine inferring its partitions, two at a time."""
-    parts = job_partitions(wildcards.job)
-    in_flight = min(2, len(parts))
-    prefetch_mb = (
-        3 * INF["batch_size"] * ROW_BYTES / 2**20
-    )  # the batch being computed and two read ahead
-    need = (
-        RUNTIME_MB
-        + 2 * model_mb()  # the weights and the state_dict they are loaded from
-        + INF["batch_size"] * HOST_ACTIVATION_MB_PER_ROW
-        + in_flight * (prefetch_mb + ROWS_PER_PART * OUTPUT_BYTES_PER_ROW / 2**20)
+    """Host memory in MB for one inference job (cosmicai.sizing.mem_mb)."""
+    return sizing.mem_mb(
+        ENGINE_PATH,
+        partitions=len(job_partitions(wildcards.job)),
+        rows_per_partition=ROWS_PER_PART,
+        batch_size=INF["batch_size"],
+        model_mb=sizing.model_mb(CHECKPOINT),
+        attempt=attempt,
+        failed=failed_before(wildcards.job, attempt),
     )
-    return int(1.25 * need) * retry_factor(wildcards.job, attempt)
 
 
 def infer_runtime_min(wildcards, attempt: int) -> int:
-    """Wall-time limit in minutes for an inference job, doubled per retry (unless not retryable)."""
-    parts = job_partitions(wildcards.job)
-    seconds = STARTUP_S + model_mb() / 20 + len(parts) * ROWS_PER_PART / SAMPLES_PER_S
-    return max(5, -(-int(seconds) // 60)) * retry_factor(wildcards.job, attempt)
+    """Wall-time limit in minutes for one inference job (cosmicai.sizing.runtime_min)."""
+    return sizing.runtime_min(
+        ENGINE_PATH,
+        partitions=len(job_partitions(wildcards.job)),
+        rows_per_partition=ROWS_PER_PART,
+        threads=INF["threads"],
+        model_mb=sizing.model_mb(CHECKPOINT),
+        attempt=attempt,
+        failed=failed_before(wildcards.job, attempt),
+    )
 
 
 # One inference job under backend lambda, typed (cosmicai.aws.job_spec.LambdaJobSpec): the cosmicai-lambda executor

