@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cosmicai.atomic import atomic_path
@@ -27,7 +27,7 @@ from cosmicai.aws.settings import INLINE_MAX_BYTES, LambdaSettings
 from cosmicai.aws.storage import download
 from cosmicai.data.integrity import PartitionRead
 from cosmicai.data.predictions import COLUMN_TYPES, OPTIONAL_COLUMNS
-from cosmicai.errors import CosmicaiError
+from cosmicai.errors import CosmicaiError, first_line
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -74,22 +74,24 @@ def inline_bytes(result: dict, read: PartitionRead, limit: int = INLINE_MAX_BYTE
 def check_table(body: bytes | Path, read: PartitionRead) -> None:
     """The predictions are the partition's: the columns and types write_predictions gives, its row count, distinct ids."""
     try:
-        table = pq.read_table(pa.BufferReader(body) if isinstance(body, bytes) else body)
+        # ParquetFile, not read_table: no dataset discovery (a third of the CPU here); the schema from the footer,
+        # and only the two columns checked row by row are decoded.
+        parquet = pq.ParquetFile(pa.BufferReader(body) if isinstance(body, bytes) else body)
+        got = {f.name: f.type for f in parquet.schema_arrow}
+        want = {name: t for name, t in COLUMN_TYPES.items() if name in got or name not in OPTIONAL_COLUMNS}
+        if got != want:
+            shown = ", ".join(f"{n}: {t}" for n, t in got.items())
+            expected = ", ".join(f"{n}: {t}" for n, t in want.items())
+            raise BadResponse(read, f"the predictions' columns are {{{shown[:300]}}}, expected {expected}")
+        table = parquet.read(columns=["object_id", "valid"])
     except (OSError, pa.ArrowException) as exc:
-        raise BadResponse(read, f"the predictions are not readable Parquet ({exc})") from None
-    got = {f.name: f.type for f in table.schema}
-    want = {name: t for name, t in COLUMN_TYPES.items() if name in got or name not in OPTIONAL_COLUMNS}
-    if got != want:
-        shown = ", ".join(f"{n}: {t}" for n, t in got.items())
-        raise BadResponse(
-            read, f"the predictions' columns are {{{shown[:300]}}}, expected {', '.join(f'{n}: {t}' for n, t in want.items())}"
-        )
+        raise BadResponse(read, f"the predictions are not readable Parquet ({first_line(str(exc))})") from None
     if table.num_rows != read.rows:
         raise BadResponse(read, f"{table.num_rows} predictions for rows [{read.start}, {read.stop}), expected {read.rows}")
     for name in ("object_id", "valid"):
         if table.column(name).null_count:
             raise BadResponse(read, f"{table.column(name).null_count} null value(s) in '{name}'")
-    if read.rows and pc.count_distinct(table.column("object_id")).as_py() != read.rows:
+    if read.rows and len(np.unique(table.column("object_id").to_numpy())) != read.rows:
         raise BadResponse(read, "duplicate object_id values in the predictions")
 
 
