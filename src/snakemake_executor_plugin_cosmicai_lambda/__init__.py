@@ -35,7 +35,9 @@ common_settings = CommonSettings(
     auto_deploy_default_storage_provider=False,
     init_seconds_before_status_checks=0,
 )
-STATUS_INTERVAL_S = 0.1  # how often finished invocations are handed back to Snakemake (a look at futures, no request)
+# How often finished jobs are handed back to Snakemake (a look at every active job's future, no request): each look
+# costs ~1.4 us per job, 0.34 ms a round at 250 jobs; a job's end reported up to 0.5 s late delays nothing but its successors.
+STATUS_INTERVAL_S = 0.5
 
 
 class Executor(RemoteExecutor):

@@ -218,7 +218,7 @@ def invoke_partition(
     ones that check and upload once for all its partitions). `key` (cosmicai.batch.partition_key) goes into
     the sidecar, which is written last: its presence commits the partition.
     """
-    started, t0 = time.time(), time.perf_counter()
+    started, t0, cpu0 = time.time(), time.perf_counter(), time.thread_time()
     s3 = s3 or _s3_client(settings.region)
     source, source_uploaded = (stage_data or (lambda r, client: checked_source(r, settings, client)))(read, s3)
     stage_model = stage_model or (lambda client, path: ensure_model(client, path, settings.bucket, settings.model_key))
@@ -278,5 +278,8 @@ def invoke_partition(
     }
     if key is not None:
         timings["key"] = key
+    # This host's CPU for the invocation on its thread (staging, the Invoke call and its retries, the checks), the
+    # sidecar's write excepted: what one more invocation costs the submitting side beyond Snakemake's per-job work.
+    timings["lambda"]["host_cpu_s"] = time.thread_time() - cpu0
     write_json(sidecar, timings, indent=None)  # compact: one per invocation on the submitting host
     return timings

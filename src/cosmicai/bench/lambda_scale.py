@@ -273,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     # plugin, dispatcher threads) sends every invocation; the report rules (its children) run after.
     first_sent, last_begun = min(s["started_at"] for s in sidecars), starts[-1]
     dispatch_cpu = sampler.own_cpu_between(first_sent, last_begun)
+    # From the first invocation sent to the last one ended: every invocation's sending and its response's handling
+    # (the dispatch window above misses the responses that come after the last invocation began).
+    invoking_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars))
     begun = sum(first_sent <= t <= last_begun for t in starts)
     main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
@@ -305,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             "started_processes": round((cpu["snakemake_tree"] - main_cpu) / a.partitions * 1000, 1),
             # while invocations were being sent: what one more invocation costs the submitting host
             "own_process_while_dispatching": round(dispatch_cpu / max(1, begun) * 1000, 2),
+            "own_process_while_invoking": round(invoking_cpu / len(sidecars) * 1000, 2),
+            # of which the invoking threads (each invocation's staging, Invoke call, response checks: its thread's CPU)
+            "invoking_threads": round(sum(s["lambda"].get("host_cpu_s", 0.0) for s in sidecars) / len(sidecars) * 1000, 2),
         },
         "dispatch_window_s": round(last_begun - first_sent, 1),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
