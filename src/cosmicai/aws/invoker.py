@@ -236,8 +236,9 @@ def invoke_partition(
         "precision": precision,
         "on_invalid": on_invalid,
         "runtime": runtime,
-        "inline_max_bytes": settings.inline_max_bytes,
     }
+    if settings.inline_max_bytes:  # only then: a function deployed before the field existed still serves lambda.inline_max_bytes 0
+        event["inline_max_bytes"] = settings.inline_max_bytes
     payload = json.dumps(event).encode()
     if backend is None:
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
