@@ -50,7 +50,8 @@ bench-scaling: setup
 
 # 2,000 partitions through profiles/lambda on the stand-ins' scale mode (deploy/lambda/standin-scale.yaml); figures in docs/performance.md.
 bench-lambda-scale: setup
-	python tests/bench/lambda_scale.py --partitions 2000 --output results/bench/lambda_scale.json
+	python -m cosmicai.bench.lambda_scale --partitions 2000 --layout contiguous --output results/bench/lambda_scale.json
+	python -m cosmicai.bench.lambda_scale --partitions 2000 --layout chunked --chunk-rows 10 --output results/bench/lambda_scale_chunked.json
 
 # On a CUDA machine: GPU engines vs the CAI method, then the local profile on 12.6 GiB (docs/performance.md).
 bench-gpu: setup

@@ -67,6 +67,8 @@ REFUSED = [
     ({**GOOD, "start": 20}, "event: 'start'/'stop' must satisfy 0 <= start <= stop, got 20, 10"),
     ({**GOOD, "stop": "10"}, "event: 'stop' must be int, got '10'"),
     ({**GOOD, "surprise": 1}, "event: unknown field(s) surprise"),
+    ({**GOOD, "inline_max_bytes": -1}, "event: 'inline_max_bytes' must be >= 0, got -1"),
+    ({**GOOD, "inline_max_bytes": True}, "event: 'inline_max_bytes' must be int, got True"),
 ]
 
 

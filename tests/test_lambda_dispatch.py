@@ -343,3 +343,22 @@ def test_a_group_job_is_refused_on_one_line(tmp_path: Path, stands: Stands, tiny
         "not group jobs (drop the rules' group: and --groups)"
     ], out[-3000:]
     assert "message: None" not in out and not (tmp_path / "a.txt").exists()
+
+
+def test_predictions_come_back_in_the_response_and_larger_ones_through_s3(tmp_path: Path, aws_env: Stands, tiny_dataset: Path) -> None:
+    manifest, names = _manifest(tmp_path, tiny_dataset)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"the scale-mode function never reads it")
+    for prefix, limit, inline in ((f"{ROOT}/inline", "4194304", True), (f"{ROOT}/via-s3", "100", False)):
+        out = tmp_path / prefix.rsplit("/", 1)[1]
+        argv = _job_args(manifest, out, "job_00000", names, model, prefix=prefix, inline_max_bytes=limit)
+        dispatcher = Dispatcher(LambdaSettings(bucket=BUCKET, function_name=FUNCTION, prefix=prefix, timeout_s=120, memory_mb=2048))
+        try:
+            timings = dispatcher.submit(LambdaJobSpec.from_argv(argv), tmp_path / "logs" / f"{limit}.log").result(timeout=120)
+        finally:
+            dispatcher.shutdown()
+        assert [t["lambda"]["predictions_inline"] for t in timings] == [inline] * 4
+        # 4 x 75 rows of a ~3 KB Parquet file: over 100 bytes, each one is PUT by the function and fetched with one GET
+        stored = sorted(p.stem for p in (aws_env.s3_data / prefix / "predictions").glob("*.parquet"))
+        assert stored == ([] if inline else names)
+        assert [pq.read_metadata(out / f"{n}.parquet").num_rows for n in names] == [75] * 4

@@ -225,7 +225,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
         (
             "lost_response",
             {"faults": {"lost_response": 1.0}},
-            ("--max-attempts", "2"),
+            ("--max-attempts", "2", "--inline-max-bytes", "0"),  # through S3: the object outlives the lost answer
             "lambda:cosmicai-faulty: the connection closed without "
             "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output",
             6,
@@ -265,7 +265,7 @@ def test_s3_unavailable_in_the_function_fails_the_job_with_its_cause(tmp_path: P
     stands.patch({"environment": {**scope, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}}, FAULTY)
     before, s3_before = stands.stats(FAULTY), stands.s3_stats()
     try:
-        proc = _invoke(stands, tmp_path, reference, "fail-s3")
+        proc = _invoke(stands, tmp_path, reference, "fail-s3", "--inline-max-bytes", "0")  # the function PUTs its predictions
         after, s3_after = stands.stats(FAULTY), stands.s3_stats()
     finally:
         stands.s3_faults(NO_S3_FAULTS)

@@ -26,9 +26,11 @@ from aws_standins.scale_function import NullEngine  # noqa: E402
 from cosmicai.aws import storage  # noqa: E402
 from cosmicai.aws.deploy import deploy_function, policy_template, render_policy  # noqa: E402
 from cosmicai.aws.preflight import check_function  # noqa: E402
+from cosmicai.aws.response import check_summary, write_predictions  # noqa: E402
 from cosmicai.aws.settings import LambdaSettings  # noqa: E402
 from cosmicai.data import source as data_source  # noqa: E402
 from cosmicai.data.dataset import read_ids  # noqa: E402
+from cosmicai.data.integrity import PartitionRead  # noqa: E402
 from cosmicai.data.s3io import BLOCK_BYTES  # noqa: E402
 from cosmicai.data.source import identify, verify  # noqa: E402
 from cosmicai.data.synth import synthesize  # noqa: E402
@@ -295,9 +297,10 @@ def _fetch_model_then_null(event: Any, root: Path) -> tuple[NullEngine, float]:
     return NullEngine(), 0.0
 
 
-def _invoke(run: Run, name: str, source: dict) -> dict:
+def _invoke(run: Run, name: str, source: dict, **extra: Any) -> dict:
     """What the Lambda function does for one partition (rows 0-32), in this process, as the function's user."""
     event = {
+        **extra,
         "source": source,
         "start": 0,
         "stop": 32,
@@ -350,6 +353,19 @@ def step_fetch_predictions(run: Run) -> None:
         assert pq.read_table(out).num_rows == 32
 
 
+def step_predictions_returned_inline(run: Run) -> None:
+    """Predictions asked for in the response: no PUT by the function, no GET by the submitter (none allowed here)."""
+    name = "part_00002"
+    summary = _invoke(run, name, run.done["in_place"], inline_max_bytes=SETTINGS.inline_max_bytes)
+    assert summary["predictions_key"] is None and summary["predictions_inline"]
+    with pytest.raises(ClientError):  # the function wrote no object for it
+        run.submitter.head_object(Bucket=STAGE, Key=SETTINGS.output_key(name))
+    read = PartitionRead(name=name, uri=IN_PLACE, start=0, stop=32)
+    check_summary(summary, read)
+    assert write_predictions(summary, read, run.tmp / f"{name}.parquet", None, SETTINGS)  # True: inline (s3=None: no call made)
+    assert pq.read_table(run.tmp / f"{name}.parquet").num_rows == 32
+
+
 def step_failed_upload_is_aborted(run: Run) -> None:
     key = SETTINGS.dataset_key("failing.h5", "f" * 64)
     try:
@@ -369,6 +385,7 @@ STEPS: list[Callable[[Run], None]] = [
     step_function_reads_staged_data,
     step_function_reads_data_in_place,
     step_fetch_predictions,
+    step_predictions_returned_inline,
     step_failed_upload_is_aborted,
 ]
 MODEL_KEY = "run/models/{sha16}/model.onnx"

@@ -14,6 +14,8 @@ group error would drop the reason); a job's message is one line.
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections.abc import AsyncGenerator
 
 from snakemake_interface_common.exceptions import WorkflowError
@@ -36,7 +38,9 @@ common_settings = CommonSettings(
     auto_deploy_default_storage_provider=False,
     init_seconds_before_status_checks=0,
 )
-STATUS_INTERVAL_S = 0.1  # how often finished invocations are handed back to Snakemake (a look at futures, no request)
+# How often finished jobs are handed back to Snakemake (a look at every active job's future, no request): each look
+# costs ~1.4 us per job, 0.34 ms a round at 250 jobs; a job's end reported up to 0.5 s late delays nothing but its successors.
+STATUS_INTERVAL_S = 0.5
 
 
 class Executor(RemoteExecutor):
@@ -66,6 +70,10 @@ class Executor(RemoteExecutor):
             self.dispatcher = Dispatcher(settings)
         except CosmicaiError as exc:
             raise WorkflowError(str(exc)) from None
+        # Snakemake's DAG, jobs and modules are built by now and live to the end: out of the cyclic collector's reach,
+        # its full collections (a run of thousands of invocations makes many) no longer walk them again and again.
+        gc.freeze()
+        self._gc = GcClock()
         info = self.dispatcher.info
         self.logger.info(
             f"cosmicai-lambda: {info.arn}: up to {info.in_flight} invocations in flight ({info.limit_source} concurrency, "
@@ -131,3 +139,24 @@ class Executor(RemoteExecutor):
     def shutdown(self) -> None:
         super().shutdown()
         self.dispatcher.shutdown()
+        self._gc.stop()
+        self.logger.info(f"cosmicai-lambda: cyclic GC: {self._gc.collections} collections, {self._gc.seconds:.2f} s while jobs ran")
+
+
+class GcClock:
+    """Collections and seconds the cyclic garbage collector takes (in any thread of this process) until stopped."""
+
+    def __init__(self) -> None:
+        self.collections, self.seconds, self._t = 0, 0.0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.collections += 1
+            self.seconds += time.perf_counter() - self._t
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)

@@ -214,7 +214,9 @@ def lambda_job(wildcards, input, output) -> LambdaJobSpec:
         batch_size=INF["batch_size"],
         precision=INF["precision"],
         on_invalid=INF["on_invalid"],
-        settings=LambdaSettings(**{key: lam[key] for key in SPEC_SETTINGS}),
+        settings=LambdaSettings(
+            **{key: lam[key] for key in SPEC_SETTINGS if key in lam}
+        ),
         **files,
     )
 

@@ -7,12 +7,14 @@ and the partition's row range, and the function reads only those rows, with rang
 the function (RequestResponse, LogType=Tail); retry throttling,
 5xx and lost responses with bounded exponential backoff and jitter, and the function's own
 transient failures (crash, timeout, out of memory, S3 unavailable) up to FUNCTION_ERROR_ATTEMPTS
-times; turn any other FunctionError into a failure carrying the remote message and stack; download
-the predictions to the path the local backend writes and write the timings the function returned,
-gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
+times; turn any other FunctionError into a failure carrying the remote message and stack; write
+the predictions to the path the local backend writes, from the response itself when they fit in it
+(cosmicai.aws.response: no S3 object, no GET) or else from the S3 object the function wrote, and write
+the timings the function returned, gaining a `lambda` record (REPORT line, attempts, throttles) for costing.
 
-A retry never duplicates rows: the function writes one predictions object per partition, overwritten
-by every attempt, and what lands locally is checked against the sha256 the answering attempt computed.
+A retry never duplicates rows: the answering attempt's predictions (inline, or its one object per
+partition, overwritten by every attempt) are checked against the sha256 it computed and against the
+partition's rows before they land locally.
 
 The invocation itself, its retries and the throttle gate are cosmicai.aws.calls; this module is the
 per-partition unit of a job (cosmicai.aws.lambda_job), which `workflow/scripts/lambda_invoke.py` runs
@@ -51,8 +53,9 @@ from cosmicai.aws.calls import (  # noqa: F401  (re-exported: the invoker's inte
     retry_after_s,
     retry_reason,
 )
+from cosmicai.aws.response import check_summary, write_predictions
 from cosmicai.aws.settings import LambdaSettings
-from cosmicai.aws.storage import download, ensure_dataset, ensure_model, ensure_uploaded
+from cosmicai.aws.storage import ensure_dataset, ensure_model, ensure_uploaded
 from cosmicai.data.integrity import PartitionRead, check
 from cosmicai.data.s3io import head
 from cosmicai.data.source import is_s3, verify_s3_head
@@ -215,7 +218,7 @@ def invoke_partition(
     ones that check and upload once for all its partitions). `key` (cosmicai.job.reuse_key) goes into
     the sidecar, which is written last: its presence commits the partition.
     """
-    started, t0 = time.time(), time.perf_counter()
+    started, t0, cpu0 = time.time(), time.perf_counter(), time.thread_time()
     s3 = s3 or _s3_client(settings.region)
     source, source_uploaded = (stage_data or (lambda r, client: checked_source(r, settings, client)))(read, s3)
     stage_model = stage_model or (lambda client, path: ensure_model(client, path, settings.bucket, settings.model_key))
@@ -234,20 +237,22 @@ def invoke_partition(
         "on_invalid": on_invalid,
         "runtime": runtime,
     }
+    if settings.inline_max_bytes:  # only then: a function deployed before the field existed still serves lambda.inline_max_bytes 0
+        event["inline_max_bytes"] = settings.inline_max_bytes
     payload = json.dumps(event).encode()
     if backend is None:
         backend = LambdaBackend(settings.function_name, settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S)
     policy = policy or RetryPolicy(max_attempts=settings.max_attempts)
     result, report, attempts, invoke_s = _invoke(backend, payload, policy, settings, source["uri"])
     t = time.perf_counter()
-    timings = result["timings_record"]
+    timings = check_summary(result, read)
     if timings.get("request_id") != report["request_id"]:
         raise CosmicaiError(
             settings.uri(predictions_key),
             f"timings from request {timings.get('request_id')}, not {report['request_id']}: does another run share lambda.prefix?",
         )
-    # The sha256 the function computed: what lands at `output` is exactly what this invocation wrote.
-    download(s3, settings.bucket, predictions_key, Path(output), result["predictions_sha256"], small=True)
+    # What lands at `output` is exactly what this invocation computed (its sha256), and the partition's rows.
+    inline = write_predictions(result, read, output, s3, settings)
     fetch_s = time.perf_counter() - t
     timings.update(
         started_at=started,  # this job's own span, so the run summary's wall time includes staging and invoking
@@ -267,11 +272,15 @@ def invoke_partition(
         "staging_s": staging_s,
         "invoke_s": invoke_s,
         "fetch_s": fetch_s,
+        "predictions_inline": inline,  # True: in the response (no S3 PUT or GET); False: one PUT and one GET
         "source_uploaded": source_uploaded,
         "event_bytes": len(payload),  # what this host sent per invocation (the data stays in S3)
         "model_uploaded": model_uploaded,
     }
     if key is not None:
         timings["key"] = key
+    # This host's CPU for the invocation on its thread (staging, the Invoke call and its retries, the checks), the
+    # sidecar's write excepted: what one more invocation costs the submitting side beyond Snakemake's per-job work.
+    timings["lambda"]["host_cpu_s"] = time.thread_time() - cpu0
     write_json(sidecar, timings, indent=None)  # compact: one per invocation on the submitting host
     return timings

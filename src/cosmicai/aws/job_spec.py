@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from typing import TYPE_CHECKING
 
-from cosmicai.aws.settings import LambdaSettings
+from cosmicai.aws.settings import INLINE_MAX_BYTES, LambdaSettings
 from cosmicai.engines.base import CPU_PRECISIONS, RUNTIMES
 from cosmicai.errors import CosmicaiError
 
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="invocation attempts on throttling, 5xx and lost responses (function crashes, timeouts, "
         "out of memory and S3 unavailable: fewer, cosmicai.aws.invoker.FUNCTION_ERROR_ATTEMPTS)",
     )
+    p.add_argument(
+        "--inline-max-bytes",
+        type=int,
+        default=INLINE_MAX_BYTES,
+        help="predictions up to this size come back in the function's response (no S3 object); 0: always via S3",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32", help="int8: --onnx is the int8 graph (rule quantize_int8)")
     p.add_argument("--on-invalid", choices=("fail", "flag"), default="fail")
@@ -67,6 +73,7 @@ SPEC_SETTINGS = (
     "architecture",
     "ephemeral_storage_mb",
     "max_attempts",
+    "inline_max_bytes",
 )
 
 

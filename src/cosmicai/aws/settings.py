@@ -11,6 +11,10 @@ from cosmicai.function.scope import key_problem
 Architecture = Literal["x86_64", "arm64"]
 # Lambda's ephemeral storage up to this size is included in the price.
 FREE_EPHEMERAL_MB = 512
+# Predictions up to this size come back in the function's response (base64: 5.3 MiB of 4 MiB, under Lambda's
+# 6 MB synchronous response limit with the summary); the function caps it the same (handler.INLINE_LIMIT).
+# A 100 MB partition (~5,000 rows) has ~100 KB of predictions.
+INLINE_MAX_BYTES = 4 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +32,7 @@ class LambdaSettings:
     image_uri: str = ""
     max_attempts: int = 8
     max_in_flight: int = 1000  # cap on invocations in flight (the function's or the account's concurrency may be lower)
+    inline_max_bytes: int = INLINE_MAX_BYTES  # predictions up to this size come back in the response; 0: always via S3
 
     @classmethod
     def from_config(cls, block: dict) -> LambdaSettings:

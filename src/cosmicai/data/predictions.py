@@ -13,6 +13,9 @@ from cosmicai.errors import CosmicaiError
 
 # valid=False marks rows whose inputs were NaN/Inf under on_invalid: flag; metrics exclude them.
 COLUMNS = ("object_id", "z_pred", "z_spec", "mag_r", "valid")
+# Their types, in that order (z_spec only for labelled data).
+COLUMN_TYPES = dict(zip(COLUMNS, (pa.int64(), pa.float32(), pa.float32(), pa.float32(), pa.bool_())))
+OPTIONAL_COLUMNS = ("z_spec",)
 
 
 def write_predictions(
@@ -24,11 +27,8 @@ def write_predictions(
     valid: np.ndarray,
 ) -> None:
     """Atomically write a predictions table; z_spec is omitted for unlabelled data."""
-    columns = {"object_id": pa.array(object_id, pa.int64()), "z_pred": pa.array(z_pred, pa.float32())}
-    if z_spec is not None:
-        columns["z_spec"] = pa.array(z_spec, pa.float32())
-    columns["mag_r"] = pa.array(mag_r, pa.float32())
-    columns["valid"] = pa.array(valid, pa.bool_())
+    values = {"object_id": object_id, "z_pred": z_pred, "z_spec": z_spec, "mag_r": mag_r, "valid": valid}
+    columns = {name: pa.array(values[name], t) for name, t in COLUMN_TYPES.items() if values[name] is not None}
     with atomic_path(path) as tmp:
         pq.write_table(pa.table(columns), tmp)
 

@@ -7,7 +7,9 @@ Event (JSON object):
     start, stop rows of the partition (ints, start <= stop)
     partition   its name (part_00007), for messages and timings
     model       {"bucket", "key", "sha256"}: the model (verified after download)
-    output      {"bucket", "key"}: where the predictions parquet goes
+    output      {"bucket", "key"}: where the predictions parquet goes when it is not returned inline
+    inline_max_bytes (int, default 0): predictions Parquet up to this size (and INLINE_LIMIT) come back in
+                the response, base64, and no S3 object is written; larger ones go to `output`
     batch_size (int, default 512), precision ("fp32" | "bf16"), on_invalid ("fail" | "flag"),
     runtime ("auto" | "torch" | "onnxruntime" | "openvino")
 The function stays in the scope its environment sets (cosmicai.function.scope): the model and output
@@ -15,7 +17,9 @@ in its bucket, under its prefix, in the `models/` and `predictions/` folders; th
 `datasets/` (or `partitions/`) or at a dataset location given at deploy time; and rows [start, stop)
 inside the source, checked before anything is allocated. Every refusal is one line naming the field.
 Returns a short JSON summary: rows, timings (model load, read, compute, upload), bytes and requests
-read from S3, peak RSS, and the whole timings record.
+read from S3, peak RSS, the whole timings record, and the predictions: their sha256 and size, and
+either the Parquet bytes (`predictions_inline`, base64) or the key they were written to
+(`predictions_key`), never both.
 
 The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu): an ONNX graph
 (model key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
@@ -26,6 +30,7 @@ only during the call.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -46,6 +51,9 @@ from cosmicai.function.scope import Scope
 from cosmicai.infer import infer_partition
 from cosmicai.resources import peak_rss_mb
 
+# The most predictions bytes a response carries inline: base64 makes 4/3 of it (5.3 MiB), leaving the summary
+# and timings room under Lambda's 6 MB synchronous response limit, whatever the event asks for.
+INLINE_LIMIT = 4 * 2**20
 _engine: tuple[str, InferenceEngine] | None = None  # (cache id, engine) of the model loaded in this environment
 _calls = 0
 
@@ -64,6 +72,7 @@ class Event:
     precision: str = "fp32"
     on_invalid: str = "fail"
     runtime: str = "auto"
+    inline_max_bytes: int = 0
 
     @classmethod
     def parse(cls, event: Any, scope: Scope | None = None) -> Event:
@@ -79,7 +88,15 @@ class Event:
         if missing:
             raise CosmicaiError("event", f"missing field(s) {', '.join(missing)} (required: {', '.join(required)})")
         for name, value in event.items():
-            want = {"batch_size": int, "start": int, "stop": int, "source": dict, "model": dict, "output": dict}.get(name, str)
+            want = {
+                "batch_size": int,
+                "inline_max_bytes": int,
+                "start": int,
+                "stop": int,
+                "source": dict,
+                "model": dict,
+                "output": dict,
+            }.get(name, str)
             if value is not None and (not isinstance(value, want) or isinstance(value, bool)):
                 raise CosmicaiError("event", f"'{name}' must be {want.__name__}, got {value!r}")
         parsed = cls(**event)
@@ -95,6 +112,8 @@ class Event:
             raise CosmicaiError("event", f"'batch_size' must be >= 1, got {self.batch_size}")
         if not 0 <= self.start <= self.stop:
             raise CosmicaiError("event", f"'start'/'stop' must satisfy 0 <= start <= stop, got {self.start}, {self.stop}")
+        if self.inline_max_bytes < 0:
+            raise CosmicaiError("event", f"'inline_max_bytes' must be >= 0, got {self.inline_max_bytes}")
         if self.on_invalid not in ("fail", "flag"):
             raise CosmicaiError("event", f"'on_invalid' must be fail or flag, got {self.on_invalid!r}")
         if self.runtime not in RUNTIMES:
@@ -178,7 +197,12 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         )
         t = time.perf_counter()
         body = predictions.read_bytes()
-        predictions_sha256 = put_predictions(function_s3_client(), ev.output["bucket"], ev.output["key"], body)
+        if len(body) <= min(ev.inline_max_bytes, INLINE_LIMIT):  # back in the response: no PUT here, no GET there
+            inline, predictions_key = base64.b64encode(body).decode("ascii"), None
+            predictions_sha256 = hashlib.sha256(body).hexdigest()
+        else:
+            inline, predictions_key = None, ev.output["key"]
+            predictions_sha256 = put_predictions(function_s3_client(), ev.output["bucket"], ev.output["key"], body)
         upload_s = time.perf_counter() - t
         timings.update(
             request_id=request_id,
@@ -204,8 +228,10 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         "timings": {k: round(timings[k], 4) for k in ("verify_s", "model_load_s", "read_s", "compute_s", "upload_s", "function_s")},
         "s3_bytes_read": timings["s3_bytes_read"],
         "peak_rss_mb": round(timings["peak_rss_mb"], 1),
-        "predictions_key": ev.output["key"],
+        "predictions_key": predictions_key,
         "predictions_sha256": predictions_sha256,
+        "predictions_bytes": len(body),
+        "predictions_inline": inline,
         "timings_record": timings,  # what the invoker keeps: a late write by an earlier, abandoned call cannot swap it
     }
     print(

@@ -1,8 +1,11 @@
-"""Benchmark (not a test): thousands of partitions through `snakemake --profile profiles/lambda` on the
-stand-ins' scale mode (deploy/lambda/standin-scale.yaml: the real handler without the model compute).
+"""Benchmark (not a test): thousands of partitions through `snakemake --profile profiles/lambda` on the stand-ins.
 
-    make bench-lambda-scale            # 2,000 partitions; or: python tests/bench/lambda_scale.py --partitions 500
-    python tests/bench/lambda_scale.py --partitions-per-job 16 --drop-metadata --output results/bench/k16.json
+The stand-ins run in their scale mode (deploy/lambda/standin-scale.yaml: the real handler without the
+model compute). Run from the repository root (the workflow, profiles and stand-ins are the checkout's):
+
+    make bench-lambda-scale            # 2,000 partitions, on a contiguous then on a chunked dataset
+    python -m cosmicai.bench.lambda_scale --partitions 500
+    python -m cosmicai.bench.lambda_scale --partitions-per-job 16 --drop-metadata --output results/bench/k16.json
 
 Measures peak invocations in flight (the stand-in's busiest moment), sustained invocations per second
 (partitions / span of the inference jobs, from their timing sidecars; and the rate at which invocations
@@ -12,6 +15,7 @@ lost (dataset rows missing from the merged predictions), and where the CPU went:
 process it started, the Lambda stand-in and the S3 server, in seconds and per invocation, with the
 load average at the start and end (the stand-ins share this machine's cores). Partitioning and the
 ONNX export run first in a separate, unmeasured Snakemake run. Prints the table row and writes JSON.
+A work directory keeps its dataset between runs: one per layout and partition count.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import psutil
 import pyarrow.parquet as pq
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from cosmicai.bench.scaling import repository_root
+
 KEY, SECRET, BUCKET = "bench-key", "bench-secret", "cosmicai"  # the bucket standin-scale.yaml gives the function
 
 
@@ -118,17 +123,18 @@ def make_inputs(
     return dataset, checkpoint, mb
 
 
-def snakemake(work: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
+def snakemake(repo: Path, work: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
+    """`snakemake --profile profiles/lambda` on the bench's config in `work`, its output appended to snakemake.log."""
     cmd = [
         "snakemake",
         *args,
         "-s",
-        str(REPO / "workflow" / "Snakefile"),
+        str(repo / "workflow" / "Snakefile"),
         "--profile",
-        str(REPO / "profiles" / "lambda"),
+        str(repo / "profiles" / "lambda"),
         "--configfile",
         str(work / "bench-config.yaml"),
-        str(REPO / "config" / "lambda.yaml"),
+        str(repo / "config" / "lambda.yaml"),
     ]
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=(work / "snakemake.log").open("ab"), stderr=subprocess.STDOUT)
 
@@ -158,6 +164,14 @@ def wait_tree(run: subprocess.Popen, standin: psutil.Process, standin_limit_mb: 
         time.sleep(0.2)
 
 
+def profile(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy sampling a process's threads at 100 Hz without pausing it (its own CPU is py-spy's, not the process's)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "100", "--format", "raw", "--output", str(output)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def clean(work: Path) -> None:
     """Remove what an earlier run left (its outputs, logs and S3 objects; not the partitions or the model), so every partition is invoked."""
     for path in [*(work / "results").glob("*"), work / "logs", work / "aws"]:
@@ -169,8 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--partitions", type=int, default=2000)
     p.add_argument("--rows-per-partition", type=int, default=5)
-    p.add_argument("--workdir", type=Path, default=REPO / "results" / "bench" / "lambda_scale")
-    p.add_argument("--output", type=Path, default=REPO / "results" / "bench" / "lambda_scale.json")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the dataset, the stand-ins and the run live (default: results/bench/lambda_scale_LAYOUT_PARTITIONS)",
+    )
+    p.add_argument("--output", type=Path, default=Path("results/bench/lambda_scale.json"))
     p.add_argument("--partitions-per-job", type=int, help="inference.partitions_per_job (default: config/lambda.yaml's)")
     p.add_argument("--drop-metadata", action="store_true", help="run Snakemake with --drop-metadata")
     p.add_argument(
@@ -178,11 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--chunk-rows", type=int, default=10, help="rows per chunk of --layout chunked")
     p.add_argument("--standin-limit-mb", type=float, default=8192, help="stop the run if the stand-in's RSS passes this")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PATH",
+        help="sample Snakemake's own process, every thread, with py-spy (the dev extra) into PATH (raw, collapsed stacks)",
+    )
     a = p.parse_args(argv)
-    work = a.workdir.resolve()
+    repo = repository_root()
+    work = (a.workdir or Path(f"results/bench/lambda_scale_{a.layout}_{a.partitions}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     dataset, checkpoint, mb = make_inputs(work, a.partitions, a.rows_per_partition, a.layout, a.chunk_rows)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config.update(dataset=str(dataset), checkpoint=str(checkpoint), partition_mb=mb)
     config["lambda"].update(bucket=BUCKET, prefix="cosmicai", function_name="cosmicai-infer", timeout_s=300, memory_mb=2048)
     (work / "bench-config.yaml").write_text(yaml.safe_dump(config))
@@ -196,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "LOCAL_AWS_SECRET": SECRET,
         "LOCAL_AWS_BUCKETS": BUCKET,
         "LOCAL_AWS_PYTHON": sys.executable,
-        "LOCAL_AWS_FUNCTIONS": str(REPO / "deploy" / "lambda" / "standin-scale.yaml"),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "standins")]),
+        "LOCAL_AWS_FUNCTIONS": str(repo / "deploy" / "lambda" / "standin-scale.yaml"),
+        "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo / "standins")]),
     }
     env = {
         **os.environ,
@@ -210,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     clean(work)
-    script = str(REPO / "scripts" / "local-aws.sh")
+    script = str(repo / "scripts" / "local-aws.sh")
     subprocess.run(["bash", script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
-        prep = snakemake(work, env, "results/partitions/manifest.json", "results/model/astromae.onnx")
+        prep = snakemake(repo, work, env, "results/partitions/manifest.json", "results/model/astromae.onnx")
         if prep.wait():
             print(f"preparation failed: see {work / 'snakemake.log'}", file=sys.stderr)
             return 1
@@ -223,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--drop-metadata"] if a.drop_metadata else []
         cpu_before = {"standin": cpu_s(standin), "s3": cpu_s(rclone)}
         load_before, t = os.getloadavg()[0], time.perf_counter()
-        run = snakemake(work, env, *extra)
+        run = snakemake(repo, work, env, *extra)
+        spy = profile(run.pid, a.py_spy) if a.py_spy else None
         sampler = TreeSampler(run.pid)
         run_cpu, standin_peak = wait_tree(run, standin, a.standin_limit_mb)
         sampler.stop()
         wall = time.perf_counter() - t
+        if spy is not None:
+            spy.wait(timeout=60)  # it stops when Snakemake exits
         cpu = {"snakemake_tree": run_cpu, "standin": cpu_s(standin) - cpu_before["standin"], "s3": cpu_s(rclone) - cpu_before["s3"]}
         load_after = os.getloadavg()[0]
         stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{lambda_port}/_standin/stats").read())["functions"]["cosmicai-infer"]
@@ -236,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if run.returncode:
         print(f"workflow failed ({run.returncode}): see {work / 'snakemake.log'}", file=sys.stderr)
         return 1
-    config_k = yaml.safe_load((REPO / "config" / "lambda.yaml").read_text())["inference"]["partitions_per_job"]
+    config_k = yaml.safe_load((repo / "config" / "lambda.yaml").read_text())["inference"]["partitions_per_job"]
     k = a.partitions_per_job or config_k
     sidecars = [json.loads(f.read_text()) for f in (work / "results" / "predictions").glob("part_*.json")]
     span = max(s["ended_at"] for s in sidecars) - min(s["started_at"] for s in sidecars)
@@ -245,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     # plugin, dispatcher threads) sends every invocation; the report rules (its children) run after.
     first_sent, last_begun = min(s["started_at"] for s in sidecars), starts[-1]
     dispatch_cpu = sampler.own_cpu_between(first_sent, last_begun)
+    # From the first invocation sent to the last one ended: every invocation's sending and its response's handling
+    # (the dispatch window above misses the responses that come after the last invocation began).
+    invoking_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars))
     begun = sum(first_sent <= t <= last_begun for t in starts)
     main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
@@ -277,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             "started_processes": round((cpu["snakemake_tree"] - main_cpu) / a.partitions * 1000, 1),
             # while invocations were being sent: what one more invocation costs the submitting host
             "own_process_while_dispatching": round(dispatch_cpu / max(1, begun) * 1000, 2),
+            "own_process_while_invoking": round(invoking_cpu / len(sidecars) * 1000, 2),
+            # of which the invoking threads (each invocation's staging, Invoke call, response checks: its thread's CPU)
+            "invoking_threads": round(sum(s["lambda"].get("host_cpu_s", 0.0) for s in sidecars) / len(sidecars) * 1000, 2),
         },
         "dispatch_window_s": round(last_begun - first_sent, 1),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
