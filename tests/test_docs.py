@@ -4,7 +4,8 @@ Commands are collected from the ```bash blocks of README.md and docs/**/*.md (do
 for the lead, not pages) and run the cheapest way that still checks them: `snakemake` as a dry-run in a
 copy of the workflow (each profile's first command in `make test`; the others, and a real run of the local
 ones on the tiny dataset, are slow), `cosmicai plan` and `cosmicai --help` as written, other `cosmicai`
-commands with `--help` appended (the subcommand and the options before it must parse), `make` as `make -n`.
+commands and `python -m cosmicai.…` modules (the benchmarks) with `--help` appended (the subcommand and the
+options before it must parse), `make` as `make -n`.
 A non-zero exit or a traceback fails.
 """
 
@@ -22,7 +23,7 @@ from helpers.cli import BIN, REPO, env_with_venv
 from helpers.slurm import slurm_status
 
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if "incoming" not in p.parts)]
-TOOLS = {"snakemake", "cosmicai", "make"}
+TOOLS = {"snakemake", "cosmicai", "make", "python"}  # python only as `python -m cosmicai.…`
 OPERATORS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "2>", "2>&1"}
 BLOCK = re.compile(r"^(?P<indent>[ \t]*)```bash\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
 # Paths the docs use for the reader's own files, and what stands in for them here.
@@ -46,7 +47,11 @@ def bash_commands(text: str) -> list[list[str]]:
                     continue
                 while segment and re.match(r"^[A-Z_]+=", segment[0]):  # VAR=value before a command
                     segment.pop(0)
-                if segment and segment[0] in TOOLS:
+                if (
+                    segment
+                    and segment[0] in TOOLS
+                    and (segment[0] != "python" or segment[1:3][:1] == ["-m"] and segment[2].startswith("cosmicai"))
+                ):
                     found.append(segment)
                 segment = []
     return found
@@ -82,8 +87,13 @@ def params() -> list:
 
 
 def test_commands_are_collected_from_every_kind_of_block() -> None:
-    text = "```bash\nA=1 snakemake -n --profile p  # note\ncosmicai plan \\\n  --x 1 | head\nmake test && echo\n```\n"
-    assert bash_commands(text) == [["snakemake", "-n", "--profile", "p"], ["cosmicai", "plan", "--x", "1"], ["make", "test"]]
+    text = "```bash\nA=1 snakemake -n --profile p  # note\ncosmicai plan \\\n  --x 1 | head\nmake test && echo\npython -m cosmicai.bench.s3_read --mib 1\npython x.py\n```\n"
+    assert bash_commands(text) == [
+        ["snakemake", "-n", "--profile", "p"],
+        ["cosmicai", "plan", "--x", "1"],
+        ["make", "test"],
+        ["python", "-m", "cosmicai.bench.s3_read", "--mib", "1"],
+    ]
     assert bash_commands("  ```bash\n  cosmicai --help\n  ```\n") == [["cosmicai", "--help"]]
     tools = {argv[0] for _, argv in COMMANDS}
     assert tools == TOOLS, tools
@@ -115,6 +125,8 @@ def how_to_run(argv: list[str]) -> tuple[list[str], str]:
     tool = argv[0]
     if tool == "make":
         return ["make", "-n", *argv[1:]], "repo"
+    if tool == "python":  # python -m cosmicai.<module> from the checkout's root, as the docs say
+        return [sys.executable, *argv[1:], "--help"], "repo"
     if tool == "cosmicai":
         exe = str(BIN / "cosmicai")
         if argv[1:2] in (["plan"], ["--help"]):
