@@ -66,6 +66,30 @@ def test_int8_graph_tracks_fp32(int8_graph: Path, onnx_graph: Path, calib_data: 
 
 
 @pytest.mark.slow
+def test_int8_graph_is_symmetric_and_keeps_the_first_layers_and_inception_fp32(int8_graph: Path, onnx_graph: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from cosmicai.engines.quantize import fp32_nodes
+
+    kept = fp32_nodes(onnx.load(str(onnx_graph)))
+    assert "/patch_embed/proj/Conv" in kept and "/magnitude_block/magnitude_block.0/Gemm" in kept
+    assert any(k.startswith("/vis_inception/") and k.endswith("/Conv") for k in kept) and "/vis_inception/vis_inception.12/Gemm" in kept
+    graph = onnx.load(str(int8_graph)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    quantized = {
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm", "Conv")
+        and any(made_by.get(i) is not None and made_by[i].op_type == "DequantizeLinear" for i in n.input)
+    }
+    assert quantized and not quantized & set(kept) and any(q.startswith("/blocks.") or "/blocks/" in q for q in quantized)
+    inits = {t.name: t for t in graph.initializer}
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all((z == 0).all() for z in zero_points)  # symmetric: no zero-point Subtract in OpenVINO
+
+
+@pytest.mark.slow
 def test_quantize_gate_passes_then_a_tightened_bound_stops(tmp_path: Path, int8_graph: Path, onnx_graph: Path, calib_data: Path) -> None:
     out, report = tmp_path / "int8.onnx", tmp_path / "gate.json"
     proc = run_cli("quantize", onnx_graph, calib_data, "--output", out, "--gate-report", report, "--threads", "2")

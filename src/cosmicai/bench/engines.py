@@ -215,10 +215,14 @@ def _int8_graph(onnx: Path, data: Path, n: int) -> tuple[Path, dict]:
 
     from cosmicai.data.integrity import PartitionRead
     from cosmicai.engines.quantize import int8_for
-    from cosmicai.int8_gate import run_sample
+    from cosmicai.int8_gate import CALIBRATION_ROWS, run_sample
 
     t = _time.perf_counter()
-    sample = run_sample([PartitionRead("bench", str(data), 0, n)])
+    # as many calibration rows as a run's (CALIBRATION_ROWS, when the bench has twice that): a 256-row
+    # sample let one bright galaxy outside its ranges move a prediction by 0.86
+    sample = run_sample(
+        [PartitionRead("bench", str(data), 0, n)], calibration_rows=CALIBRATION_ROWS, gate_rows=max(CALIBRATION_ROWS, n - CALIBRATION_ROWS)
+    )
     graph, _ = int8_for(onnx, sample.calib_images, sample.calib_magnitudes)
     return graph, {"calibration_rows": len(sample.calib_images), "quantize_s": _time.perf_counter() - t}
 
