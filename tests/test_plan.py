@@ -76,7 +76,8 @@ def test_lambda_cost_by_hand() -> None:
     plan = estimate(s, cals)
     rows = math.ceil(round(100 * 20 * 2**20 / ROW_BYTES) / 100)
     assert (plan.partitions, plan.rows_per_partition, plan.concurrency, plan.waves, plan.cold_jobs) == (100, rows, 100, 1, 100)
-    billed = 0.5 + rows * ROW_BYTES / 2**20 / 50 + rows / 100 + 2.0  # fixed + S3 download + inference + cold start (Init is billed)
+    # fixed + the first forward pass's rows from S3 (the rest is read during inference) + inference + cold start (Init is billed)
+    billed = 0.5 + 512 * ROW_BYTES / 2**20 / 50 + rows / 100 + 2.0
     gb_s = 100 * math.ceil(billed * 1000) / 1000 * 1769 / 1024
     lines = {line["resource"]: line for line in plan.lines}
     assert lines["lambda_x86_64_gb_s"]["quantity"] == pytest.approx(gb_s)
@@ -84,6 +85,17 @@ def test_lambda_cost_by_hand() -> None:
     assert plan.wall_s == pytest.approx(0.25 + billed)  # one wave: invoker round trip + one cold invocation
     arm = estimate(dataclasses.replace(s, architecture="arm64"), cals)
     assert {line["resource"]: line for line in arm.lines}["lambda_arm64_gb_s"]["cost_usd"] == pytest.approx(gb_s * 0.0000133334)
+
+
+def test_lambda_reading_overlaps_inference() -> None:
+    # The partition is read ahead of the engine: only the first forward pass's rows wait on S3 while inference is the
+    # slower; on a slow network the invocation waits for the rest of the transfer beyond inference.
+    s = Settings("lambda", 100 * 20 * 2**20, 20, memory_mb=1769, concurrency=1000)
+    rows = math.ceil(round(100 * 20 * 2**20 / ROW_BYTES) / 100)
+    fast, slow = estimate(s, simple_calibrations()), estimate(s, simple_calibrations(transfer_mb_per_s=1))
+    assert fast.warm_job_s == pytest.approx(0.25 + 0.5 + 512 * ROW_BYTES / 2**20 / 50 + rows / 100)
+    # two forward passes: read the first, read the second while inferring the first, infer the second
+    assert slow.warm_job_s == pytest.approx(0.25 + 0.5 + 2 * 512 * ROW_BYTES / 2**20 + (rows - 512) / 100)
 
 
 def test_lambda_concurrency_waves_and_scaling() -> None:

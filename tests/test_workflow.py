@@ -41,7 +41,7 @@ def test_local_profile_end_to_end(tmp_path: Path, tiny_dataset: Path, random_che
         assert (res / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     for sidecar in (res / "predictions").glob("*.json"):
         timing = json.loads(sidecar.read_text())
-        assert timing["peak_rss_mb"] > 0 and timing["bits_per_s"] > 0
+        assert timing["peak_rss_mb"] > 0 and timing["bits_per_s"] > 0 and 0 < timing["cpu_s"]
 
     again = snakemake(tmp_path, "local", config, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -117,7 +117,7 @@ def infer_partition(
     `batches`: the partition's (batch, wait_s) stream if its reading has already started (`prefetch`).
     """
     started = time.time()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     info = inspect(partition, check_ids=False, version_id=version_id)  # ids: checked once, when partitioning
     start, stop = rows[0], info.n_rows if rows[1] is None else rows[1]
     name = name or Path(str(partition)).name
@@ -173,6 +173,9 @@ def infer_partition(
     write_s = time.perf_counter() - t
     timings = _timings(name, engine, n, len(bad), batch_size, started - model_load_s, model_load_s, read_s, compute_s, write_s)
     timings["total_s"] = time.perf_counter() - t0 + model_load_s
+    # CPU seconds of the whole process (reading, inference, writing; every thread) over the partition: under a CPU
+    # quota or a busy machine, rows / cpu_s is the rate per core that wall time hides.
+    timings["cpu_s"] = time.process_time() - cpu0
     if sidecar is not None:
         write_json(sidecar, timings)
     return timings

@@ -205,8 +205,10 @@ def from_runs(runs: list[dict], backend: str, wall_s: float, prior: dict[str, Ca
         # per job under this run's concurrency, times that concurrency: the host's aggregate upload rate
         staging = sum(m for m, _ in staged) / staged_s * concurrency(runs) if big and staged and staged_s > 0 else base.staging_mb_per_s
         modeled_staging = [m / (staging / concurrency(runs)) if staging and l_.get("partition_uploaded") else 0.0 for m, l_ in zip(mb, lam)]
+        # Besides inference and waiting on S3 (the function's read_s: reading runs ahead of the engine, so most of it
+        # overlaps inference; sidecars without it count the whole transfer).
         inside = [
-            l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r["compute_s"] - (m / transfer if transfer else 0.0)
+            l_["duration_ms"] / 1000 - r.get("model_load_s", 0.0) - r["compute_s"] - r.get("read_s", m / transfer if transfer else 0.0)
             for r, l_, m in zip(runs, lam, mb)
         ]
         outside = [r["total_s"] - (l_["duration_ms"] + l_["init_ms"]) / 1000 - st for r, l_, st in zip(runs, lam, modeled_staging)]
