@@ -236,3 +236,20 @@ def test_an_html_error_page_from_lambda_is_one_line() -> None:
     assert str(lambda_error(error, SETTINGS, "us-east-1", 1)) == "lambda:cosmicai-infer: 504: 504 Gateway Time-out (HTTP 504)"
     remote = RemoteError("part_00000", SETTINGS, page.encode())
     assert str(remote) == "part_00000: Lambda function cosmicai-infer failed: Unhandled: 504 Gateway Time-out"
+
+
+def test_engine_threads_are_the_vcpus_the_memory_buys() -> None:
+    # Lambda gives a CPU quota in proportion to memory (1 vCPU per 1,769 MB) whatever CPUs the function sees.
+    from types import SimpleNamespace
+
+    from cosmicai.function.handler import engine_threads
+
+    assert [engine_threads(SimpleNamespace(memory_limit_in_mb=mb)) for mb in ("128", "768", "1769", "1770", "2048", "10240")] == [
+        1,
+        1,
+        1,
+        2,
+        2,
+        6,
+    ]
+    assert engine_threads(None) is None and engine_threads(SimpleNamespace(memory_limit_in_mb="lots")) is None

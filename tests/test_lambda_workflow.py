@@ -70,6 +70,7 @@ def test_lambda_profile_matches_local_and_costs_match_reports(
         )
         assert record["init_ms"] == float(report[6] or 0) and record["cold_start"] == (report[6] is not None)
         assert record["memory_mb"] == 2048 and 0 < record["max_memory_mb"] < 2048
+        assert run["threads"] == 2  # the vCPUs 2,048 MB buys (1.16), rounded up: from Lambda's context in the function
         expected_gb_s += int(report[3]) / 1000 * int(report[4]) / 1024
     cost = json.loads((lambda_dir / "results" / "summary" / "cost_summary.json").read_text())
     assert cost["backend"] == "lambda"

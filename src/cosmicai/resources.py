@@ -1,11 +1,24 @@
-"""Process resource readings shared by the inference paths (local, Slurm, Lambda)."""
+"""Process resource readings shared by the inference paths (local, Slurm, Lambda), and the CPU share Lambda gives."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import resource
 import sys
+
+LAMBDA_MB_PER_VCPU = 1769  # Lambda's CPU share: one vCPU's worth at 1,769 MB, in proportion to memory
+
+
+def lambda_threads(memory_mb: float) -> int:
+    """Engine threads for a Lambda function of `memory_mb`: the vCPUs its memory buys, rounded up.
+
+    Lambda shows every function two or more CPUs but gives it a CPU quota in proportion to memory; below one
+    vCPU a second thread only waits on the quota (OpenVINO int8 at 768 MB: 657-663 samples/s per vCPU with one
+    thread, 467-580 with two, alternated under a 0.434-CPU CFS quota here).
+    """
+    return max(1, math.ceil(memory_mb / LAMBDA_MB_PER_VCPU))
 
 
 def peak_rss_mb() -> float:

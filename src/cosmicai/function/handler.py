@@ -21,7 +21,8 @@ read from S3, peak RSS, the whole timings record, and the predictions: their sha
 either the Parquet bytes (`predictions_inline`, base64) or the key they were written to
 (`predictions_key`), never both.
 
-The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu): an ONNX graph
+The engine is the local CPU path's (`cosmicai.engines.base.load_engine` on device cpu), with one thread per vCPU
+the function's memory buys (Lambda shows more CPUs than its quota pays for): an ONNX graph
 (model key ending .onnx) runs in ONNX Runtime (fp32) or OpenVINO (bf16) without importing torch; a
 checkpoint runs in PyTorch. The model is downloaded and loaded once per warm execution environment
 (cached under /tmp, keyed by its key, ETag, precision and runtime); the predictions live under /tmp
@@ -49,7 +50,7 @@ from cosmicai.errors import CosmicaiError
 from cosmicai.function.objects import download_model, function_s3_client, model_etag, put_predictions
 from cosmicai.function.scope import Scope
 from cosmicai.infer import infer_partition
-from cosmicai.resources import peak_rss_mb
+from cosmicai.resources import lambda_threads, peak_rss_mb
 
 # The most predictions bytes a response carries inline: base64 makes 4/3 of it (5.3 MiB), leaving the summary
 # and timings room under Lambda's 6 MB synchronous response limit, whatever the event asks for.
@@ -132,7 +133,15 @@ def check_rows(ev: Event, n_rows: int) -> None:
         raise CosmicaiError("event", f"'stop' is {ev.stop}, beyond the source's {n_rows} rows ({ev.source['uri']}): refused")
 
 
-def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
+def engine_threads(context: Any) -> int | None:
+    """The engine's threads: the vCPUs this function's memory buys (Lambda's context says it); None: the CPUs it sees."""
+    try:
+        return lambda_threads(int(context.memory_limit_in_mb))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _load_engine(ev: Event, root: Path, threads: int | None = None) -> tuple[InferenceEngine, float]:
     """The engine for the event's model and precision: this environment's, or downloaded and loaded now."""
     global _engine
     bucket, key = ev.model["bucket"], ev.model["key"]
@@ -149,7 +158,7 @@ def _load_engine(ev: Event, root: Path) -> tuple[InferenceEngine, float]:
     # A checkpoint under runtime auto runs in PyTorch: exporting a graph here would cost every cold start.
     runtime = "torch" if ev.runtime == "auto" and path.suffix != ".onnx" else ev.runtime
     try:
-        engine = load_engine(path, device="cpu", precision=ev.precision, runtime=runtime)
+        engine = load_engine(path, device="cpu", precision=ev.precision, runtime=runtime, threads=threads)
     except (CosmicaiError, ValueError) as exc:
         raise CosmicaiError(f"s3://{bucket}/{key}", getattr(exc, "problem", str(exc))) from None
     _engine = (cache_id, engine)
@@ -180,7 +189,7 @@ def handler(event: Any, context: Any, load_engine: Any = None) -> dict:
         if opened is not None:  # a copied partition has no layout record: its rows are checked when read
             check_rows(ev, len(opened.file["images"]))
         verify_s = time.perf_counter() - t
-        engine, model_load_s = (load_engine or _load_engine)(ev, root)
+        engine, model_load_s = load_engine(ev, root) if load_engine else _load_engine(ev, root, engine_threads(context))
         predictions = work / "predictions.parquet"
         timings = infer_partition(
             opened or uri,

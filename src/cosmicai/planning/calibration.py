@@ -26,13 +26,13 @@ import yaml
 from cosmicai.atomic import write_json
 from cosmicai.data.dataset import ROW_BYTES
 from cosmicai.errors import CosmicaiError
+from cosmicai.resources import LAMBDA_MB_PER_VCPU
 
 Backend = Literal["local", "slurm", "slurm-gpu", "lambda"]
 BACKENDS: tuple[Backend, ...] = ("local", "slurm", "slurm-gpu", "lambda")
 # A run this small measures start-up, not throughput (one batch, warm-up included): its rate is not kept.
 MIN_ROWS_FOR_RATE = 5000
 MIN_MB_FOR_BANDWIDTH = 8  # partitions smaller than this (MiB) measure S3's latency, not its bandwidth
-LAMBDA_MB_PER_VCPU = 1769  # Lambda's CPU share: one vCPU's worth at 1,769 MB, in proportion to memory
 # The shipped default, package data beside this module (a real file in every setuptools install).
 DEFAULT_FILE = Path(str(importlib.resources.files("cosmicai.planning") / "calibration.yaml"))
 
