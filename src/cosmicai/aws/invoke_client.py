@@ -19,6 +19,7 @@ Each HTTP attempt is counted (and each 429) on the `tally` the caller passes.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import random
 import time
@@ -193,21 +194,26 @@ def _classify(error: BaseException) -> tuple[bool, bool]:
 
 
 def client_error(status: int, headers: Any, body: bytes, retries: int) -> ClientError:
-    """An error response as botocore's rest-json parser gives it: code from x-amzn-ErrorType or the body, its message."""
-    try:
-        parsed = json.loads(body) if body else {}
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        parsed = None
-    code = (headers.get("x-amzn-errortype") or "").split(":")[0]
-    if parsed is None:  # not JSON (a proxy's page, say): botocore's generic error
-        import http.client
-
-        code, message = code or str(status), http.client.responses.get(status, "")
+    """An error response as botocore's rest-json parser makes it (code from x-amzn-ErrorType, the body's code or
+    __type, else the status; a non-JSON body is the message; an empty or HTML 5xx is botocore's generic error)."""
+    stripped = body.strip()
+    parsed: dict[str, Any] = {}
+    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):
+        code, message = str(status), http.client.responses.get(status, "")
     else:
-        code = code or str(parsed.get("__type", parsed.get("code", ""))).rsplit("#", 1)[-1] or str(status)
+        text = body.decode("utf-8", "replace")
+        try:
+            loaded = json.loads(text) if body else {}
+        except ValueError:
+            loaded = None
+        parsed = loaded if isinstance(loaded, dict) else {"message": text}
         message = str(parsed.get("message", parsed.get("Message", "")))
+        code = str(parsed.get("__type", str(status)))
+        if "x-amzn-errortype" in headers:
+            code = headers["x-amzn-errortype"]
+        elif "code" in parsed or "Code" in parsed:
+            code = str(parsed.get("code", parsed.get("Code", "")))
+        code = code.split(":", 1)[0].rsplit("#", 1)[-1]
     response: dict[str, Any] = {
         "Error": {"Code": code, "Message": message},
         "ResponseMetadata": {
@@ -217,8 +223,7 @@ def client_error(status: int, headers: Any, body: bytes, retries: int) -> Client
             "RetryAttempts": retries,
         },
     }
-    if parsed and "Type" in parsed:
-        response["Type"] = parsed["Type"]
-    if parsed and "Reason" in parsed:
-        response["Reason"] = parsed["Reason"]
+    for name in ("Type", "Reason"):  # members of Lambda's modeled errors (TooManyRequestsException's Reason)
+        if name in parsed:
+            response[name] = parsed[name]
     return ClientError(response, "Invoke")
