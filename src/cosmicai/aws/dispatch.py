@@ -41,7 +41,8 @@ class JobLog:
     """A job's log file, shared by its partitions' threads: truncated once, each write whole and flushed."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(path).parent.is_dir():  # mkdir of an existing directory takes its parent's lock (contended)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w")  # noqa: SIM115 - closed when the job ends
         self._lock = threading.Lock()
 
