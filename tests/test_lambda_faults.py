@@ -227,7 +227,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
             {"faults": {"lost_response": 1.0}},
             ("--max-attempts", "2", "--inline-max-bytes", "0"),  # through S3: the object outlives the lost answer
             "lambda:cosmicai-faulty: the connection closed without "
-            "a response, 2 attempt(s) (each with 3 botocore tries); the function may have run: a rerun overwrites its output",
+            "a response, 2 attempt(s) (each with 3 tries of the Invoke client); the function may have run: a rerun overwrites its output",
             6,
         ),
     ],

@@ -11,7 +11,7 @@ Example (YAML; relative code_dirs are taken from the server's working directory)
         reserved_concurrency: 4
         code_dirs: [src]
         environment: {COSMICAI_LOG_LEVEL: INFO}
-        faults: {throttle: 0.0, crash: 0.0, timeout: 0.0, oom: 0.0, lost_response: 0.0, seed: 1}
+        faults: {throttle: 0.0, crash: 0.0, timeout: 0.0, oom: 0.0, lost_response: 0.0, service_error: 0.0, seed: 1}
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ PASSTHROUGH_ENV = (
 )
 
 
-FAULTS = ("throttle", "crash", "timeout", "oom", "lost_response")
+FAULTS = ("throttle", "crash", "timeout", "oom", "lost_response", "service_error")
 
 
 @dataclasses.dataclass
@@ -61,7 +61,8 @@ class Faults:
     timeout: float = 0.0  # freeze the worker (SIGSTOP) once it has the event, so it runs into timeout_s: Sandbox.Timedout
     oom: float = 0.0  # the worker receives the event, then dies as if over memory_mb: Runtime.OutOfMemory
     lost_response: float = 0.0  # run the invocation, then drop the HTTP connection unanswered
-    # For crash, timeout, oom and lost_response (throttling is bounded by throttle_for_s):
+    service_error: float = 0.0  # answer 500 ServiceException (Lambda's internal error) without running the function
+    # For crash, timeout, oom, lost_response and service_error (throttling is bounded by throttle_for_s):
     max_hits: int | None = None  # each fires at most this many times (None: no limit)
     once_per_event: bool = False  # none fires on a payload already hit (a retry of the same event is spared)
     seed: int | None = None

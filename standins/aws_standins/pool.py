@@ -103,6 +103,9 @@ class FunctionPool:
 
     def invoke(self, payload: bytes, tail: bool, client_context: str | None = None) -> InvokeResult:
         """Run one synchronous invocation and shape the answer like AWS."""
+        if self._fault("service_error"):
+            body = json.dumps({"Type": "Service", "message": "An internal error occurred (injected by the stand-in)."}).encode()
+            return InvokeResult(500, {"x-amzn-ErrorType": "ServiceException", "Content-Type": "application/json"}, body)
         acquired = self._acquire()
         if acquired is None:
             reason = (

@@ -1,5 +1,6 @@
-"""One synchronous Lambda invocation and its retries: the boto3 client (one may serve many threads, each
-invocation's HTTP attempts counted for it), the throttle gate a 429's Retry-After holds, bounded backoff.
+"""One synchronous Lambda invocation and its retries: the lean Invoke client (cosmicai.aws.invoke_client, one may
+serve many threads, each invocation's HTTP attempts counted for it), the throttle gate a 429's Retry-After holds,
+bounded backoff. The boto3 client (`lambda_client`) serves the other Lambda calls (the preflight, deploy-lambda).
 
 The per-partition logic above it is cosmicai.aws.invoker.
 """
@@ -25,13 +26,14 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from cosmicai.aws.invoke_client import InvokeClient, lean_client
 from cosmicai.aws.settings import LambdaSettings
 from cosmicai.data.s3io import client_error_code
 from cosmicai.errors import CosmicaiError, remote_message
 
 log = logging.getLogger("cosmicai.lambda")
 
-BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside botocore (standard mode); ours come on top
+BOTOCORE_ATTEMPTS = 3  # calls per invocation attempt inside the Invoke client (botocore's standard mode); ours come on top
 READ_TIMEOUT_MARGIN_S = 60  # wait this much longer than the function's timeout before giving up on a response
 
 
@@ -55,12 +57,9 @@ class Backend(Protocol):
         ...
 
 
-_current = threading.local()  # the backend whose invoke is running on this thread (HTTP attempts are counted for it)
-
-
-def lambda_client(region: str = "", read_timeout_s: float = 960.0, max_pool_connections: int = 10) -> Any:
-    """A boto3 Lambda client (endpoint from AWS_ENDPOINT_URL_LAMBDA when set); one may serve many threads."""
-    import boto3
+def lambda_client(region: str = "", read_timeout_s: float = 960.0, max_pool_connections: int = 10, session: Any = None) -> Any:
+    """A boto3 Lambda client (endpoint from AWS_ENDPOINT_URL_LAMBDA when set), of `session` or a new botocore session."""
+    import botocore.session
     from botocore.config import Config
 
     config = Config(
@@ -71,18 +70,17 @@ def lambda_client(region: str = "", read_timeout_s: float = 960.0, max_pool_conn
         max_pool_connections=max_pool_connections,
         parameter_validation=False,  # our own calls only: no user parameters to check, CPU saved per invocation
     )
-    client = boto3.client("lambda", region_name=region or None, config=config)
-    # Emitted once per HTTP attempt, including botocore's own retries, on the calling thread.
-    client.meta.events.register("response-received.lambda.Invoke", _count_attempt)
-    return client
+    session = session or botocore.session.get_session()
+    return session.create_client("lambda", region_name=region or None, config=config)
 
 
-def _count_attempt(response_dict: dict | None = None, **_: Any) -> None:
-    backend = getattr(_current, "backend", None)
-    if backend is not None:
-        backend.http_attempts += 1
-        if response_dict and response_dict.get("status_code") == 429:
-            backend.throttles += 1
+def invoke_client(region: str = "", read_timeout_s: float = 960.0, max_pool_connections: int = 10) -> InvokeClient:
+    """The lean Invoke client on what a boto3 Lambda client resolves (endpoint, region, credentials), `max_pool_connections` kept open."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    client = lambda_client(region, read_timeout_s, max_pool_connections, session)
+    return lean_client(session, client, read_timeout_s, max_pool_connections, BOTOCORE_ATTEMPTS)
 
 
 def retry_after_s(exc: BaseException) -> float:
@@ -115,10 +113,15 @@ class ThrottleGate:
 
 
 class LambdaBackend:
-    """AWS Lambda through boto3: its own client (created on first use), or a shared one given as `client`."""
+    """AWS Lambda through the lean Invoke client: its own (created on first use), or a shared one given as `client`."""
 
     def __init__(
-        self, function_name: str, region: str = "", read_timeout_s: float = 960.0, client: Any = None, gate: ThrottleGate | None = None
+        self,
+        function_name: str,
+        region: str = "",
+        read_timeout_s: float = 960.0,
+        client: InvokeClient | None = None,
+        gate: ThrottleGate | None = None,
     ) -> None:
         self.function_name = function_name
         self.region = region
@@ -126,35 +129,31 @@ class LambdaBackend:
         self.http_attempts = 0
         self.throttles = 0
         self.gate = gate
-        self._client: Any = client
+        self._client = client
 
     @property
-    def client(self) -> Any:
-        """The boto3 Lambda client."""
+    def client(self) -> InvokeClient:
+        """The Invoke client."""
         if self._client is None:
-            self._client = lambda_client(self.region, self.read_timeout_s)
+            self._client = invoke_client(self.region, self.read_timeout_s)
         return self._client
 
     @property
     def region_name(self) -> str:
         """The region the client resolved (the configured one, or boto3's default)."""
-        return self.client.meta.region_name
+        return self.client.region
 
     def invoke(self, payload: bytes) -> Response:
         """One RequestResponse invocation with the log tail; a 429's Retry-After holds the shared gate."""
         if self.gate is not None:
             self.gate.wait()
-        _current.backend = self
         try:
-            r = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse", LogType="Tail", Payload=payload)
+            r = self.client.invoke(self.function_name, payload, log_tail=True, tally=self)
         except ClientError as exc:
             if self.gate is not None and (wait := retry_after_s(exc)):
                 self.gate.hold(wait)
             raise
-        finally:
-            _current.backend = None
-        tail = base64.b64decode(r.get("LogResult", "")).decode("utf-8", "replace")
-        return Response(r["Payload"].read(), r.get("FunctionError"), tail)
+        return Response(r.payload, r.function_error, base64.b64decode(r.log_result).decode("utf-8", "replace"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +241,7 @@ def lambda_error(exc: Exception, settings: LambdaSettings, region: str, attempts
         return CosmicaiError(
             where,
             f"the connection closed without a response, {attempts} attempt(s) (each with {BOTOCORE_ATTEMPTS} "
-            "botocore tries); the function may have run: a rerun overwrites its output",
+            "tries of the Invoke client); the function may have run: a rerun overwrites its output",
         )
     if isinstance(exc, ClientError):
         code, status = client_error_code(exc)

@@ -1,6 +1,6 @@
 """Many jobs' invocations in flight from one process: the dispatcher behind profiles/lambda's executor.
 
-One Lambda client and one S3 client (each with a connection pool as large as the in-flight limit),
+One Invoke client (cosmicai.aws.invoke_client) and one S3 client, each with a connection pool as large as the in-flight limit,
 one bounded thread pool, the model hashed and staged once, and one throttle gate: a 429's Retry-After
 holds back every new attempt, not only the throttled one. Each Snakemake job is a group of partitions
 (cosmicai.aws.lambda_job, what `workflow/scripts/lambda_invoke.py` runs for one job): its partitions
@@ -22,7 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, lambda_client
+from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, LambdaBackend, ThrottleGate, invoke_client, lambda_client
+from cosmicai.aws.invoke_client import InvokeClient
 from cosmicai.aws.job_spec import LambdaJobSpec
 from cosmicai.aws.lambda_job import DataStage, LambdaJob, ModelStage, job_line, pooled_s3_client, report_error, start_job
 from cosmicai.aws.preflight import FunctionInfo, check_function
@@ -40,7 +41,8 @@ class JobLog:
     """A job's log file, shared by its partitions' threads: truncated once, each write whole and flushed."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not Path(path).parent.is_dir():  # mkdir of an existing directory takes its parent's lock (contended)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w")  # noqa: SIM115 - closed when the job ends
         self._lock = threading.Lock()
 
@@ -83,14 +85,14 @@ def raise_fd_limit(wanted: int) -> None:
 class Dispatcher:
     """Runs jobs' invocations on a shared pool; `submit` returns a future per job (Snakemake job)."""
 
-    def __init__(self, settings: LambdaSettings, client: Any = None, s3: Any = None) -> None:
+    def __init__(self, settings: LambdaSettings, client: InvokeClient | None = None, s3: Any = None) -> None:
         self.settings = settings
         read_timeout = settings.timeout_s + READ_TIMEOUT_MARGIN_S
-        probe = client or lambda_client(settings.region, read_timeout)
+        probe = lambda_client(settings.region, read_timeout)  # the preflight's calls (boto3)
         self.info: FunctionInfo = check_function(settings, probe, cap=settings.max_in_flight)
         limit = self.info.in_flight
         raise_fd_limit(FDS_PER_INVOCATION * limit + 1024)
-        self.client = client or lambda_client(settings.region, read_timeout, max_pool_connections=limit)
+        self.client = client or invoke_client(settings.region, read_timeout, max_pool_connections=limit)
         self.s3 = s3 or pooled_s3_client(settings.region, limit)
         check_bucket(self.s3, settings.bucket, settings.prefix)  # before any upload: a denied listing is named here
         self.gate = ThrottleGate()
@@ -182,6 +184,8 @@ class Dispatcher:
             return
         self._closed = True
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        if not cancel:
+            self.client.close()
         logging.getLogger("cosmicai").removeHandler(self._logs)
 
 

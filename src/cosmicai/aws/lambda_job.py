@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, lambda_client
+from cosmicai.aws.calls import READ_TIMEOUT_MARGIN_S, Backend, LambdaBackend, ThrottleGate, invoke_client, lambda_client
 from cosmicai.aws.invoker import RemoteError, checked_source, invoke_partition
 from cosmicai.aws.job_spec import LambdaJobSpec
 from cosmicai.aws.settings import LambdaSettings
@@ -267,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = spec.settings
     threads = min(len(spec.partitions), SCRIPT_THREADS)
     try:
-        client = lambda_client(settings.region, settings.timeout_s + READ_TIMEOUT_MARGIN_S, max_pool_connections=threads)
-        info = check_function(settings, client, cap=threads)  # before any upload or invocation
+        read_timeout = settings.timeout_s + READ_TIMEOUT_MARGIN_S
+        info = check_function(settings, lambda_client(settings.region, read_timeout), cap=threads)  # before any upload or invocation
+        client = invoke_client(settings.region, read_timeout, max_pool_connections=info.in_flight)
         job = LambdaJob(spec)
         print(job_line(job), file=sys.stderr, flush=True)
         s3, stage_model, gate = pooled_s3_client(settings.region, info.in_flight), ModelStage(settings), ThrottleGate()

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmicai.atomic import atomic_path
+from cosmicai.atomic import atomic_path, write_bytes
 from cosmicai.aws.settings import INLINE_MAX_BYTES, LambdaSettings
 from cosmicai.aws.storage import download
 from cosmicai.data.integrity import PartitionRead
@@ -83,7 +83,7 @@ def check_table(body: bytes | Path, read: PartitionRead) -> None:
             shown = ", ".join(f"{n}: {t}" for n, t in got.items())
             expected = ", ".join(f"{n}: {t}" for n, t in want.items())
             raise BadResponse(read, f"the predictions' columns are {{{shown[:300]}}}, expected {expected}")
-        table = parquet.read(columns=["object_id", "valid"])
+        table = parquet.read(columns=["object_id", "valid"], use_threads=False)  # a few rows: Arrow's thread pool only adds hand-offs
     except (OSError, pa.ArrowException) as exc:
         raise BadResponse(read, f"the predictions are not readable Parquet ({first_line(str(exc))})") from None
     if table.num_rows != read.rows:
@@ -100,8 +100,7 @@ def write_predictions(result: dict, read: PartitionRead, output: str | os.PathLi
     if result.get("predictions_inline") is not None:
         body = inline_bytes(result, read, settings.inline_max_bytes)
         check_table(body, read)
-        with atomic_path(output) as tmp:
-            Path(tmp).write_bytes(body)
+        write_bytes(output, body)
         return True
     key = result["predictions_key"]
     expected = settings.output_key(read.name)

@@ -53,6 +53,7 @@ class TreeSampler:
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         self.pid, self.interval_s, self.peak_mb, self.peak_processes = pid, interval_s, 0.0, 0
         self.own_cpu: list[tuple[float, float]] = []  # (time.time(), the root's user + system seconds, its children not counted)
+        self.main_cpu: list[tuple[float, float]] = []  # (time.time(), the root's main thread's seconds: Snakemake's scheduler loop)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -65,8 +66,10 @@ class TreeSampler:
             except psutil.NoSuchProcess:
                 return
             try:
-                self.own_cpu.append((time.time(), cpu_s(root)))
-            except psutil.NoSuchProcess:
+                now = time.time()
+                self.own_cpu.append((now, cpu_s(root)))
+                self.main_cpu.append((now, thread_cpu_s(self.pid, self.pid)))
+            except (psutil.NoSuchProcess, OSError):
                 return
             total = 0
             for p in procs:
@@ -82,10 +85,16 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
-    def own_cpu_between(self, start: float, end: float) -> float:
-        """The root's CPU seconds between two times (the nearest samples inside them)."""
-        inside = [c for t, c in self.own_cpu if start <= t <= end]
+    def own_cpu_between(self, start: float, end: float, main_thread: bool = False) -> float:
+        """The root's (or its main thread's) CPU seconds between two times (the nearest samples inside them)."""
+        inside = [c for t, c in (self.main_cpu if main_thread else self.own_cpu) if start <= t <= end]
         return inside[-1] - inside[0] if len(inside) > 1 else 0.0
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """CPU seconds (user + system) of one thread of a process, from /proc (clock ticks: 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_inputs(
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     # From the first invocation sent to the last one ended: every invocation's sending and its response's handling
     # (the dispatch window above misses the responses that come after the last invocation began).
     invoking_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars))
+    main_thread_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars), main_thread=True)
     begun = sum(first_sent <= t <= last_begun for t in starts)
     main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
@@ -311,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             "own_process_while_invoking": round(invoking_cpu / len(sidecars) * 1000, 2),
             # of which the invoking threads (each invocation's staging, Invoke call, response checks: its thread's CPU)
             "invoking_threads": round(sum(s["lambda"].get("host_cpu_s", 0.0) for s in sidecars) / len(sidecars) * 1000, 2),
+            # and Snakemake's main thread (its scheduler: each job's submission, bookkeeping, metadata, log lines)
+            "main_thread_while_invoking": round(main_thread_cpu / len(sidecars) * 1000, 2),
         },
         "dispatch_window_s": round(last_begun - first_sent, 1),
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],  # at the run's start and end (2 cores, shared)
