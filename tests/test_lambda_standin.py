@@ -248,3 +248,32 @@ def test_s3_put_get_head(s3: Any) -> None:
     )
     with pytest.raises(ClientError):
         bad.get_object(Bucket="bucket", Key="parts/p0.h5")
+
+
+def test_scale_mode_bounds_the_environments_working_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aws_standins import scale_function
+
+    monkeypatch.setenv(scale_function.SLOTS_ENV, "2")
+    monkeypatch.setenv(scale_function.HOLD_ENV, "0.1")
+    monkeypatch.setattr(scale_function, "_slots", None)
+    working, most = [0], [0]
+    lock = threading.Lock()
+
+    def fake_handler(event: Any, context: Any, load_engine: Any) -> dict:
+        with lock:
+            working[0] += 1
+            most[0] = max(most[0], working[0])
+        time.sleep(0.05)
+        with lock:
+            working[0] -= 1
+        return {"ok": event}
+
+    monkeypatch.setattr(scale_function.real, "handler", fake_handler)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(scale_function.handler(i, None))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2  # 8 environments, 2 slots: never more than 2 at work
+    assert sorted(r["ok"] for r in results) == list(range(8))
