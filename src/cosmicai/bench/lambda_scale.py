@@ -54,6 +54,7 @@ class TreeSampler:
         self.pid, self.interval_s, self.peak_mb, self.peak_processes = pid, interval_s, 0.0, 0
         self.own_cpu: list[tuple[float, float]] = []  # (time.time(), the root's user + system seconds, its children not counted)
         self.main_cpu: list[tuple[float, float]] = []  # (time.time(), the root's main thread's seconds: Snakemake's scheduler loop)
+        self.tree_cpu: list[tuple[float, float]] = []  # (time.time(), the seconds of the root and every process it started)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -71,6 +72,7 @@ class TreeSampler:
                 self.main_cpu.append((now, thread_cpu_s(self.pid, self.pid)))
             except (psutil.NoSuchProcess, OSError):
                 return
+            self.tree_cpu.append((now, tree_cpu_s(procs)))
             total = 0
             for p in procs:
                 try:
@@ -85,10 +87,23 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
-    def own_cpu_between(self, start: float, end: float, main_thread: bool = False) -> float:
-        """The root's (or its main thread's) CPU seconds between two times (the nearest samples inside them)."""
-        inside = [c for t, c in (self.main_cpu if main_thread else self.own_cpu) if start <= t <= end]
+    def own_cpu_between(self, start: float, end: float, main_thread: bool = False, tree: bool = False) -> float:
+        """The root's (its main thread's, or its whole tree's) CPU seconds between two times (the nearest samples inside them)."""
+        series = self.tree_cpu if tree else self.main_cpu if main_thread else self.own_cpu
+        inside = [c for t, c in series if start <= t <= end]
         return inside[-1] - inside[0] if len(inside) > 1 else 0.0
+
+
+def tree_cpu_s(procs: list[psutil.Process]) -> float:
+    """CPU seconds of live processes and of the children each has reaped (every process counted once)."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:  # ended between the listing and now: its parent's children_* count it once reaped
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def thread_cpu_s(pid: int, tid: int) -> float:
@@ -286,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     # (the dispatch window above misses the responses that come after the last invocation began).
     invoking_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars))
     main_thread_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars), main_thread=True)
+    tree_invoking_cpu = sampler.own_cpu_between(first_sent, max(s["ended_at"] for s in sidecars), tree=True)
     begun = sum(first_sent <= t <= last_begun for t in starts)
     main_cpu = sampler.own_cpu[-1][1] if sampler.own_cpu else 0.0
     rows_in = a.partitions * a.rows_per_partition
@@ -319,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             # while invocations were being sent: what one more invocation costs the submitting host
             "own_process_while_dispatching": round(dispatch_cpu / max(1, begun) * 1000, 2),
             "own_process_while_invoking": round(invoking_cpu / len(sidecars) * 1000, 2),
+            # the same window, every process Snakemake started included: the issue's "Snakemake, the executor and everything it starts"
+            "tree_while_invoking": round(tree_invoking_cpu / len(sidecars) * 1000, 2),
             # of which the invoking threads (each invocation's staging, Invoke call, response checks: its thread's CPU)
             "invoking_threads": round(sum(s["lambda"].get("host_cpu_s", 0.0) for s in sidecars) / len(sidecars) * 1000, 2),
             # and Snakemake's main thread (its scheduler: each job's submission, bookkeeping, metadata, log lines)
