@@ -6,6 +6,7 @@ too, so a client that stopped retrying, or retried what it must not, fails here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -88,6 +89,16 @@ def _patch(url: str, name: str, change: dict[str, Any]) -> None:
     ).read()
 
 
+@contextlib.contextmanager
+def _faults(url: str, name: str, **rates: float | int | None) -> Iterator[None]:
+    """The function's faults set for the block (`max_hits` too, if given), then every one of them off again."""
+    _patch(url, name, {"faults": rates})
+    try:
+        yield
+    finally:
+        _patch(url, name, {"faults": {**{fault: 0.0 for fault in rates if fault != "max_hits"}, "max_hits": None}})
+
+
 def _client(read_timeout_s: float = 60) -> tuple[InvokeClient, list[float]]:
     """A client on the environment's endpoint whose backoff sleeps are recorded, not slept."""
     client = invoke_client("", read_timeout_s, max_pool_connections=4)
@@ -135,12 +146,8 @@ def test_throttles_are_retried_three_times_with_growing_backoff_and_carry_retry_
     client, sleeps = _client()
     tally = Tally()
     before = _stats(aws_env, "faulty")
-    _patch(aws_env, "faulty", {"faults": {"throttle": 1.0}})
-    try:
-        with pytest.raises(ClientError) as caught:
-            client.invoke("faulty", b"{}", tally=tally)
-    finally:
-        _patch(aws_env, "faulty", {"faults": {"throttle": 0.0}})
+    with _faults(aws_env, "faulty", throttle=1.0), pytest.raises(ClientError) as caught:
+        client.invoke("faulty", b"{}", tally=tally)
     error = caught.value.response
     assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == ("TooManyRequestsException", 429)
     assert error["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "2" and error["Reason"] == "ConcurrentInvocationLimitExceeded"
@@ -154,22 +161,15 @@ def test_server_errors_are_retried_until_one_answers(aws_env: str) -> None:
     client, sleeps = _client()
     tally = Tally()
     before = _stats(aws_env, "faulty")
-    _patch(aws_env, "faulty", {"faults": {"service_error": 1.0, "max_hits": 2}})
-    try:
+    with _faults(aws_env, "faulty", service_error=1.0, max_hits=2):
         r = client.invoke("faulty", b'{"a": 1}', tally=tally)
-    finally:
-        _patch(aws_env, "faulty", {"faults": {"service_error": 0.0, "max_hits": None}})
     assert json.loads(r.payload)["event"] == {"a": 1} and r.attempts == 3
     assert (tally.http_attempts, tally.throttles) == (3, 0)
     assert _stats(aws_env, "faulty")["faults"]["service_error"] - before["faults"]["service_error"] == 2
     assert len(sleeps) == 2 and all(0 <= s <= 0.05 * 2**i for i, s in enumerate(sleeps))  # non-throttling scale: 50 ms
 
-    _patch(aws_env, "faulty", {"faults": {"service_error": 1.0}})
-    try:
-        with pytest.raises(ClientError) as caught:
-            client.invoke("faulty", b"{}")
-    finally:
-        _patch(aws_env, "faulty", {"faults": {"service_error": 0.0}})
+    with _faults(aws_env, "faulty", service_error=1.0), pytest.raises(ClientError) as caught:
+        client.invoke("faulty", b"{}")
     assert caught.value.response["Error"]["Code"] == "ServiceException" and caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
 
 
@@ -177,15 +177,11 @@ def test_a_dropped_connection_is_retried_and_a_lasting_one_raises_connection_clo
     client, _ = _client()
     tally = Tally()
     before = _stats(aws_env, "faulty")
-    _patch(aws_env, "faulty", {"faults": {"lost_response": 1.0, "max_hits": 1}})
-    try:
+    with _faults(aws_env, "faulty", lost_response=1.0, max_hits=1):
         r = client.invoke("faulty", b'{"b": 2}', tally=tally)
-        assert json.loads(r.payload)["event"] == {"b": 2} and tally.http_attempts == 2
-        _patch(aws_env, "faulty", {"faults": {"lost_response": 1.0, "max_hits": None}})
-        with pytest.raises(ConnectionClosedError):
-            client.invoke("faulty", b"{}")
-    finally:
-        _patch(aws_env, "faulty", {"faults": {"lost_response": 0.0, "max_hits": None}})
+    assert json.loads(r.payload)["event"] == {"b": 2} and tally.http_attempts == 2
+    with _faults(aws_env, "faulty", lost_response=1.0), pytest.raises(ConnectionClosedError):
+        client.invoke("faulty", b"{}")
     assert _stats(aws_env, "faulty")["faults"]["lost_response"] - before["faults"]["lost_response"] == 1 + 3
 
 
