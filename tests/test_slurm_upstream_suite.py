@@ -21,6 +21,7 @@ from helpers.cli import env_with_venv
 from helpers.slurm import require_slurm
 
 UPSTREAM = "snakemake-executor-plugin-slurm"
+UPSTREAM_WORKERS = 4  # pytest-xdist workers for the suite
 CONFTEST = """
 import pytest
 import snakemake_executor_plugin_slurm as upstream
@@ -54,13 +55,15 @@ def upstream_tests(dest: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 213 tests, ~20 Slurm workflows: 32 min on the shared 2-core machine
+@pytest.mark.timeout(3600)  # 213 tests, ~20 Slurm workflows: 13 min one at a time on a quiet 2-core machine
 def test_upstream_slurm_suite_passes_against_cosmicai_slurm(tmp_path: Path) -> None:
     require_slurm()
     tests = upstream_tests(tmp_path / "upstream")
     proc = subprocess.run(
-        # the suite's own pytest settings (pyproject.toml: python_files = test_*.py and tests.py), from its sdist
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "600", "-o", "python_files=test_*.py tests.py", "."],
+        # the suite's own pytest settings (pyproject.toml: python_files = test_*.py and tests.py), from its sdist;
+        # its workflows mostly wait for the slurm plugin's first status poll (40 s), so 4 run at once (pytest-xdist)
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "600", "-o", "python_files=test_*.py tests.py"]
+        + ["-n", str(UPSTREAM_WORKERS), "."],
         cwd=tests,
         capture_output=True,
         text=True,
